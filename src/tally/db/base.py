@@ -17,7 +17,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# BIGINT primary keys on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
+# BIGINT keys on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY autoincrements.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -55,7 +55,7 @@ class Base(DeclarativeBase):
 
 
 class TenantScoped:
-    """Mixin for rows owned by a merchant; sessions bound to a merchant filter on it automatically."""
+    """Mixin for merchant-owned rows; a session bound to a merchant filters on it automatically."""
 
     @declared_attr
     def merchant_id(cls) -> Mapped[int]:  # noqa: N805 - declared_attr receives the class

@@ -34,7 +34,7 @@ def make_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """WAL, foreign keys, and BEGIN IMMEDIATE so writers queue instead of failing mid-transaction."""
+    """WAL, foreign keys, and BEGIN IMMEDIATE: writers queue instead of failing mid-transaction."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -56,8 +56,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory whose sessions apply the tenant filter when bound to a merchant."""
-    factory = sessionmaker(bind=engine, expire_on_commit=False)
-    return factory
+    return sessionmaker(bind=engine, expire_on_commit=False)
 
 
 @event.listens_for(Session, "do_orm_execute")

@@ -1,0 +1,220 @@
+"""Customer and points endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from tally.api.deps import CallerDep
+from tally.api.idempotency import request_fingerprint, run_idempotent
+from tally.api.schemas import (
+    AdjustmentCreate,
+    AdjustmentOut,
+    CustomerCreate,
+    CustomerOut,
+    CustomerUpdate,
+    LedgerEntryOut,
+    Page,
+)
+from tally.customers import service as customers
+from tally.customers.orm import Customer
+from tally.ledger import service as ledger
+from tally.ledger.orm import LedgerEntry
+
+router = APIRouter(prefix="/api/v1", tags=["customers"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Replays of the same key and body return the first response",
+    ),
+]
+
+
+def customer_out(customer: Customer, base_url: str) -> CustomerOut:
+    """The API view of a customer."""
+    return CustomerOut(
+        id=customer.id,
+        email=customer.email,
+        first_name=customer.first_name,
+        last_name=customer.last_name,
+        birthday=customer.birthday,
+        external_id=customer.external_id,
+        state=customer.state,
+        referral_code=customer.referral_code,
+        referral_url=f"{base_url}/r/{customer.referral_code}",
+        points_balance=customer.points_balance,
+        vip_tier=customer.vip_tier,
+        enrolled_at=customer.enrolled_at,
+        last_activity_at=customer.last_activity_at,
+        created_at=customer.created_at,
+    )
+
+
+def entry_out(entry: LedgerEntry) -> LedgerEntryOut:
+    """The API view of a ledger entry."""
+    return LedgerEntryOut(
+        id=entry.id,
+        customer_id=entry.customer_id,
+        points=entry.points,
+        kind=entry.kind,
+        reason=entry.reason,
+        source_ref=entry.source_ref,
+        rule_id=entry.rule_id,
+        rule_version=entry.rule_version,
+        remaining=entry.remaining,
+        expires_at=entry.expires_at,
+        created_at=entry.created_at,
+    )
+
+
+def _respond(status: int, body: Any, replayed: bool) -> JSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@router.post("/customers", status_code=201, response_model=CustomerOut)
+def create_customer(
+    body: CustomerCreate,
+    caller: CallerDep,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Enrol a customer; a guest with the same email becomes a member."""
+    base_url = caller.state.settings.public_base_url
+    with caller.unit_of_work() as session:
+
+        def work() -> tuple[int, Any]:
+            result = customers.enroll_customer(
+                session,
+                merchant_id=caller.merchant_id,
+                email=body.email,
+                first_name=body.first_name,
+                last_name=body.last_name,
+                birthday=body.birthday,
+                external_id=body.external_id,
+                referred_by_code=body.referred_by,
+            )
+            out = customer_out(result.customer, base_url)
+            return (201 if result.created else 200), out.model_dump(mode="json")
+
+        stored = run_idempotent(
+            session,
+            merchant_id=caller.merchant_id,
+            key=idempotency_key,
+            fingerprint=request_fingerprint("POST", request.url.path, body.model_dump(mode="json")),
+            work=work,
+        )
+    return _respond(stored.status, stored.body, stored.replayed)
+
+
+@router.get("/customers", response_model=Page[CustomerOut])
+def list_customers(
+    caller: CallerDep,
+    query: Annotated[str | None, Query(max_length=200, description="part of email or name")] = None,
+    state: Annotated[str | None, Query(pattern="^(member|guest)$")] = None,
+    tier: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[CustomerOut]:
+    """Search customers by email or name, filter by state or tier, one page at a time."""
+    base_url = caller.state.settings.public_base_url
+    with caller.unit_of_work() as session:
+        rows, total = customers.search_customers(
+            session,
+            merchant_id=caller.merchant_id,
+            query=query,
+            state=state,
+            tier=tier,
+            limit=limit,
+            offset=offset,
+        )
+        return Page[CustomerOut](
+            items=[customer_out(c, base_url) for c in rows], total=total, limit=limit, offset=offset
+        )
+
+
+@router.get("/customers/by-email", response_model=CustomerOut)
+def get_customer_by_email(
+    caller: CallerDep, email: Annotated[str, Query(min_length=3, max_length=320)]
+) -> CustomerOut:
+    """The customer with this email (case-insensitive)."""
+    with caller.unit_of_work() as session:
+        customer = customers.get_customer_by_email(session, caller.merchant_id, email)
+        return customer_out(customer, caller.state.settings.public_base_url)
+
+
+@router.get("/customers/{customer_id}", response_model=CustomerOut)
+def get_customer(customer_id: int, caller: CallerDep) -> CustomerOut:
+    """One customer."""
+    with caller.unit_of_work() as session:
+        customer = customers.get_customer(session, caller.merchant_id, customer_id)
+        return customer_out(customer, caller.state.settings.public_base_url)
+
+
+@router.patch("/customers/{customer_id}", response_model=CustomerOut)
+def update_customer(customer_id: int, body: CustomerUpdate, caller: CallerDep) -> CustomerOut:
+    """Change name or birthday; only the fields sent change."""
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    with caller.unit_of_work() as session:
+        customer = customers.update_customer(
+            session, merchant_id=caller.merchant_id, customer_id=customer_id, **changes
+        )
+        return customer_out(customer, caller.state.settings.public_base_url)
+
+
+@router.get("/customers/{customer_id}/ledger", response_model=Page[LedgerEntryOut])
+def list_ledger(
+    customer_id: int,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[LedgerEntryOut]:
+    """A customer's ledger entries, newest first."""
+    with caller.unit_of_work() as session:
+        customers.get_customer(session, caller.merchant_id, customer_id)
+        rows, total = ledger.list_entries(
+            session, customer_id=customer_id, limit=limit, offset=offset
+        )
+        return Page[LedgerEntryOut](
+            items=[entry_out(e) for e in rows], total=total, limit=limit, offset=offset
+        )
+
+
+@router.post("/customers/{customer_id}/adjustments", status_code=201, response_model=AdjustmentOut)
+def adjust_points(
+    customer_id: int,
+    body: AdjustmentCreate,
+    caller: CallerDep,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Add or remove points by hand, with a reason."""
+    with caller.unit_of_work() as session:
+
+        def work() -> tuple[int, Any]:
+            customer = customers.get_customer(session, caller.merchant_id, customer_id)
+            posting = ledger.adjust(
+                session,
+                customer=customer,
+                points=body.points,
+                reason=body.reason,
+                idempotency_key=f"api:{idempotency_key or uuid.uuid4().hex}",
+                source_ref="api",
+            )
+            out = AdjustmentOut(entry=entry_out(posting.entry), balance=customer.points_balance)
+            return 201, out.model_dump(mode="json")
+
+        stored = run_idempotent(
+            session,
+            merchant_id=caller.merchant_id,
+            key=idempotency_key,
+            fingerprint=request_fingerprint("POST", request.url.path, body.model_dump(mode="json")),
+            work=work,
+        )
+    return _respond(stored.status, stored.body, stored.replayed)

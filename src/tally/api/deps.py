@@ -1,0 +1,73 @@
+"""Request-scoped plumbing: the app's state, the authenticated merchant, units of work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from tally.config import Settings
+from tally.db.engine import bind_merchant
+from tally.merchants.service import resolve_api_key
+
+
+@dataclass
+class AppState:
+    """Everything the entry points share, created once at start-up."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+
+
+def app_state(request: Request) -> AppState:
+    """The AppState stored on the application."""
+    state: AppState = request.app.state.tally
+    return state
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated API caller: which merchant, and how to open its units of work."""
+
+    merchant_id: int
+    state: AppState
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """A session bound to this merchant; commits when the block succeeds."""
+        session = self.state.session_factory()
+        bind_merchant(session, self.merchant_id)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+def authenticated(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Caller:
+    """Resolve `Authorization: Bearer <api key>` to a merchant, or answer 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPException(
+            401,
+            "missing API key: send 'Authorization: Bearer <api key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    with state.session_factory() as session:
+        merchant_id = resolve_api_key(session, token.strip())
+    if merchant_id is None:
+        raise HTTPException(
+            401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return Caller(merchant_id=merchant_id, state=state)
+
+
+CallerDep = Annotated[Caller, Depends(authenticated)]

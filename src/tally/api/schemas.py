@@ -1,0 +1,98 @@
+"""API shapes (separate from the ORM models)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class CustomerCreate(BaseModel):
+    """Enrol a customer (or turn a guest into a member)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str = Field(min_length=3, max_length=320)
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    birthday: date | None = None
+    external_id: str | None = Field(default=None, max_length=100)
+    referred_by: str | None = Field(default=None, max_length=16, description="a referral code")
+
+
+class CustomerUpdate(BaseModel):
+    """Fields that may change; omitted fields stay as they are, null clears."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    birthday: date | None = None
+
+
+class CustomerOut(BaseModel):
+    """A customer as the API shows it."""
+
+    id: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+    birthday: date | None
+    external_id: str | None
+    state: str
+    referral_code: str
+    referral_url: str
+    points_balance: int
+    vip_tier: str | None
+    enrolled_at: datetime | None
+    last_activity_at: datetime | None
+    created_at: datetime
+
+
+class AdjustmentCreate(BaseModel):
+    """A manual points adjustment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: int = Field(description="positive to add, negative to remove; not zero")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class LedgerEntryOut(BaseModel):
+    """One ledger entry."""
+
+    id: int
+    customer_id: int
+    points: int
+    kind: str
+    reason: str
+    source_ref: str | None
+    rule_id: str | None
+    rule_version: int | None
+    remaining: int | None
+    expires_at: datetime | None
+    created_at: datetime
+
+
+class AdjustmentOut(BaseModel):
+    """The entry written by an adjustment and the balance after it."""
+
+    entry: LedgerEntryOut
+    balance: int
+
+
+def model_dump_json_ready(model: BaseModel) -> Any:
+    """A model as JSON-compatible data (dates as strings), for storing replayable responses."""
+    return model.model_dump(mode="json")

@@ -1,0 +1,317 @@
+"""The `tally` command: thin wrappers that parse, call a service, and print."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tally.config import Settings, WorkerMode
+from tally.db.engine import bind_merchant, make_engine, make_session_factory
+from tally.errors import DomainError
+
+app = typer.Typer(help="Tally: loyalty and rewards for online stores.", no_args_is_help=True)
+merchant_app = typer.Typer(help="Merchants (stores) and their API keys.", no_args_is_help=True)
+customer_app = typer.Typer(help="Look up customers.", no_args_is_help=True)
+points_app = typer.Typer(help="Change points balances.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Check the points ledger.", no_args_is_help=True)
+app.add_typer(merchant_app, name="merchant")
+app.add_typer(customer_app, name="customer")
+app.add_typer(points_app, name="points")
+app.add_typer(ledger_app, name="ledger")
+
+console = Console()
+err_console = Console(stderr=True)
+
+MerchantOption = Annotated[
+    int | None,
+    typer.Option("--merchant", "-m", help="Merchant id; may be left out when there is only one."),
+]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print an error and exit (2 = bad input)."""
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def unit_of_work(settings: Settings | None = None) -> Iterator[Session]:
+    """One transaction for one command; domain errors become exit code 2 with the message."""
+    settings = settings or _settings()
+    factory = make_session_factory(make_engine(settings.database_url))
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except DomainError as exc:
+        session.rollback()
+        details = "".join(f"\n  - {e.field}: {e.message}" for e in exc.errors)
+        fail(f"{exc.detail}{details}")
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def resolve_merchant(session: Session, merchant: int | None) -> int:
+    """The merchant id given, or the only merchant there is; binds the session to it."""
+    from tally.merchants.orm import Merchant
+
+    if merchant is None:
+        ids = list(session.scalars(select(Merchant.id).limit(2)))
+        if len(ids) != 1:
+            fail(
+                "there are no merchants yet: run `tally merchant create`"
+                if not ids
+                else "there are several merchants: pass --merchant ID (see `tally merchant list`)"
+            )
+        merchant = ids[0]
+    elif session.get(Merchant, merchant) is None:
+        fail(f"merchant {merchant} does not exist (see `tally merchant list`)")
+    bind_merchant(session, merchant)
+    return merchant
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from tally.db import migrate as migrations
+
+    settings = _settings()
+    migrations.upgrade(make_engine(settings.database_url))
+    console.print(f"database at [bold]{_redact(settings.database_url)}[/] is up to date")
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int, typer.Option(help="Web processes (PostgreSQL only).")] = 1,
+) -> None:
+    """Run the web server (API, admin) and, in the embedded mode, the worker in-process."""
+    import uvicorn
+
+    settings = _settings()
+    try:
+        settings.check_for_start()
+    except RuntimeError as exc:
+        fail(str(exc))
+    if workers > 1 and (settings.is_sqlite or settings.worker_mode == WorkerMode.INPROCESS):
+        fail("several web processes need PostgreSQL and TALLY_WORKER_MODE=separate")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(
+        "tally.api.asgi:app",
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="Process what is due, then exit.")] = False,
+) -> None:
+    """Run a worker process: outbox deliveries and scheduled jobs."""
+    from tally.outbox.registry import load_plugins
+    from tally.outbox.worker import Worker
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    load_plugins(settings)
+    runner = Worker(
+        settings=settings, session_factory=make_session_factory(make_engine(settings.database_url))
+    )
+    if once:
+        stats = runner.drain()
+        console.print(
+            f"claimed {stats.claimed}, done {stats.done}, retried {stats.retried}, "
+            f"failed {stats.failed}, jobs {stats.jobs_run}"
+        )
+        return
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    try:
+        runner.run_forever()
+    except KeyboardInterrupt:
+        runner.stop()
+
+
+@app.command()
+def demo() -> None:
+    """Seed the demo store (once) and print its admin URL and a fresh API key."""
+    from tally.demo import seed_demo
+
+    settings = _settings()
+    with unit_of_work(settings) as session:
+        store = seed_demo(session)
+    console.print(
+        f"[bold green]Demo store[/] (merchant {store.merchant_id})"
+        + (" created" if store.created else " ready")
+    )
+    console.print(f"  Admin:    {settings.public_base_url}/admin")
+    console.print(f"  Login:    {store.admin_email} / {store.admin_password}")
+    console.print(f"  API docs: {settings.public_base_url}/docs")
+    console.print(f"  API key:  {store.api_key}")
+
+
+@merchant_app.command("create")
+def merchant_create(
+    name: str,
+    store_url: Annotated[str, typer.Option("--store-url", help="The store's web address.")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 currency code.")] = "USD",
+    timezone: Annotated[str, typer.Option(help="IANA time zone, e.g. Europe/London.")] = "UTC",
+) -> None:
+    """Create a merchant and print its id and first API key (shown only this once)."""
+    from tally.merchants import service as merchants
+
+    with unit_of_work() as session:
+        merchant = merchants.create_merchant(
+            session, name=name, store_url=store_url, currency=currency, timezone=timezone
+        )
+        key = merchants.create_api_key(session, merchant_id=merchant.id)
+    console.print(f"merchant id: {merchant.id}")
+    console.print(f"API key:     {key.secret}")
+    console.print("[dim]The key is shown only once; store it somewhere safe.[/]")
+
+
+@merchant_app.command("list")
+def merchant_list() -> None:
+    """List merchants with their customer counts."""
+    from tally.customers.orm import Customer
+    from tally.merchants.orm import Merchant
+
+    with unit_of_work() as session:
+        counts = dict(
+            session.execute(
+                select(Customer.merchant_id, func.count()).group_by(Customer.merchant_id)
+            ).all()
+        )
+        table = Table("id", "name", "store URL", "currency", "timezone", "customers")
+        for m in session.scalars(select(Merchant).order_by(Merchant.id)):
+            table.add_row(
+                str(m.id), m.name, m.store_url, m.currency, m.timezone, str(counts.get(m.id, 0))
+            )
+    console.print(table)
+
+
+@customer_app.command("show")
+def customer_show(email: str, merchant: MerchantOption = None) -> None:
+    """Show a customer's profile, balance and latest ledger entries."""
+    from tally.customers import service as customers
+    from tally.ledger import service as ledger
+
+    with unit_of_work() as session:
+        merchant_id = resolve_merchant(session, merchant)
+        customer = customers.get_customer_by_email(session, merchant_id, email)
+        entries, total = ledger.list_entries(session, customer_id=customer.id, limit=10)
+        console.print(f"[bold]{customer.full_name or customer.email}[/] <{customer.email}>")
+        console.print(
+            f"  id {customer.id}, {customer.state}, referral code {customer.referral_code}"
+        )
+        console.print(
+            f"  birthday: {customer.birthday or '-'}   VIP tier: {customer.vip_tier or '-'}"
+        )
+        console.print(f"  balance: [bold]{customer.points_balance}[/] points")
+        table = Table("id", "when", "points", "kind", "reason", title=f"ledger ({total} entries)")
+        for e in entries:
+            table.add_row(
+                str(e.id),
+                e.created_at.isoformat(timespec="seconds"),
+                f"{e.points:+d}",
+                e.kind,
+                e.reason,
+            )
+        console.print(table)
+
+
+@points_app.command("adjust", context_settings={"ignore_unknown_options": True})
+def points_adjust(
+    email: str,
+    points: Annotated[int, typer.Argument(help="Positive to add, negative to remove.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
+    merchant: MerchantOption = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Run the same adjustment at most once per key.")
+    ] = None,
+) -> None:
+    """Add or remove points by hand."""
+    import uuid
+
+    from tally.customers import service as customers
+    from tally.ledger import service as ledger
+
+    with unit_of_work() as session:
+        merchant_id = resolve_merchant(session, merchant)
+        customer = customers.get_customer_by_email(session, merchant_id, email)
+        posting = ledger.adjust(
+            session,
+            customer=customer,
+            points=points,
+            reason=reason,
+            idempotency_key=f"cli:{idempotency_key or uuid.uuid4().hex}",
+            source_ref="cli",
+        )
+        balance = customer.points_balance
+    note = " (already applied earlier; nothing changed)" if posting.replayed else ""
+    console.print(f"{customer.email}: {posting.entry.points:+d} points, balance {balance}{note}")
+
+
+@ledger_app.command("verify")
+def ledger_verify(merchant: MerchantOption = None) -> None:
+    """Recompute every balance from the ledger and report mismatches (exit 1 if any)."""
+    from tally.customers.orm import Customer
+    from tally.ledger import service as ledger
+
+    with unit_of_work() as session:
+        count = select(func.count(Customer.id))
+        if merchant is not None:
+            count = count.where(Customer.merchant_id == merchant)
+        checked = session.scalar(count) or 0
+        mismatches = list(ledger.verify_balances(session, merchant_id=merchant))
+    if not mismatches:
+        console.print(f"[green]ok[/]: {checked} balances equal the sum of their ledger entries")
+        return
+    table = Table("merchant", "customer", "email", "cached", "ledger sum", "difference")
+    for m in mismatches:
+        table.add_row(
+            str(m.merchant_id),
+            str(m.customer_id),
+            m.email,
+            str(m.cached),
+            str(m.computed),
+            f"{m.cached - m.computed:+d}",
+        )
+    console.print(table)
+    err_console.print(
+        f"[bold red]{len(mismatches)} of {checked} balances do not match the ledger[/]"
+    )
+    raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Run the CLI."""
+    sys.exit(app())

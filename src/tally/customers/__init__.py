@@ -1,0 +1,1 @@
+"""Customers: members with a loyalty account and guests known only from orders."""

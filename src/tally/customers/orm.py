@@ -1,0 +1,56 @@
+"""Customer table."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tally.db.base import Base, BigId, TenantScoped, utcnow
+
+
+class CustomerState(StrEnum):
+    """Whether the customer has a loyalty account."""
+
+    MEMBER = "member"
+    GUEST = "guest"
+
+
+class Customer(TenantScoped, Base):
+    """A merchant's customer with a cached points balance (always the sum of ledger entries)."""
+
+    __tablename__ = "customers"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "email"),
+        UniqueConstraint("merchant_id", "external_id"),
+        UniqueConstraint("referral_code"),
+        CheckConstraint("points_balance >= 0", name="balance_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # Stored trimmed and lower-cased, which makes the unique constraint case-insensitive.
+    email: Mapped[str] = mapped_column(String(320))
+    first_name: Mapped[str | None] = mapped_column(String(100), default=None)
+    last_name: Mapped[str | None] = mapped_column(String(100), default=None)
+    birthday: Mapped[date | None] = mapped_column(Date, default=None)
+    birthday_set_at: Mapped[datetime | None] = mapped_column(default=None)
+    external_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    state: Mapped[str] = mapped_column(String(16), default=CustomerState.MEMBER)
+    referral_code: Mapped[str] = mapped_column(String(16))
+    referred_by_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="SET NULL"), default=None
+    )
+    points_balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    vip_tier: Mapped[str | None] = mapped_column(String(64), default=None)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(default=None)
+    enrolled_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_activity_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def full_name(self) -> str:
+        """First and last name, as much as is known."""
+        return " ".join(p for p in (self.first_name, self.last_name) if p)

@@ -1,0 +1,1 @@
+"""Developer tools: local emulators of external services, used by the CLI and the tests."""

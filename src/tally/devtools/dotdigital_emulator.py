@@ -1,0 +1,1248 @@
+"""A local emulator of the part of the Dotdigital API that Tally uses.
+
+It is a real HTTP server (Starlette served by uvicorn) so that the production httpx client is
+exercised end to end: Basic auth, region discovery, v2 data fields, v3 contact upserts and reads,
+v3 bulk imports that finish asynchronously, per-user rate limiting with Dotdigital's
+``x-ratelimit-*`` headers, and injectable faults (latency, 5xx, hung calls, bursts of 429).
+
+Regions. Dotdigital hosts each account in one region (r1/r2/r3) and a call to the wrong region
+answers 403. The emulator runs one server on one port and tells regions apart by the host name
+in the ``Host`` header: ``EmulatorConfig.region_hosts`` maps a region to a host name (default
+region 1 and 3 → ``127.0.0.1``, region 2 → ``localhost``; ``localhost`` resolves to the loopback
+address the server is bound to). ``GET /v2/account-info`` answers on any host, as the real r1 host
+does for every account, and reports ``ApiEndpoint`` as that region's host on the same port. A
+host name the emulator does not know (for example a Docker service name) serves every region, so
+the emulator also works behind names it was not told about. Because region 3 shares region 1's
+host by default, only region 2 accounts can observe the wrong-region 403 unless region 3 is given
+its own name.
+
+Where the public documentation is silent (error codes other than those it names, the exact
+shape of import results), the emulator picks a plausible answer and stays lenient; the client
+must not depend on those details.
+
+Test and tooling endpoints (no auth, no faults, not logged): ``GET /_emulator/state``,
+``GET /_emulator/calls``, ``POST /_emulator/faults`` and ``POST /_emulator/reset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import hmac
+import json
+import math
+import random
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+DEMO_USERNAME = "apiuser-demo@apiconnector.com"
+DEMO_PASSWORD = "demo-password"  # noqa: S105 - a published demo credential of a local emulator
+
+AUTH_DENIED_MESSAGE = "Authorization has been denied for this request."
+DATA_FIELD_TYPES = ("String", "Numeric", "Date", "Boolean")
+DATA_FIELD_VISIBILITIES = ("Private", "Public")
+BUILT_IN_FIELDS = ("FIRSTNAME", "LASTNAME", "FULLNAME", "GENDER", "POSTCODE")
+CONTACT_MERGE_OPTIONS = ("overwrite", "overwrite-if-not-empty", "overwrite-if-empty")
+# Bulk imports spell the same options in camelCase.
+IMPORT_MERGE_OPTIONS = {
+    "overwrite": "overwrite",
+    "overwriteIfNotEmpty": "overwrite-if-not-empty",
+    "overwriteIfEmpty": "overwrite-if-empty",
+}
+IMPORT_STATUS_NOT_FINISHED = "NotFinished"
+IMPORT_STATUS_FINISHED = "Finished"
+
+_FIELD_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+_EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+
+Json = Any
+Handler = Callable[[Request, "_CallContext"], Awaitable[Response]]
+
+
+def is_valid_email(value: object) -> bool:
+    """Whether a value looks like an email address Dotdigital would accept."""
+    if not isinstance(value, str) or len(value) > 254:
+        return False
+    local, _, _domain = value.rpartition("@")
+    return len(local) <= 64 and _EMAIL_RE.match(value) is not None
+
+
+@dataclass(frozen=True)
+class EmulatorAccount:
+    """One API user of the emulator and the region its account lives in."""
+
+    username: str
+    password: str
+    region: int = 1
+
+    def __repr__(self) -> str:
+        return f"EmulatorAccount(username={self.username!r}, region={self.region})"
+
+
+def _default_accounts() -> list[EmulatorAccount]:
+    return [EmulatorAccount(DEMO_USERNAME, DEMO_PASSWORD, 1)]
+
+
+def _default_region_hosts() -> dict[int, str]:
+    return {1: "127.0.0.1", 2: "localhost", 3: "127.0.0.1"}
+
+
+# Settings that can change while the server runs (``set_faults`` and ``POST /_emulator/faults``):
+# faults, rate limits and the account limits tests want to reach quickly.
+RUNTIME_SETTINGS = (
+    "rate_limit_per_minute",
+    "rate_limit_window_seconds",
+    "latency_ms",
+    "error_rate",
+    "timeout_rate",
+    "hang_seconds",
+    "burst_429",
+    "burst_429_reset_seconds",
+    "import_delay_seconds",
+    "max_custom_data_fields",
+    "max_active_imports",
+    "max_import_bytes",
+)
+
+
+@dataclass
+class EmulatorConfig:
+    """Accounts, limits and injected faults of one emulator."""
+
+    accounts: list[EmulatorAccount] = field(default_factory=_default_accounts)
+    region_hosts: dict[int, str] = field(default_factory=_default_region_hosts)
+    # Calls per API user per window; 0 means unlimited (the header then reports 0).
+    rate_limit_per_minute: int = 0
+    rate_limit_window_seconds: float = 60.0
+    latency_ms: int = 0
+    # Fraction of calls answering 500 or 503.
+    error_rate: float = 0.0
+    # Fraction of calls that hang for ``hang_seconds`` (longer than a client's timeout) and are
+    # then processed anyway, so the caller cannot tell whether the write happened.
+    timeout_rate: float = 0.0
+    hang_seconds: float = 5.0
+    # Answer 429 to the next N authenticated calls.
+    burst_429: int = 0
+    # ``x-ratelimit-reset`` of injected 429s; None reports the rest of the user's window.
+    burst_429_reset_seconds: int | None = None
+    # How long a bulk import stays NotFinished.
+    import_delay_seconds: float = 1.0
+    seed: int | None = None
+    max_custom_data_fields: int = 100
+    max_active_imports: int = 25
+    max_import_bytes: int = 50 * 1024 * 1024
+    max_text_length: int = 255
+    # The call log keeps the most recent calls only; counts cover every call.
+    max_logged_calls: int = 10_000
+
+    def __post_init__(self) -> None:
+        validate_runtime_settings({name: getattr(self, name) for name in RUNTIME_SETTINGS})
+        if not self.accounts:
+            raise ValueError("the emulator needs at least one account")
+        for account in self.accounts:
+            if account.region not in (1, 2, 3):
+                raise ValueError(f"region must be 1, 2 or 3, not {account.region}")
+        if len({account.username.lower() for account in self.accounts}) != len(self.accounts):
+            raise ValueError("account usernames must be unique")
+
+
+def validate_runtime_settings(values: dict[str, Any]) -> None:
+    """Raise ValueError for an unknown setting name or an out-of-range value."""
+    for name, value in values.items():
+        if name not in RUNTIME_SETTINGS:
+            raise ValueError(f"unknown setting {name!r}")
+        if name == "burst_429_reset_seconds" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number")
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be zero or more")
+        if name in {"error_rate", "timeout_rate"} and value > 1:
+            raise ValueError(f"{name} is a fraction between 0 and 1")
+        if name == "rate_limit_window_seconds" and value == 0:
+            raise ValueError("rate_limit_window_seconds must be more than zero")
+
+
+def config_from_options(
+    *,
+    latency_ms: int = 0,
+    error_rate: float = 0.0,
+    timeout_rate: float = 0.0,
+    hang_seconds: float = 5.0,
+    burst_429: int = 0,
+    rate_limit: int = 0,
+    import_delay: float = 1.0,
+    seed: int | None = None,
+    accounts: Sequence[str] = (),
+) -> EmulatorConfig:
+    """Build a config from command-line style options (accounts as ``user:password[:region]``)."""
+    parsed = [parse_account(text) for text in accounts] or _default_accounts()
+    return EmulatorConfig(
+        accounts=parsed,
+        rate_limit_per_minute=rate_limit,
+        latency_ms=latency_ms,
+        error_rate=error_rate,
+        timeout_rate=timeout_rate,
+        hang_seconds=hang_seconds,
+        burst_429=burst_429,
+        import_delay_seconds=import_delay,
+        seed=seed,
+    )
+
+
+def parse_account(text: str) -> EmulatorAccount:
+    """Parse ``username:password[:region]`` (the password may not contain a colon)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ValueError("an account is written username:password or username:password:region")
+    region_text = parts[2] if len(parts) == 3 else "1"
+    if region_text not in {"1", "2", "3"}:
+        raise ValueError(f"an account's region is 1, 2 or 3, not {region_text!r}")
+    return EmulatorAccount(parts[0], parts[1], int(region_text))
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _json_response(status: int, body: Json, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return _json_response(status, {"message": message}, headers)
+
+
+def _v3_error(
+    status: int,
+    code: str,
+    description: str,
+    details: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body = {"errorCode": code, "description": description, "details": details or []}
+    return _json_response(status, body, headers)
+
+
+def _error_for_route(
+    route: str,
+    status: int,
+    description: str,
+    *,
+    v2_code: str,
+    v3_code: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A v2 or v3 style error body depending on which API generation the route belongs to."""
+    if route.startswith("/contacts/v3"):
+        return _v3_error(status, v3_code, description, headers=headers)
+    return _v2_error(status, f"{description} {v2_code}", headers)
+
+
+def _loads_strict(raw: bytes) -> Json:
+    """Parse JSON refusing NaN and Infinity, which no JSON API accepts."""
+
+    def refuse(constant: str) -> Json:
+        raise ValueError(f"invalid JSON constant {constant}")
+
+    return json.loads(raw, parse_constant=refuse)
+
+
+def _failure(identifiers: Json, code: str, description: str) -> dict[str, Json]:
+    """One failed entry of a bulk import result."""
+    return {
+        "identifiers": copy.deepcopy(identifiers),
+        "failures": [{"failureCode": code, "description": description}],
+    }
+
+
+def _is_empty(value: Json) -> bool:
+    return value is None or value == ""
+
+
+@dataclass
+class _AccountState:
+    """Everything stored for one Dotdigital account."""
+
+    account_id: int
+    account: EmulatorAccount
+    # Upper-cased name → {"name","type","visibility","defaultValue"}.
+    data_fields: dict[str, dict[str, Json]] = field(default_factory=dict)
+    # Lower-cased email → stored contact.
+    contacts: dict[str, dict[str, Json]] = field(default_factory=dict)
+    imports: dict[str, dict[str, Json]] = field(default_factory=dict)
+    next_contact_id: int = 1001
+
+
+@dataclass
+class _Window:
+    started: float
+    count: int = 0
+
+
+@dataclass
+class _CallContext:
+    """What the pipeline learnt about a call before its handler runs."""
+
+    route: str
+    state: _AccountState
+    generation: int
+    log_entry: dict[str, Json]
+
+
+class DotdigitalEmulator:
+    """The emulator's state, fault controls and ASGI application (``.app``); thread-safe."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self._initial_config = replace(config) if config is not None else EmulatorConfig()
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._config = replace(self._initial_config)
+        self._generation = 0
+        self._reset_locked()
+        self.app = self._build_app()
+
+    # ----------------------------------------------------------------- state and inspection
+
+    def _reset_locked(self) -> None:
+        self._config = replace(self._initial_config)
+        self._random = random.Random(self._config.seed)
+        self._accounts: dict[str, _AccountState] = {}
+        for index, account in enumerate(self._config.accounts, start=1):
+            state = _AccountState(account_id=index, account=account)
+            for name in BUILT_IN_FIELDS:
+                state.data_fields[name] = {
+                    "name": name,
+                    "type": "String",
+                    "visibility": "Private",
+                    "defaultValue": None,
+                }
+            self._accounts[account.username.lower()] = state
+        self._windows: dict[str, _Window] = {}
+        self._calls: list[dict[str, Json]] = []
+        self._call_counts: dict[str, int] = {}
+        # Calls still running from before a reset are dropped when they finish hanging.
+        self._generation += 1
+
+    def reset(self) -> None:
+        """Forget all contacts, fields, imports, calls and runtime fault changes."""
+        with self._lock:
+            self._reset_locked()
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """A copy of the current configuration, including runtime fault changes."""
+        with self._lock:
+            return replace(self._config)
+
+    def set_faults(self, **changes: Any) -> EmulatorConfig:
+        """Change rate limits or injected faults while the server runs (see RUNTIME_SETTINGS)."""
+        validate_runtime_settings(changes)
+        with self._lock:
+            self._config = replace(self._config, **changes)
+            return replace(self._config)
+
+    def _account_state(self, username: str | None) -> _AccountState:
+        if username is None:
+            return next(iter(self._accounts.values()))
+        return self._accounts[username.lower()]
+
+    def contacts_of(self, username: str | None = None) -> dict[str, dict[str, Json]]:
+        """Contacts of an account (default: the first), keyed by lower-cased email."""
+        with self._lock:
+            state = self._account_state(username)
+            self._settle_imports(state)
+            return {email: self._contact_snapshot(c) for email, c in state.contacts.items()}
+
+    @property
+    def contacts(self) -> dict[str, dict[str, Json]]:
+        """Contacts of the first account: email → dataFields, created, updated and more."""
+        return self.contacts_of(None)
+
+    def data_fields_of(self, username: str | None = None) -> list[dict[str, Json]]:
+        """Data fields of an account (default: the first), built-in ones included."""
+        with self._lock:
+            return copy.deepcopy(list(self._account_state(username).data_fields.values()))
+
+    @property
+    def data_fields(self) -> list[dict[str, Json]]:
+        """Data fields of the first account."""
+        return self.data_fields_of(None)
+
+    def imports_of(self, username: str | None = None) -> dict[str, dict[str, Json]]:
+        """Bulk imports of an account: id → status, contact count and (when done) result."""
+        with self._lock:
+            state = self._account_state(username)
+            self._settle_imports(state)
+            return {
+                import_id: {
+                    "status": record["status"],
+                    "contactCount": len(record["contacts"]),
+                    "mergeOption": record["mergeOption"],
+                    "result": copy.deepcopy(record["result"]),
+                }
+                for import_id, record in state.imports.items()
+            }
+
+    @property
+    def imports(self) -> dict[str, dict[str, Json]]:
+        """Bulk imports of the first account."""
+        return self.imports_of(None)
+
+    @property
+    def call_counts(self) -> dict[str, int]:
+        """Number of API calls per ``"METHOD /route/{template}"``."""
+        with self._lock:
+            return dict(self._call_counts)
+
+    @property
+    def calls(self) -> list[dict[str, Json]]:
+        """Every API call in arrival order: method, route, path, account, status, fault, body."""
+        with self._lock:
+            return copy.deepcopy(self._calls)
+
+    def snapshot(self) -> dict[str, Json]:
+        """All state as JSON-ready data (what ``GET /_emulator/state`` answers)."""
+        with self._lock:
+            accounts: dict[str, Json] = {}
+            for state in self._accounts.values():
+                username = state.account.username
+                accounts[username] = {
+                    "accountId": state.account_id,
+                    "region": state.account.region,
+                    "dataFields": self.data_fields_of(username),
+                    "contacts": self.contacts_of(username),
+                    "imports": self.imports_of(username),
+                }
+            faults = {name: getattr(self._config, name) for name in RUNTIME_SETTINGS}
+            return {"accounts": accounts, "callCounts": self.call_counts, "faults": faults}
+
+    def stop_hanging_calls(self) -> None:
+        """Release every hung call at once (used when the server stops)."""
+        self._stopping.set()
+
+    def allow_hanging_calls(self) -> None:
+        """Let injected hangs last their full time again (used when a server starts)."""
+        self._stopping.clear()
+
+    @staticmethod
+    def _contact_snapshot(contact: dict[str, Json]) -> dict[str, Json]:
+        return copy.deepcopy(contact)
+
+    # ----------------------------------------------------------------- HTTP pipeline
+
+    def _build_app(self) -> Starlette:
+        api: list[tuple[str, str, Handler, bool]] = [
+            ("GET", "/v2/account-info", self._account_info, False),
+            ("GET", "/v2/data-fields", self._list_data_fields, True),
+            ("POST", "/v2/data-fields", self._create_data_field, True),
+            ("GET", "/contacts/v3/email/{email}", self._get_contact, True),
+            ("PATCH", "/contacts/v3/email/{email}", self._patch_contact, True),
+            ("PUT", "/contacts/v3/import", self._start_import, True),
+            ("GET", "/contacts/v3/import/{import_id}", self._import_status, True),
+        ]
+        routes = [
+            Route(path, self._endpoint(method, path, handler, regional), methods=[method])
+            for method, path, handler, regional in api
+        ]
+        routes += [
+            Route("/_emulator/state", self._state_endpoint, methods=["GET"]),
+            Route("/_emulator/calls", self._calls_endpoint, methods=["GET"]),
+            Route("/_emulator/faults", self._faults_endpoint, methods=["POST"]),
+            Route("/_emulator/reset", self._reset_endpoint, methods=["POST"]),
+        ]
+        return Starlette(routes=routes)
+
+    def _endpoint(
+        self, method: str, route: str, handler: Handler, regional: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await self._handle(request, method, route, handler, regional)
+
+        return endpoint
+
+    async def _handle(
+        self, request: Request, method: str, route: str, handler: Handler, regional: bool
+    ) -> Response:
+        raw = await request.body()
+        entry: dict[str, Json] = {
+            "at": _now_text(),
+            "method": method,
+            "route": route,
+            "path": request.url.path,
+            "query": request.url.query,
+            "host": request.headers.get("host", ""),
+            "account": None,
+            "status": None,
+            "fault": None,
+            "body": self._loggable_body(raw),
+        }
+        key = f"{method} {route}"
+        with self._lock:
+            self._calls.append(entry)
+            overflow = len(self._calls) - self._config.max_logged_calls
+            if overflow > 0:
+                del self._calls[:overflow]
+            self._call_counts[key] = self._call_counts.get(key, 0) + 1
+            generation = self._generation
+            latency = self._config.latency_ms
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        response = await self._respond(request, route, handler, regional, raw, entry, generation)
+        with self._lock:
+            entry["status"] = response.status_code
+            limit = self._config.rate_limit_per_minute
+        # Every answer reports the user's limit, as Dotdigital's gateway does.
+        response.headers.setdefault("x-ratelimit-limit", str(limit))
+        return response
+
+    @staticmethod
+    def _loggable_body(raw: bytes) -> Json:
+        if not raw or len(raw) > 65536:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode("utf-8", "replace")
+
+    async def _respond(
+        self,
+        request: Request,
+        route: str,
+        handler: Handler,
+        regional: bool,
+        raw: bytes,
+        entry: dict[str, Json],
+        generation: int,
+    ) -> Response:
+        state = self._authenticate(request)
+        if state is None:
+            return _v2_error(
+                401, AUTH_DENIED_MESSAGE, {"www-authenticate": 'Basic realm="dotdigital"'}
+            )
+        with self._lock:
+            entry["account"] = state.account.username
+        if regional and not self._serves_region(request, state.account.region):
+            return _error_for_route(
+                route,
+                403,
+                "This account is hosted in another region; use the ApiEndpoint from "
+                "/v2/account-info.",
+                v2_code="ERROR_WRONG_REGION",
+                v3_code="contacts:forbidden",
+            )
+        with self._lock:
+            limited = self._rate_limit(state.account.username, entry)
+            fault = self._draw_fault() if limited is None else None
+            hang = self._config.hang_seconds
+        if limited is not None:
+            return _error_for_route(
+                route,
+                429,
+                "You have exceeded the API call rate limit.",
+                v2_code="ERROR_RATE_LIMIT_EXCEEDED",
+                v3_code="contacts:tooManyRequests",
+                headers=limited,
+            )
+        if fault is not None:
+            with self._lock:
+                entry["fault"] = fault
+            if fault == "timeout":
+                finished = await self._hang(hang)
+                with self._lock:
+                    stale = generation != self._generation
+                if not finished or stale:
+                    return _v2_error(503, "The service is shutting down. ERROR_UNAVAILABLE")
+            else:
+                status = 500 if fault == "error-500" else 503
+                return _v2_error(status, "An error has occurred. ERROR_INTERNAL")
+        context = _CallContext(route=route, state=state, generation=generation, log_entry=entry)
+        request.state.raw_body = raw
+        return await handler(request, context)
+
+    def _authenticate(self, request: Request) -> _AccountState | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded:
+            return None
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        username, separator, password = decoded.partition(":")
+        if not separator:
+            return None
+        with self._lock:
+            state = self._accounts.get(username.lower())
+        if state is None:
+            return None
+        if not hmac.compare_digest(password.encode(), state.account.password.encode()):
+            return None
+        return state
+
+    @staticmethod
+    def _host_name(request: Request) -> str:
+        host = request.headers.get("host", "")
+        if host.startswith("["):
+            return host[1:].partition("]")[0].lower()
+        return host.rpartition(":")[0].lower() if ":" in host else host.lower()
+
+    def _regions_of_host(self, host: str) -> set[int]:
+        with self._lock:
+            regions = {r for r, name in self._config.region_hosts.items() if name.lower() == host}
+        # A name we were not told about serves every region (Docker service names and the like).
+        return regions or {1, 2, 3}
+
+    def _serves_region(self, request: Request, region: int) -> bool:
+        return region in self._regions_of_host(self._host_name(request))
+
+    def _rate_limit(self, username: str, entry: dict[str, Json]) -> dict[str, str] | None:
+        """Count a call in the user's fixed window; headers of a 429 when refused (lock held)."""
+        config = self._config
+        now = time.monotonic()
+        window = self._windows.get(username)
+        if window is None or now - window.started >= config.rate_limit_window_seconds:
+            window = _Window(started=now)
+            self._windows[username] = window
+        window.count += 1
+        window_end = window.started + config.rate_limit_window_seconds
+        remaining_seconds = max(1, math.ceil(window_end - now))
+        headers = {
+            "x-ratelimit-scope": "user",
+            "x-ratelimit-limit": str(config.rate_limit_per_minute),
+        }
+        if config.burst_429 > 0:
+            self._config = replace(config, burst_429=config.burst_429 - 1)
+            entry["fault"] = "burst-429"
+            reset = config.burst_429_reset_seconds
+            headers["x-ratelimit-reset"] = str(reset if reset is not None else remaining_seconds)
+            return headers
+        if config.rate_limit_per_minute and window.count > config.rate_limit_per_minute:
+            entry["fault"] = "rate-limited"
+            headers["x-ratelimit-reset"] = str(remaining_seconds)
+            return headers
+        return None
+
+    def _draw_fault(self) -> str | None:
+        """One random draw per call decides hang, error or nothing, so a seed replays exactly."""
+        config = self._config
+        if not config.timeout_rate and not config.error_rate:
+            return None
+        draw = self._random.random()
+        if draw < config.timeout_rate:
+            return "timeout"
+        if draw < config.timeout_rate + config.error_rate:
+            return "error-500" if self._random.random() < 0.5 else "error-503"
+        return None
+
+    async def _hang(self, seconds: float) -> bool:
+        """Sleep like a stuck backend; False when the server is stopping meanwhile."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._stopping.is_set():
+                return False
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return True
+
+    # ----------------------------------------------------------------- v2 endpoints
+
+    async def _account_info(self, request: Request, context: _CallContext) -> Response:
+        account = context.state.account
+        host = self._host_name(request)
+        if account.region in self._regions_of_host(host):
+            endpoint_host = request.headers.get("host", host)
+        else:
+            with self._lock:
+                name = self._config.region_hosts.get(account.region, host)
+            port = request.url.port or (443 if request.url.scheme == "https" else 80)
+            endpoint_host = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+        with self._lock:
+            calls = sum(1 for call in self._calls if call["account"] == account.username)
+            limit = self._config.rate_limit_per_minute
+        endpoint = f"{request.url.scheme}://{endpoint_host}/"
+        remaining = max(0, limit - calls) if limit else 2000
+        properties = [
+            {"name": "Name", "type": "String", "value": "Emulated account"},
+            {"name": "MainEmail", "type": "String", "value": "owner@example.com"},
+            {"name": "ApiEndpoint", "type": "String", "value": endpoint},
+            {"name": "ApiCallsInLastHour", "type": "Int32", "value": calls},
+            {"name": "ApiCallsRemaining", "type": "Int32", "value": remaining},
+            {"name": "TimeZone", "type": "String", "value": "UTC"},
+        ]
+        return _json_response(200, {"id": context.state.account_id, "properties": properties})
+
+    async def _list_data_fields(self, request: Request, context: _CallContext) -> Response:
+        with self._lock:
+            body = copy.deepcopy(list(context.state.data_fields.values()))
+        return _json_response(200, body)
+
+    async def _create_data_field(self, request: Request, context: _CallContext) -> Response:
+        try:
+            body = _loads_strict(request.state.raw_body)
+        except ValueError:
+            return _v2_error(400, "The request body is not valid JSON. ERROR_INVALID_JSON")
+        if not isinstance(body, dict):
+            return _v2_error(400, "The request body must be a data field. ERROR_INVALID_JSON")
+        name = body.get("name")
+        field_type = body.get("type")
+        visibility = body.get("visibility", "Private")
+        default = body.get("defaultValue")
+        if not isinstance(name, str) or not _FIELD_NAME_RE.match(name):
+            return _v2_error(
+                400,
+                "Data field names are 1 to 20 letters, digits, underscores or hyphens. "
+                "ERROR_DATAFIELD_INVALID",
+            )
+        if field_type not in DATA_FIELD_TYPES:
+            allowed = ", ".join(DATA_FIELD_TYPES)
+            return _v2_error(
+                400, f"Data field type must be one of {allowed}. ERROR_DATAFIELD_INVALID"
+            )
+        if visibility not in DATA_FIELD_VISIBILITIES:
+            return _v2_error(400, "Visibility must be Private or Public. ERROR_DATAFIELD_INVALID")
+        if default is not None:
+            problem = self._value_problem(field_type, default)
+            if problem is not None:
+                return _v2_error(400, f"Invalid default value: {problem}. ERROR_DATAFIELD_INVALID")
+        with self._lock:
+            fields_ = context.state.data_fields
+            if name.upper() in fields_:
+                return _v2_error(400, "Field already exists. ERROR_NON_UNIQUE_DATAFIELD")
+            custom = sum(1 for key in fields_ if key not in BUILT_IN_FIELDS)
+            if custom >= self._config.max_custom_data_fields:
+                message = "The account has reached its data field limit."
+                return _v2_error(400, f"{message} ERROR_DATAFIELD_LIMITEXCEEDED")
+            created = {
+                "name": name,
+                "type": field_type,
+                "visibility": visibility,
+                "defaultValue": default,
+            }
+            fields_[name.upper()] = created
+        return _json_response(201, created)
+
+    def _value_problem(self, field_type: str, value: Json) -> str | None:
+        """Why a non-null value does not fit a data field type, or None when it fits."""
+        if field_type == "String":
+            if not isinstance(value, str):
+                return "a String field takes text"
+            if len(value) > self._config.max_text_length:
+                return f"text is longer than {self._config.max_text_length} characters"
+            return None
+        if field_type == "Numeric":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return "a Numeric field takes a number"
+            return None
+        if field_type == "Boolean":
+            return None if isinstance(value, bool) else "a Boolean field takes true or false"
+        if not isinstance(value, str):
+            return "a Date field takes an ISO 8601 date-time text"
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            return "a Date field takes an ISO 8601 date-time text"
+        return None
+
+    # ----------------------------------------------------------------- v3 contacts
+
+    def _data_field_problems(
+        self, state: _AccountState, data_fields: Json
+    ) -> tuple[dict[str, Json], list[dict[str, str]]]:
+        """Canonical-name values and the per-field problems of a ``dataFields`` object."""
+        if data_fields is None:
+            return {}, []
+        if not isinstance(data_fields, dict):
+            return {}, [{"item": "dataFields", "description": "dataFields must be an object"}]
+        values: dict[str, Json] = {}
+        problems: list[dict[str, str]] = []
+        for key, value in data_fields.items():
+            known = state.data_fields.get(str(key).upper())
+            if known is None:
+                problems.append({"item": key, "description": f"Data field '{key}' does not exist"})
+                continue
+            problem = None if value is None else self._value_problem(known["type"], value)
+            if problem is not None:
+                problems.append({"item": key, "description": problem})
+            else:
+                values[known["name"]] = value
+        return values, problems
+
+    @staticmethod
+    def _channel_properties(given: Json) -> dict[str, Json]:
+        email = given.get("email") if isinstance(given, dict) else None
+        email = email if isinstance(email, dict) else {}
+
+        def title(value: Json, default: str) -> str:
+            text = value if isinstance(value, str) and value else default
+            return text[0].upper() + text[1:]
+
+        return {
+            "email": {
+                "emailType": title(email.get("emailType"), "Html"),
+                "optInType": title(email.get("optInType"), "Unknown"),
+                "status": title(email.get("status"), "Subscribed"),
+            }
+        }
+
+    def _apply(
+        self,
+        state: _AccountState,
+        email: str,
+        values: dict[str, Json],
+        merge_option: str,
+        channel_properties: Json,
+    ) -> tuple[bool, dict[str, Json]]:
+        """Create or update a contact (lock held); True when it was created."""
+        now = _now_text()
+        contact = state.contacts.get(email.lower())
+        created = contact is None
+        if contact is None:
+            contact = {
+                "contactId": state.next_contact_id,
+                "email": email,
+                "status": "subscribed",
+                "created": now,
+                "updated": now,
+                "dataFields": {},
+                "channelProperties": self._channel_properties(channel_properties),
+                "lists": [],
+            }
+            state.next_contact_id += 1
+            state.contacts[email.lower()] = contact
+        elif channel_properties is not None:
+            contact["channelProperties"] = self._channel_properties(channel_properties)
+        stored: dict[str, Json] = contact["dataFields"]
+        for name, value in values.items():
+            if merge_option == "overwrite-if-not-empty" and _is_empty(value):
+                continue
+            if merge_option == "overwrite-if-empty" and not _is_empty(stored.get(name)):
+                continue
+            if value is None:
+                stored.pop(name, None)
+            else:
+                stored[name] = value
+        contact["status"] = str(contact["channelProperties"]["email"]["status"]).lower()
+        contact["updated"] = now
+        return created, contact
+
+    def _contact_body(self, state: _AccountState, contact: dict[str, Json]) -> dict[str, Json]:
+        values = contact["dataFields"]
+        return {
+            "contactId": contact["contactId"],
+            "status": contact["status"],
+            "created": contact["created"],
+            "updated": contact["updated"],
+            "identifiers": {"email": contact["email"]},
+            "dataFields": {f["name"]: values.get(f["name"]) for f in state.data_fields.values()},
+            "channelProperties": copy.deepcopy(contact["channelProperties"]),
+            "lists": list(contact["lists"]),
+        }
+
+    @staticmethod
+    def _invalid_email(email: str) -> Response:
+        return _v3_error(
+            400,
+            "contacts:invalidEmail",
+            "The contact identifier is not valid.",
+            [{"item": email, "description": "The email address is not valid"}],
+        )
+
+    async def _get_contact(self, request: Request, context: _CallContext) -> Response:
+        email = request.path_params["email"]
+        if not is_valid_email(email):
+            return self._invalid_email(email)
+        with self._lock:
+            self._settle_imports(context.state)
+            contact = context.state.contacts.get(email.lower())
+            if contact is not None:
+                return _json_response(200, self._contact_body(context.state, contact))
+        return _v3_error(
+            404,
+            "contacts:contactNotFound",
+            "The contact was not found.",
+            [{"item": email, "description": "Not found using the identifier 'email'"}],
+        )
+
+    async def _patch_contact(self, request: Request, context: _CallContext) -> Response:
+        email = request.path_params["email"]
+        if not is_valid_email(email):
+            return self._invalid_email(email)
+        merge_option = request.query_params.get("merge-option", "overwrite")
+        if merge_option not in CONTACT_MERGE_OPTIONS:
+            return _v3_error(
+                400,
+                "contacts:invalidMergeOption",
+                "The merge option is not valid.",
+                [{"item": merge_option, "description": ", ".join(CONTACT_MERGE_OPTIONS)}],
+            )
+        raw: bytes = request.state.raw_body
+        try:
+            body = _loads_strict(raw) if raw.strip() else {}
+        except ValueError:
+            return _v3_error(400, "contacts:badJson", "The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return _v3_error(400, "contacts:badJson", "The request body must be a contact.")
+        identifiers = body.get("identifiers")
+        if identifiers is not None:
+            body_email = identifiers.get("email") if isinstance(identifiers, dict) else None
+            if body_email is not None and not is_valid_email(body_email):
+                return self._invalid_email(str(body_email))
+        with self._lock:
+            values, problems = self._data_field_problems(context.state, body.get("dataFields"))
+            if problems:
+                return _v3_error(
+                    400, "contacts:invalidDataFields", "Some data fields are not valid.", problems
+                )
+            self._settle_imports(context.state)
+            created, contact = self._apply(
+                context.state, email, values, merge_option, body.get("channelProperties")
+            )
+            response_body = self._contact_body(context.state, contact)
+        return _json_response(201 if created else 200, response_body)
+
+    # ----------------------------------------------------------------- v3 bulk import
+
+    async def _start_import(self, request: Request, context: _CallContext) -> Response:
+        raw: bytes = request.state.raw_body
+        with self._lock:
+            max_bytes = self._config.max_import_bytes
+            max_active = self._config.max_active_imports
+            delay = self._config.import_delay_seconds
+        if len(raw) > max_bytes:
+            return _v3_error(
+                413,
+                "contacts:requestTooLarge",
+                f"The request body is larger than {max_bytes} bytes.",
+            )
+        try:
+            body = _loads_strict(raw)
+        except ValueError:
+            return _v3_error(400, "contacts:badJson", "The request body is not valid JSON.")
+        problems: list[dict[str, str]] = []
+        if not isinstance(body, dict):
+            problems.append({"item": "body", "description": "The body must be an object"})
+        else:
+            if not isinstance(body.get("contacts"), list):
+                problems.append({"item": "contacts", "description": "contacts must be a list"})
+            if body.get("mergeOption", "overwrite") not in IMPORT_MERGE_OPTIONS:
+                problems.append(
+                    {"item": "mergeOption", "description": ", ".join(IMPORT_MERGE_OPTIONS)}
+                )
+        if problems:
+            return _v3_error(400, "contacts:badJson", "The import is not valid.", problems)
+        with self._lock:
+            state = context.state
+            self._settle_imports(state)
+            active = sum(
+                1 for r in state.imports.values() if r["status"] == IMPORT_STATUS_NOT_FINISHED
+            )
+            if active >= max_active:
+                return _v3_error(
+                    429,
+                    "contacts:tooManyActiveImports",
+                    f"The account already has {active} imports in progress.",
+                )
+            import_id = str(uuid.uuid4())
+            state.imports[import_id] = {
+                "status": IMPORT_STATUS_NOT_FINISHED,
+                "ready_at": time.monotonic() + delay,
+                "mergeOption": body.get("mergeOption", "overwrite"),
+                "contacts": body["contacts"],
+                "result": None,
+            }
+        return _json_response(202, {"importId": import_id})
+
+    async def _import_status(self, request: Request, context: _CallContext) -> Response:
+        import_id = request.path_params["import_id"]
+        with self._lock:
+            self._settle_imports(context.state)
+            record = context.state.imports.get(import_id)
+            if record is None:
+                return _v3_error(
+                    404,
+                    "contacts:importNotFound",
+                    "The import was not found.",
+                    [{"item": import_id, "description": "No import has this id"}],
+                )
+            body: dict[str, Json] = {"importId": import_id, "status": record["status"]}
+            if record["result"] is not None:
+                body.update(copy.deepcopy(record["result"]))
+        return _json_response(200, body)
+
+    def _settle_imports(self, state: _AccountState) -> None:
+        """Finish every import whose delay has passed, oldest first (lock held).
+
+        Processing on observation is indistinguishable from a background job for a client, and
+        keeps the emulator free of timers.
+        """
+        now = time.monotonic()
+        for record in state.imports.values():
+            if record["status"] == IMPORT_STATUS_NOT_FINISHED and record["ready_at"] <= now:
+                record["result"] = self._process_import(state, record)
+                record["status"] = IMPORT_STATUS_FINISHED
+
+    def _process_import(self, state: _AccountState, record: dict[str, Json]) -> dict[str, Json]:
+        merge_option = IMPORT_MERGE_OPTIONS[record["mergeOption"]]
+        created: list[Json] = []
+        updated: list[Json] = []
+        failures: list[Json] = []
+        duplicates = 0
+        seen: set[str] = set()
+        for entry in record["contacts"]:
+            entry = entry if isinstance(entry, dict) else {}
+            identifiers = entry.get("identifiers")
+            identifiers = identifiers if isinstance(identifiers, dict) else {}
+            email = identifiers.get("email")
+            if not is_valid_email(email):
+                failures.append(_failure(identifiers, "invalidEmail", "The email is not valid"))
+                continue
+            if str(email).lower() in seen:
+                duplicates += 1
+                continue
+            seen.add(str(email).lower())
+            values, problems = self._data_field_problems(state, entry.get("dataFields"))
+            if problems:
+                reason = "; ".join(p["description"] for p in problems)
+                failures.append(_failure(identifiers, "invalidDataField", reason))
+                continue
+            was_created, contact = self._apply(
+                state, str(email), values, merge_option, entry.get("channelProperties")
+            )
+            outcome = {"contactId": contact["contactId"], "identifiers": {"email": email}}
+            (created if was_created else updated).append(outcome)
+        return {
+            "summary": {
+                "newContacts": len(created),
+                "updatedContacts": len(updated),
+                "globallySuppressed": 0,
+                "invalidEntries": len(failures),
+                "duplicateIdentifiers": duplicates,
+            },
+            "created": created,
+            "updated": updated,
+            "failures": failures,
+        }
+
+    # ----------------------------------------------------------------- tooling endpoints
+
+    async def _state_endpoint(self, request: Request) -> Response:
+        return _json_response(200, self.snapshot())
+
+    async def _calls_endpoint(self, request: Request) -> Response:
+        return _json_response(200, {"calls": self.calls, "callCounts": self.call_counts})
+
+    async def _faults_endpoint(self, request: Request) -> Response:
+        try:
+            changes = _loads_strict(await request.body())
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be an object of settings")
+            config = self.set_faults(**changes)
+        except (ValueError, TypeError) as error:
+            return _json_response(400, {"detail": str(error)})
+        return _json_response(200, {name: getattr(config, name) for name in RUNTIME_SETTINGS})
+
+    async def _reset_endpoint(self, request: Request) -> Response:
+        self.reset()
+        return _json_response(200, {"reset": True})
+
+
+class EmulatorServer:
+    """Runs a DotdigitalEmulator under uvicorn in a background thread (a context manager)."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.emulator = DotdigitalEmulator(config)
+        self.host = host
+        self._requested_port = port
+        self._startup_timeout = startup_timeout
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def state(self) -> DotdigitalEmulator:
+        """The live emulator: contacts, data fields, calls and fault controls."""
+        return self.emulator
+
+    @property
+    def base_url(self) -> str:
+        """Base URL of the server (region 1's host), without a trailing slash."""
+        return self.url_for_host(self.host)
+
+    def url_for_region(self, region: int) -> str:
+        """Base URL on the host that serves a region."""
+        return self.url_for_host(self.emulator.config.region_hosts[region])
+
+    def url_for_host(self, host: str) -> str:
+        """Base URL for any host name pointing at this server."""
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}"
+
+    def start(self) -> EmulatorServer:
+        """Bind the port, start serving and wait until connections are accepted."""
+        if self._thread is not None:
+            raise RuntimeError("the emulator server is already running")
+        self.emulator.allow_hanging_calls()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # IPPROTO_TCP explicitly: asyncio only turns Nagle off (TCP_NODELAY) on sockets whose
+        # protocol says TCP, and with Nagle on every response stalls ~40 ms on delayed ACKs.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self._requested_port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.emulator.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="dotdigital-emulator", daemon=True
+        )
+        self._thread = thread
+        thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the Dotdigital emulator did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hung calls are released so the stop is quick."""
+        self.emulator.stop_hanging_calls()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._server = None
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8078, config: EmulatorConfig | None = None) -> None:
+    """Serve in the foreground until interrupted (for ``tally dev dotdigital-emulator``)."""
+    emulator = DotdigitalEmulator(config)
+    current = emulator.config
+    print(f"Dotdigital emulator on http://{host}:{port}", file=sys.stderr)
+    for region, name in sorted(current.region_hosts.items()):
+        print(f"  region {region} answers on host {name}", file=sys.stderr)
+    for account in current.accounts:
+        print(
+            f"  API user {account.username} / {account.password} (region {account.region})",
+            file=sys.stderr,
+        )
+    settings = {name: getattr(current, name) for name in RUNTIME_SETTINGS}
+    print(f"  settings: {json.dumps(settings)}", file=sys.stderr)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(
+            emulator.app,
+            host=host,
+            port=port,
+            log_level="info",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+
+
+def build_argument_parser() -> argparse.ArgumentParser:
+    """Options of the stand-alone emulator (mirrors the CLI command)."""
+    parser = argparse.ArgumentParser(description="Run a local Dotdigital API emulator.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8078)
+    parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--timeout-rate", type=float, default=0.0)
+    parser.add_argument("--hang-seconds", type=float, default=5.0)
+    parser.add_argument("--burst-429", type=int, default=0)
+    parser.add_argument("--rate-limit", type=int, default=0, help="calls per minute, 0 = none")
+    parser.add_argument("--import-delay", type=float, default=1.0, help="seconds")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        help="username:password[:region], repeatable (default: the demo account)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse options and serve; exit code 2 for bad options."""
+    parser = build_argument_parser()
+    options = parser.parse_args(argv)
+    try:
+        config = config_from_options(
+            latency_ms=options.latency_ms,
+            error_rate=options.error_rate,
+            timeout_rate=options.timeout_rate,
+            hang_seconds=options.hang_seconds,
+            burst_429=options.burst_429,
+            rate_limit=options.rate_limit,
+            import_delay=options.import_delay,
+            seed=options.seed,
+            accounts=options.account,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    serve(options.host, options.port, config)
+    return 0
+
+
+__all__ = [
+    "DEMO_PASSWORD",
+    "DEMO_USERNAME",
+    "DotdigitalEmulator",
+    "EmulatorAccount",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "config_from_options",
+    "is_valid_email",
+    "main",
+    "parse_account",
+    "serve",
+]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,413 @@
+"""Customer import files: format detection, streaming parse and validation.
+
+Accepted files (headers are matched ignoring case, surrounding spaces and ``_`` versus space):
+
+- the Tally template ``email,first_name,last_name,points,birthday,vip_tier`` (only ``email`` is
+  required; the other columns may be left out or come in any order);
+- ``Name,Email,Points``, where ``Name`` is split into first and last name at the first space;
+- Smile.io's ``email,points`` export;
+- Yotpo's ``Email,First Name,Last Name,Points Balance,Birthday`` export;
+- Shopify's customer export, as downloaded: ``Customer ID`` becomes the external id, the name
+  and email columns are read, every other column is ignored (it carries no points).
+
+Values are trimmed. Emails are lowercased; points are whole numbers written with digits only;
+birthdays are ``YYYY-MM-DD`` or ``YYYY/MM/DD`` (day-month orders are ambiguous and refused).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from operator import itemgetter
+from types import TracebackType
+from typing import NamedTuple
+
+from tally.imports.formats import (
+    EMAIL_PATTERN,
+    MAX_EMAIL_LENGTH,
+    MAX_TEXT_LENGTH,
+    BinarySource,
+    CsvInput,
+    ImportFileError,
+    ImportRowError,
+    SeenKeys,
+    email_expected,
+    fit_record,
+    is_blank,
+    normalised_headers,
+    quoted_list,
+    whole_number_expected,
+)
+
+MAX_POINTS = 2_147_483_647
+"""Largest accepted points balance (fits a signed 32-bit column)."""
+
+_SHOPIFY_ID = re.compile(r"'?(\d+)", re.ASCII)
+
+_FIELDS = ("email", "first_name", "last_name", "points", "birthday", "vip_tier", "external_id")
+
+
+class CustomerRow(NamedTuple):
+    """One valid customer read from an import file (``row_number`` as a spreadsheet shows it)."""
+
+    row_number: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+    points: int | None
+    birthday: date | None
+    vip_tier: str | None
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class CustomerFormat:
+    """A customer file layout recognised from its header row."""
+
+    key: str
+    name: str
+    columns: Mapping[str, str]
+    """Customer field → normalised header holding it (``name`` is a full name to split)."""
+    required: frozenset[str]
+    """Normalised headers that must all be present for the file to have this layout."""
+    ignores_other_columns: bool = False
+
+    def matches(self, headers: set[str]) -> bool:
+        """Whether a file with these normalised headers has this layout."""
+        if not self.required <= headers:
+            return False
+        return self.ignores_other_columns or headers <= set(self.columns.values())
+
+
+TALLY_TEMPLATE = CustomerFormat(
+    key="tally",
+    name="Tally template",
+    columns={
+        "email": "email",
+        "first_name": "first name",
+        "last_name": "last name",
+        "points": "points",
+        "birthday": "birthday",
+        "vip_tier": "vip tier",
+    },
+    required=frozenset({"email"}),
+)
+NAME_EMAIL_POINTS = CustomerFormat(
+    key="name_email_points",
+    name="Name, Email, Points",
+    columns={"name": "name", "email": "email", "points": "points"},
+    required=frozenset({"name", "email"}),
+)
+SMILE_IO = CustomerFormat(
+    key="smile_io",
+    name="Smile.io export",
+    columns={"email": "email", "points": "points"},
+    required=frozenset({"email", "points"}),
+)
+YOTPO = CustomerFormat(
+    key="yotpo",
+    name="Yotpo export",
+    columns={
+        "email": "email",
+        "first_name": "first name",
+        "last_name": "last name",
+        "points": "points balance",
+        "birthday": "birthday",
+    },
+    required=frozenset({"email", "points balance"}),
+)
+SHOPIFY_CUSTOMERS = CustomerFormat(
+    key="shopify",
+    name="Shopify customer export",
+    columns={
+        "external_id": "customer id",
+        "first_name": "first name",
+        "last_name": "last name",
+        "email": "email",
+    },
+    required=frozenset({"email", "first name", "last name", "total spent", "total orders"}),
+    ignores_other_columns=True,
+)
+
+CUSTOMER_FORMATS: tuple[CustomerFormat, ...] = (
+    SHOPIFY_CUSTOMERS,
+    YOTPO,
+    NAME_EMAIL_POINTS,
+    SMILE_IO,
+    TALLY_TEMPLATE,
+)
+"""Recognised layouts, most specific first: the first whose headers match is used."""
+
+
+def detect_customer_format(headers: Sequence[str]) -> CustomerFormat:
+    """The layout of a customer file from its header row; ``ImportFileError`` if none fits."""
+    normalised = normalised_headers(headers)
+    present = {name for name in normalised if name}
+    if "email" not in present:
+        raise ImportFileError(
+            "the file has no email column "
+            f"(its columns are {quoted_list(h.strip() for h in headers if h.strip())}); "
+            "expected the Tally template (email, first_name, last_name, points, birthday, "
+            "vip_tier) or an export from Smile.io, Yotpo or Shopify"
+        )
+    for layout in CUSTOMER_FORMATS:
+        if layout.matches(present):
+            return layout
+    # Name the columns that keep the closest layout from matching.
+    candidates = [
+        layout
+        for layout in CUSTOMER_FORMATS
+        if not layout.ignores_other_columns and layout.required <= present
+    ]
+    closest = min(candidates, key=lambda layout: len(present - set(layout.columns.values())))
+    known = set(closest.columns.values())
+    unknown = [
+        header
+        for header, name in zip(headers, normalised, strict=True)
+        if name and name not in known
+    ]
+    raise _unknown_columns(unknown, closest)
+
+
+def _unknown_columns(unknown: list[str], closest: CustomerFormat) -> ImportFileError:
+    accepted = ", ".join(closest.columns.values())
+    if closest is TALLY_TEMPLATE:
+        accepted = "email, first_name, last_name, points, birthday, vip_tier"
+    noun = "column" if len(unknown) == 1 else "columns"
+    return ImportFileError(
+        f"unknown {noun} {quoted_list(h.strip() for h in unknown)}: "
+        f"the {closest.name} accepts only {accepted}"
+    )
+
+
+class CustomerCsvReader:
+    """Reads a customer import file row by row, in constant memory.
+
+    Opening it reads the header and detects the layout (``format``), raising ``ImportFileError``
+    for a file that cannot be imported. Iterating yields, in file order, a ``CustomerRow`` for
+    each valid row and one ``ImportRowError`` per invalid value; blank rows are skipped. An
+    email already seen earlier in the file is an error naming the row that used it first.
+    Iterate once; use as a context manager (or call ``close``) to release a file opened by path.
+    """
+
+    def __init__(self, source: BinarySource, *, today: date | None = None) -> None:
+        self._input = CsvInput(source)
+        try:
+            self.format = detect_customer_format(self._input.headers)
+        except BaseException:
+            self._input.close()
+            raise
+        self.headers = self._input.headers
+        self._today = today if today is not None else datetime.now(UTC).date()
+        self._rows = self._parse()
+
+    @property
+    def format_name(self) -> str:
+        """Human name of the detected layout, e.g. ``"Yotpo export"``."""
+        return self.format.name
+
+    def __iter__(self) -> Iterator[CustomerRow | ImportRowError]:
+        return self._rows
+
+    def close(self) -> None:
+        """Stop reading and release the file."""
+        self._rows.close()
+        self._input.close()
+
+    def __enter__(self) -> CustomerCsvReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _parse(self) -> Generator[CustomerRow | ImportRowError, None, None]:
+        source = self._input
+        width = source.width
+        position = {name: index for index, name in enumerate(normalised_headers(self.headers))}
+        columns = self.format.columns
+        split_name = "name" in columns
+        fields = tuple(
+            "name" if field == "first_name" and split_name else field for field in _FIELDS
+        )
+        # Absent columns read the blank value appended after the row's last one.
+        indexes = [position.get(columns.get(field, ""), width) for field in fields]
+        label = {
+            field: self.headers[index] if index < width else field
+            for field, index in zip(fields, indexes, strict=True)
+        }
+        pick = itemgetter(*indexes)
+        valid_email = EMAIL_PATTERN.fullmatch
+        today = self._today
+        seen = SeenKeys(source.line_count)
+        row = source.header_row
+        try:
+            for record in source.records:
+                row += 1
+                if len(record) != width:
+                    fitted = fit_record(record, width, row)
+                    if fitted is None:
+                        continue
+                    if isinstance(fitted, ImportRowError):
+                        yield fitted
+                        continue
+                    record = fitted
+                record.append("")
+                raw_email, raw_first, raw_last, raw_points, raw_birthday, raw_tier, raw_id = pick(
+                    record
+                )
+                errors: list[ImportRowError] = []
+
+                email = raw_email.strip().lower()
+                if len(email) <= MAX_EMAIL_LENGTH and valid_email(email) is not None:
+                    first_row = seen.first_row(email, row)
+                    if first_row is not None:
+                        errors.append(
+                            ImportRowError(
+                                row,
+                                label["email"],
+                                raw_email,
+                                "an email address not already used in this file "
+                                f"(it is on row {first_row})",
+                            )
+                        )
+                elif email or not is_blank(record):
+                    errors.append(
+                        ImportRowError(row, label["email"], raw_email, email_expected(raw_email))
+                    )
+                else:
+                    continue
+
+                first_name = raw_first.strip()
+                if split_name:
+                    first_name, _, last_name = first_name.partition(" ")
+                    last_name = last_name.strip()
+                else:
+                    last_name = raw_last.strip()
+                if len(first_name) > MAX_TEXT_LENGTH or len(last_name) > MAX_TEXT_LENGTH:
+                    errors.extend(_name_errors(row, label, raw_first, raw_last, split_name))
+
+                text = raw_points.strip()
+                points: int | None = None
+                if text:
+                    if (
+                        text.isdigit()
+                        and text.isascii()
+                        and (len(text) < 10 or int(text) <= MAX_POINTS)
+                    ):
+                        points = int(text)
+                    else:
+                        errors.append(_points_error(row, label["points"], raw_points, text))
+
+                text = raw_birthday.strip()
+                birthday: date | None = None
+                if text:
+                    birthday = _parse_date(text)
+                    if birthday is None or birthday > today:
+                        errors.append(
+                            _birthday_error(row, label["birthday"], raw_birthday, birthday)
+                        )
+
+                tier = raw_tier.strip()
+                if len(tier) > MAX_TEXT_LENGTH:
+                    errors.append(
+                        ImportRowError(
+                            row,
+                            label["vip_tier"],
+                            raw_tier,
+                            f"a tier name of at most {MAX_TEXT_LENGTH} characters",
+                        )
+                    )
+
+                external_id = raw_id.strip()
+                if external_id:
+                    match = _SHOPIFY_ID.fullmatch(external_id)
+                    if match is None:
+                        errors.append(_external_id_error(row, label["external_id"], raw_id))
+                    else:
+                        external_id = match[1]
+
+                if errors:
+                    yield from errors
+                    continue
+                yield CustomerRow(
+                    row,
+                    email,
+                    first_name or None,
+                    last_name or None,
+                    points,
+                    birthday,
+                    tier or None,
+                    external_id or None,
+                )
+        except csv.Error as exc:
+            raise source.malformed(exc, row + 1) from exc
+        finally:
+            source.close()
+
+
+def parse_customers(
+    source: BinarySource, *, today: date | None = None
+) -> Iterator[CustomerRow | ImportRowError]:
+    """Stream the rows of a customer file; raises ``ImportFileError`` at once for a bad file.
+
+    A shortcut for iterating ``CustomerCsvReader(source, today=today)``.
+    """
+    return iter(CustomerCsvReader(source, today=today))
+
+
+def _parse_date(text: str) -> date | None:
+    """A date written YYYY-MM-DD or YYYY/MM/DD, or None."""
+    # date.fromisoformat also reads week dates and YYYYMMDD: only hand it YYYY-MM-DD.
+    if len(text) != 10 or text[4] != text[7] or text[4] not in "-/":
+        return None
+    try:
+        return date.fromisoformat(text if text[4] == "-" else text.replace("/", "-"))
+    except ValueError:  # a date that does not exist, like 2023-02-29
+        return None
+
+
+def _name_errors(
+    row: int, label: Mapping[str, str], raw_first: str, raw_last: str, split_name: bool
+) -> list[ImportRowError]:
+    expected = f"a name of at most {MAX_TEXT_LENGTH} characters"
+    if split_name:
+        return [ImportRowError(row, label["name"], raw_first, expected)]
+    return [
+        ImportRowError(row, label[field], raw, expected)
+        for field, raw in (("first_name", raw_first), ("last_name", raw_last))
+        if len(raw.strip()) > MAX_TEXT_LENGTH
+    ]
+
+
+def _points_error(row: int, column: str, raw: str, text: str) -> ImportRowError:
+    if text.isdigit() and text.isascii():
+        expected = f"a whole number no larger than {MAX_POINTS}"
+    else:
+        expected = whole_number_expected(text)
+    return ImportRowError(row, column, raw, expected)
+
+
+def _birthday_error(row: int, column: str, raw: str, birthday: date | None) -> ImportRowError:
+    if birthday is None:
+        expected = (
+            "a date written YYYY-MM-DD or YYYY/MM/DD "
+            "(orders like MM/DD/YYYY or DD/MM/YYYY are ambiguous and not accepted)"
+        )
+    else:
+        expected = "a birthday that is not in the future"
+    return ImportRowError(row, column, raw, expected)
+
+
+def _external_id_error(row: int, column: str, raw: str) -> ImportRowError:
+    expected = "a Shopify customer ID made of digits"
+    if "e+" in raw.lower():
+        expected += " (this one looks like a number rewritten by a spreadsheet program)"
+    return ImportRowError(row, column, raw, expected)

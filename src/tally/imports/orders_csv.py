@@ -1,0 +1,456 @@
+"""Order import files: format detection, streaming parse and validation.
+
+Accepted files (headers are matched ignoring case, surrounding spaces and ``_`` versus space):
+
+- the Tally template ``order_id,email,total,subtotal,discounts,shipping,tax,currency,status,
+  placed_at``: ``order_id``, ``email``, ``total`` and ``placed_at`` are required; ``status`` is
+  one of paid (the default when blank), pending, refunded, partially_refunded or cancelled; an
+  optional ``refunded_amount`` column may be added;
+- Shopify's order export, as downloaded. It has one row per line item and the order's own
+  values on its first row only, so consecutive rows with the same ``Name`` are one order. The
+  order id is the ``Name`` (``#1001``, the number the merchant sees) and ``Id`` becomes the
+  external id. The status comes from ``Financial Status`` (authorized and partially_paid count
+  as pending, voided and expired as cancelled), and any ``Cancelled at`` value makes the order
+  cancelled. The amounts are ``Total``, ``Subtotal``, ``Discount Amount``, ``Shipping``,
+  ``Taxes`` and ``Refunded Amount``; ``Created at`` is when it was placed.
+
+Amounts are non-negative decimals written with digits and ``.`` (no thousands separators, at
+most 4 decimal places) and read as ``Decimal``. Currencies are 3-letter ISO 4217 codes (the
+shape is checked, not the list). Dates are ISO 8601 dates or date-times with ``Z`` or an offset;
+a date-time without an offset, or a date alone (midnight), is taken as UTC. Orders dated more
+than a day ahead of the clock are refused.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from operator import itemgetter
+from types import TracebackType
+from typing import NamedTuple
+
+from tally.imports.formats import (
+    AMOUNT_PATTERN,
+    EMAIL_PATTERN,
+    MAX_EMAIL_LENGTH,
+    MAX_TEXT_LENGTH,
+    BinarySource,
+    CsvInput,
+    ImportFileError,
+    ImportRowError,
+    SeenKeys,
+    amount_expected,
+    email_expected,
+    fit_record,
+    is_blank,
+    normalised_headers,
+    parse_timestamp,
+    quoted_list,
+)
+
+FUTURE_TOLERANCE = timedelta(days=1)
+"""How far ahead of the clock an order date may be (exports in a local time read as UTC)."""
+
+
+class OrderStatus(StrEnum):
+    """Payment state of an imported order."""
+
+    PAID = "paid"
+    PENDING = "pending"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    CANCELLED = "cancelled"
+
+
+_STATUSES: dict[str, OrderStatus] = {status.value: status for status in OrderStatus}
+_STATUSES["canceled"] = OrderStatus.CANCELLED
+_SHOPIFY_STATUSES: dict[str, OrderStatus] = {
+    "paid": OrderStatus.PAID,
+    "pending": OrderStatus.PENDING,
+    "authorized": OrderStatus.PENDING,
+    "partially_paid": OrderStatus.PENDING,
+    "partially_refunded": OrderStatus.PARTIALLY_REFUNDED,
+    "refunded": OrderStatus.REFUNDED,
+    "voided": OrderStatus.CANCELLED,
+    "expired": OrderStatus.CANCELLED,
+}
+
+_FIELDS = (
+    "order_id",
+    "email",
+    "total",
+    "subtotal",
+    "discounts",
+    "shipping",
+    "tax",
+    "currency",
+    "status",
+    "placed_at",
+    "refunded_amount",
+    "cancelled_at",
+    "external_id",
+)
+
+
+class OrderRow(NamedTuple):
+    """One valid order read from an import file (``row_number`` of its first row)."""
+
+    row_number: int
+    order_id: str
+    email: str
+    total: Decimal
+    subtotal: Decimal | None
+    discounts: Decimal | None
+    shipping: Decimal | None
+    tax: Decimal | None
+    currency: str | None
+    status: OrderStatus
+    placed_at: datetime
+    refunded_amount: Decimal | None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderFormat:
+    """An order file layout recognised from its header row."""
+
+    key: str
+    name: str
+    columns: Mapping[str, str]
+    """Order field → normalised header holding it."""
+    required: frozenset[str]
+    """Normalised headers that must all be present for the file to have this layout."""
+    line_items: bool = False
+    """One row per line item, consecutive rows of an order sharing its id (Shopify)."""
+
+    def matches(self, headers: set[str]) -> bool:
+        """Whether a file with these normalised headers has this layout."""
+        if not self.required <= headers:
+            return False
+        return self.line_items or headers <= set(self.columns.values())
+
+
+TALLY_TEMPLATE = OrderFormat(
+    key="tally",
+    name="Tally template",
+    columns={
+        "order_id": "order id",
+        "email": "email",
+        "total": "total",
+        "subtotal": "subtotal",
+        "discounts": "discounts",
+        "shipping": "shipping",
+        "tax": "tax",
+        "currency": "currency",
+        "status": "status",
+        "placed_at": "placed at",
+        "refunded_amount": "refunded amount",
+    },
+    required=frozenset({"order id", "email", "total", "placed at"}),
+)
+SHOPIFY_ORDERS = OrderFormat(
+    key="shopify",
+    name="Shopify order export",
+    columns={
+        "order_id": "name",
+        "email": "email",
+        "total": "total",
+        "subtotal": "subtotal",
+        "discounts": "discount amount",
+        "shipping": "shipping",
+        "tax": "taxes",
+        "currency": "currency",
+        "status": "financial status",
+        "placed_at": "created at",
+        "refunded_amount": "refunded amount",
+        "cancelled_at": "cancelled at",
+        "external_id": "id",
+    },
+    required=frozenset({"name", "email", "financial status", "total", "created at"}),
+    line_items=True,
+)
+
+ORDER_FORMATS: tuple[OrderFormat, ...] = (SHOPIFY_ORDERS, TALLY_TEMPLATE)
+"""Recognised layouts, most specific first: the first whose headers match is used."""
+
+_TEMPLATE_COLUMNS = (
+    "order_id, email, total, subtotal, discounts, shipping, tax, currency, status, placed_at"
+)
+
+
+def detect_order_format(headers: Sequence[str]) -> OrderFormat:
+    """The layout of an order file from its header row; ``ImportFileError`` if none fits."""
+    normalised = normalised_headers(headers)
+    present = {name for name in normalised if name}
+    for layout in ORDER_FORMATS:
+        if layout.matches(present):
+            return layout
+    missing = [
+        column.replace(" ", "_")
+        for column in ("order id", "email", "total", "placed at")
+        if column not in present
+    ]
+    if missing:
+        raise ImportFileError(
+            f"the file lacks the required {'column' if len(missing) == 1 else 'columns'} "
+            f"{quoted_list(missing)} (its columns are "
+            f"{quoted_list(h.strip() for h in headers if h.strip())}); expected the Tally "
+            f"template ({_TEMPLATE_COLUMNS}) or a Shopify order export"
+        )
+    known = set(TALLY_TEMPLATE.columns.values())
+    unknown = [
+        header.strip()
+        for header, name in zip(headers, normalised, strict=True)
+        if name and name not in known
+    ]
+    raise ImportFileError(
+        f"unknown {'column' if len(unknown) == 1 else 'columns'} {quoted_list(unknown)}: "
+        f"the Tally template accepts only {_TEMPLATE_COLUMNS} and refunded_amount"
+    )
+
+
+class OrderCsvReader:
+    """Reads an order import file order by order, in constant memory.
+
+    Opening it reads the header and detects the layout (``format``), raising ``ImportFileError``
+    for a file that cannot be imported. Iterating yields, in file order, an ``OrderRow`` for
+    each valid order and one ``ImportRowError`` per invalid value; blank rows are skipped. An
+    order id seen earlier in the file (for Shopify: not on the row just before) is an error
+    naming the row that used it first. ``now`` (aware) bounds how late an order may be dated.
+    Iterate once; use as a context manager (or call ``close``) to release a file opened by path.
+    """
+
+    def __init__(self, source: BinarySource, *, now: datetime | None = None) -> None:
+        self._input = CsvInput(source)
+        try:
+            self.format = detect_order_format(self._input.headers)
+        except BaseException:
+            self._input.close()
+            raise
+        self.headers = self._input.headers
+        self._latest = (now if now is not None else datetime.now(UTC)) + FUTURE_TOLERANCE
+        self._rows = self._parse()
+
+    @property
+    def format_name(self) -> str:
+        """Human name of the detected layout, e.g. ``"Shopify order export"``."""
+        return self.format.name
+
+    def __iter__(self) -> Iterator[OrderRow | ImportRowError]:
+        return self._rows
+
+    def close(self) -> None:
+        """Stop reading and release the file."""
+        self._rows.close()
+        self._input.close()
+
+    def __enter__(self) -> OrderCsvReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _parse(self) -> Generator[OrderRow | ImportRowError, None, None]:
+        source = self._input
+        width = source.width
+        position = {name: index for index, name in enumerate(normalised_headers(self.headers))}
+        columns = self.format.columns
+        # Absent columns read the blank value appended after the row's last one.
+        indexes = [position.get(columns.get(field, ""), width) for field in _FIELDS]
+        label = {
+            field: self.headers[index] if index < width else field
+            for field, index in zip(_FIELDS, indexes, strict=True)
+        }
+        pick = itemgetter(*indexes)
+        shopify = self.format.line_items
+        statuses = _SHOPIFY_STATUSES if shopify else _STATUSES
+        valid_email = EMAIL_PATTERN.fullmatch
+        valid_amount = AMOUNT_PATTERN.fullmatch
+        latest = self._latest
+        seen = SeenKeys(source.line_count)
+        previous_id = ""
+        row = source.header_row
+        try:
+            for record in source.records:
+                row += 1
+                if len(record) != width:
+                    fitted = fit_record(record, width, row)
+                    if fitted is None:
+                        continue
+                    if isinstance(fitted, ImportRowError):
+                        yield fitted
+                        continue
+                    record = fitted
+                record.append("")
+                (
+                    raw_id,
+                    raw_email,
+                    raw_total,
+                    raw_subtotal,
+                    raw_discounts,
+                    raw_shipping,
+                    raw_tax,
+                    raw_currency,
+                    raw_status,
+                    raw_placed_at,
+                    raw_refunded,
+                    raw_cancelled_at,
+                    raw_external_id,
+                ) = pick(record)
+                errors: list[ImportRowError] = []
+
+                order_id = raw_id.strip()
+                if shopify and order_id == previous_id and order_id:
+                    continue  # another line item of the order just read
+                previous_id = order_id
+                if not order_id:
+                    if is_blank(record):
+                        continue
+                    errors.append(ImportRowError(row, label["order_id"], raw_id, _ID_REQUIRED))
+                elif len(order_id) > MAX_TEXT_LENGTH:
+                    errors.append(ImportRowError(row, label["order_id"], raw_id, _ID_TOO_LONG))
+                else:
+                    first_row = seen.first_row(order_id, row)
+                    if first_row is not None:
+                        errors.append(
+                            ImportRowError(
+                                row,
+                                label["order_id"],
+                                raw_id,
+                                "an order id not already used in this file "
+                                f"(it is on row {first_row})",
+                            )
+                        )
+
+                email = raw_email.strip().lower()
+                if len(email) > MAX_EMAIL_LENGTH or valid_email(email) is None:
+                    expected = email_expected(raw_email)
+                    if shopify and not email:
+                        expected = f"an email address: order {order_id} has no email"
+                    errors.append(ImportRowError(row, label["email"], raw_email, expected))
+
+                text = raw_total.strip()
+                total = Decimal(text) if valid_amount(text) else None
+                if total is None:
+                    errors.append(_amount_error(row, label["total"], raw_total))
+
+                # The optional amounts, unrolled: this loop runs once per row.
+                text = raw_subtotal.strip()
+                subtotal = Decimal(text) if text and valid_amount(text) else None
+                if subtotal is None and text:
+                    errors.append(_amount_error(row, label["subtotal"], raw_subtotal))
+                text = raw_discounts.strip()
+                discounts = Decimal(text) if text and valid_amount(text) else None
+                if discounts is None and text:
+                    errors.append(_amount_error(row, label["discounts"], raw_discounts))
+                text = raw_shipping.strip()
+                shipping = Decimal(text) if text and valid_amount(text) else None
+                if shipping is None and text:
+                    errors.append(_amount_error(row, label["shipping"], raw_shipping))
+                text = raw_tax.strip()
+                tax = Decimal(text) if text and valid_amount(text) else None
+                if tax is None and text:
+                    errors.append(_amount_error(row, label["tax"], raw_tax))
+                text = raw_refunded.strip()
+                refunded = Decimal(text) if text and valid_amount(text) else None
+                if refunded is None and text:
+                    errors.append(_amount_error(row, label["refunded_amount"], raw_refunded))
+
+                currency: str | None = raw_currency.strip().upper()
+                if not currency:
+                    currency = None
+                elif len(currency) != 3 or not (currency.isalpha() and currency.isascii()):
+                    errors.append(
+                        ImportRowError(row, label["currency"], raw_currency, _CURRENCY_EXPECTED)
+                    )
+
+                status: OrderStatus | None = OrderStatus.CANCELLED
+                text = raw_status.strip()
+                if raw_cancelled_at.strip():
+                    pass  # Shopify: cancelled whatever the payment state
+                elif not text and not shopify:
+                    status = OrderStatus.PAID
+                else:
+                    status = statuses.get(text) or statuses.get(
+                        text.lower().replace(" ", "_").replace("-", "_")
+                    )
+                    if status is None:
+                        expected = _SHOPIFY_STATUS_EXPECTED if shopify else _STATUS_EXPECTED
+                        errors.append(ImportRowError(row, label["status"], raw_status, expected))
+
+                text = raw_placed_at.strip()
+                placed_at = parse_timestamp(text) if text else None
+                if placed_at is None or placed_at > latest:
+                    errors.append(
+                        _placed_at_error(row, label["placed_at"], raw_placed_at, placed_at)
+                    )
+
+                external_id = raw_external_id.strip().removeprefix("'")
+
+                if errors or total is None or status is None or placed_at is None:
+                    yield from errors
+                    continue
+                yield OrderRow(
+                    row,
+                    order_id,
+                    email,
+                    total,
+                    subtotal,
+                    discounts,
+                    shipping,
+                    tax,
+                    currency,
+                    status,
+                    placed_at,
+                    refunded,
+                    external_id or None,
+                )
+        except csv.Error as exc:
+            raise source.malformed(exc, row + 1) from exc
+        finally:
+            source.close()
+
+
+def parse_orders(
+    source: BinarySource, *, now: datetime | None = None
+) -> Iterator[OrderRow | ImportRowError]:
+    """Stream the orders of a file; raises ``ImportFileError`` at once for a bad file.
+
+    A shortcut for iterating ``OrderCsvReader(source, now=now)``.
+    """
+    return iter(OrderCsvReader(source, now=now))
+
+
+_ID_REQUIRED = "an order id (required)"
+_ID_TOO_LONG = f"an order id of at most {MAX_TEXT_LENGTH} characters"
+_CURRENCY_EXPECTED = "a 3-letter ISO 4217 currency code like USD or EUR"
+_STATUS_EXPECTED = (
+    "one of paid, pending, refunded, partially_refunded, cancelled (blank means paid)"
+)
+_SHOPIFY_STATUS_EXPECTED = "a Shopify financial status: " + ", ".join(_SHOPIFY_STATUSES)
+
+
+def _amount_error(row: int, column: str, raw: str) -> ImportRowError:
+    return ImportRowError(row, column, raw, amount_expected(raw.strip()))
+
+
+def _placed_at_error(row: int, column: str, raw: str, placed_at: datetime | None) -> ImportRowError:
+    if placed_at is not None:
+        expected = "a date that is not in the future"
+    elif not raw.strip():
+        expected = "the date the order was placed (required)"
+    else:
+        expected = (
+            "an ISO 8601 date or date-time like 2024-03-05, 2024-03-05T14:22:10Z "
+            "or 2024-03-05 14:22:10 -0500"
+        )
+    return ImportRowError(row, column, raw, expected)

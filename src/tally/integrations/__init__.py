@@ -1,0 +1,1 @@
+"""Integrations with external marketing and messaging systems."""

@@ -1,0 +1,1 @@
+"""Dotdigital integration: HTTP client, data-field mapping and contact formatting."""

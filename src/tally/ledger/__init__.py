@@ -1,0 +1,1 @@
+"""The points ledger: immutable entries, the only way a balance changes."""

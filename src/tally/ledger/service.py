@@ -1,0 +1,252 @@
+"""Posting points. Every change is an entry; the cached balance moves in the same transaction.
+
+Concurrency: the idempotency key is claimed by inserting the entry inside a savepoint (a duplicate
+hits the unique constraint, and on PostgreSQL waits for the first writer to commit), and a debit
+is a single guarded `UPDATE ... WHERE points_balance >= n`, so balances cannot go negative even
+when many debits race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tally.customers.orm import Customer
+from tally.db.base import utcnow
+from tally.errors import FieldProblem
+from tally.ledger.errors import IdempotencyKeyReused, InsufficientPoints, InvalidPoints
+from tally.ledger.orm import EntryKind, LedgerEntry
+from tally.outbox.events import PointsBalanceChanged
+from tally.outbox.service import emit
+
+CREDIT_KINDS = {EntryKind.EARN, EntryKind.IMPORT, EntryKind.ADJUST, EntryKind.REFUND}
+
+
+@dataclass(frozen=True)
+class Posting:
+    """The entry a call wrote, or found already written under the same key."""
+
+    entry: LedgerEntry
+    replayed: bool
+
+
+def _existing(session: Session, merchant_id: int, key: str) -> LedgerEntry | None:
+    return session.scalar(
+        select(LedgerEntry).where(
+            LedgerEntry.merchant_id == merchant_id, LedgerEntry.idempotency_key == key
+        )
+    )
+
+
+def _check_replay(entry: LedgerEntry, customer_id: int, points: int, kind: str) -> Posting:
+    if entry.customer_id != customer_id or entry.points != points or entry.kind != kind:
+        raise IdempotencyKeyReused(
+            f"idempotency key {entry.idempotency_key!r} was already used for another movement "
+            f"({entry.points:+d} points, {entry.kind}, customer {entry.customer_id})"
+        )
+    return Posting(entry, replayed=True)
+
+
+def post(
+    session: Session,
+    *,
+    customer: Customer,
+    points: int,
+    kind: EntryKind,
+    idempotency_key: str,
+    reason: str = "",
+    source_ref: str | None = None,
+    rule_id: str | None = None,
+    rule_version: int | None = None,
+    expires_at: datetime | None = None,
+    details: dict[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> Posting:
+    """Write one entry of `points` (positive credits, negative debits) exactly once per key."""
+    if points == 0:
+        raise InvalidPoints("points must not be zero", [FieldProblem("points", "must not be 0", 0)])
+    merchant_id = customer.merchant_id
+    found = _existing(session, merchant_id, idempotency_key)
+    if found is not None:
+        return _check_replay(found, customer.id, points, kind)
+    now = created_at or utcnow()
+    entry = LedgerEntry(
+        merchant_id=merchant_id,
+        customer_id=customer.id,
+        points=points,
+        kind=kind,
+        reason=reason,
+        source_ref=source_ref,
+        rule_id=rule_id,
+        rule_version=rule_version,
+        idempotency_key=idempotency_key,
+        remaining=points if points > 0 else None,
+        expires_at=expires_at if points > 0 else None,
+        details=details,
+        created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(entry)
+            session.flush()
+            balance = _move_balance(session, customer, points, now)
+    except IntegrityError:
+        found = _existing(session, merchant_id, idempotency_key)
+        if found is None:
+            raise
+        return _check_replay(found, customer.id, points, kind)
+    if points < 0:
+        _consume_credits(session, customer.id, -points)
+    emit(
+        session,
+        PointsBalanceChanged(
+            merchant_id=merchant_id,
+            customer_id=customer.id,
+            entry_id=entry.id,
+            points=points,
+            kind=str(kind),
+            balance=balance,
+        ),
+    )
+    return Posting(entry, replayed=False)
+
+
+def _move_balance(session: Session, customer: Customer, points: int, now: datetime) -> int:
+    """Apply the movement to the cached balance atomically and return the new balance."""
+    stmt = (
+        update(Customer)
+        .where(Customer.id == customer.id)
+        .values(points_balance=Customer.points_balance + points, last_activity_at=now)
+        .returning(Customer.points_balance)
+        .execution_options(synchronize_session=False)
+    )
+    if points < 0:
+        stmt = stmt.where(Customer.points_balance >= -points)
+    balance = session.scalar(stmt)
+    if balance is None:
+        current = session.scalar(select(Customer.points_balance).where(Customer.id == customer.id))
+        raise InsufficientPoints(balance=current or 0, requested=-points)
+    # Keep the loaded object in step without another round trip.
+    session.expire(customer, ["points_balance", "last_activity_at"])
+    return int(balance)
+
+
+def open_credits(session: Session, customer_id: int) -> Iterator[LedgerEntry]:
+    """Credits with points left, soonest-expiring first, never-expiring last, then oldest."""
+    stmt = (
+        select(LedgerEntry)
+        .where(LedgerEntry.customer_id == customer_id, LedgerEntry.remaining > 0)
+        .order_by(LedgerEntry.expires_at.is_(None), LedgerEntry.expires_at, LedgerEntry.id)
+    )
+    yield from session.scalars(stmt)
+
+
+def _consume_credits(session: Session, customer_id: int, amount: int) -> None:
+    """Take a debit out of the open credits, soonest-expiring first (per-grant expiry needs it)."""
+    left = amount
+    for credit in open_credits(session, customer_id):
+        if left == 0:
+            break
+        assert credit.remaining is not None
+        taken = min(credit.remaining, left)
+        credit.remaining -= taken
+        left -= taken
+    session.flush()
+
+
+def credit(
+    session: Session, *, customer: Customer, points: int, kind: EntryKind, **kwargs: Any
+) -> Posting:
+    """Add points (must be positive)."""
+    if points <= 0:
+        raise InvalidPoints(
+            "a credit must be positive", [FieldProblem("points", "must be > 0", points)]
+        )
+    return post(session, customer=customer, points=points, kind=kind, **kwargs)
+
+
+def debit(
+    session: Session, *, customer: Customer, points: int, kind: EntryKind, **kwargs: Any
+) -> Posting:
+    """Take points away (a positive amount); refuses to go below zero."""
+    if points <= 0:
+        raise InvalidPoints(
+            "a debit amount must be positive", [FieldProblem("points", "must be > 0", points)]
+        )
+    return post(session, customer=customer, points=-points, kind=kind, **kwargs)
+
+
+def adjust(
+    session: Session,
+    *,
+    customer: Customer,
+    points: int,
+    reason: str,
+    idempotency_key: str,
+    source_ref: str | None = None,
+) -> Posting:
+    """A manual correction by the merchant, positive or negative, with a mandatory reason."""
+    if not reason.strip():
+        raise InvalidPoints(
+            "a manual adjustment needs a reason",
+            [FieldProblem("reason", "must not be empty", reason)],
+        )
+    return post(
+        session,
+        customer=customer,
+        points=points,
+        kind=EntryKind.ADJUST,
+        idempotency_key=idempotency_key,
+        reason=reason.strip(),
+        source_ref=source_ref,
+    )
+
+
+@dataclass(frozen=True)
+class BalanceMismatch:
+    """A customer whose cached balance differs from the sum of its entries."""
+
+    merchant_id: int
+    customer_id: int
+    email: str
+    cached: int
+    computed: int
+
+
+def verify_balances(
+    session: Session, *, merchant_id: int | None = None
+) -> Iterator[BalanceMismatch]:
+    """Recompute every balance from the entries and yield each customer where they disagree."""
+    sums = (
+        select(LedgerEntry.customer_id, func.coalesce(func.sum(LedgerEntry.points), 0).label("s"))
+        .group_by(LedgerEntry.customer_id)
+        .subquery()
+    )
+    stmt = select(
+        Customer.merchant_id,
+        Customer.id,
+        Customer.email,
+        Customer.points_balance,
+        func.coalesce(sums.c.s, 0),
+    ).outerjoin(sums, sums.c.customer_id == Customer.id)
+    if merchant_id is not None:
+        stmt = stmt.where(Customer.merchant_id == merchant_id)
+    stmt = stmt.where(Customer.points_balance != func.coalesce(sums.c.s, 0))
+    for mid, cid, email, cached, computed in session.execute(stmt.order_by(Customer.id)):
+        yield BalanceMismatch(mid, cid, email, int(cached), int(computed))
+
+
+def list_entries(
+    session: Session, *, customer_id: int, limit: int = 50, offset: int = 0
+) -> tuple[list[LedgerEntry], int]:
+    """A page of a customer's entries, newest first, and the total count."""
+    base = select(LedgerEntry).where(LedgerEntry.customer_id == customer_id)
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    rows = session.scalars(base.order_by(LedgerEntry.id.desc()).limit(limit).offset(offset))
+    return list(rows), total

@@ -1,0 +1,1 @@
+"""Transactional outbox: events become rows in the same transaction; a worker delivers them."""

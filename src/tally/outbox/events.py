@@ -1,0 +1,57 @@
+"""Domain events. Past tense; each carries only ids and the facts a handler needs to decide."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """Base class: something that happened to one merchant's data."""
+
+    event_type: ClassVar[str] = "DomainEvent"
+    merchant_id: int
+
+    def payload(self) -> dict[str, Any]:
+        """The event as JSON-ready data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CustomerEnrolled(DomainEvent):
+    """A customer got a loyalty account (new, or a guest who signed up)."""
+
+    event_type: ClassVar[str] = "CustomerEnrolled"
+    customer_id: int
+
+
+@dataclass(frozen=True)
+class CustomerUpdated(DomainEvent):
+    """A customer's profile (name, birthday, email, referral URL) changed."""
+
+    event_type: ClassVar[str] = "CustomerUpdated"
+    customer_id: int
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PointsBalanceChanged(DomainEvent):
+    """A ledger entry changed a customer's balance."""
+
+    event_type: ClassVar[str] = "PointsBalanceChanged"
+    customer_id: int
+    entry_id: int
+    points: int
+    kind: str
+    balance: int
+
+
+@dataclass(frozen=True)
+class VipTierChanged(DomainEvent):
+    """A customer moved to another VIP tier (or out of every tier)."""
+
+    event_type: ClassVar[str] = "VipTierChanged"
+    customer_id: int
+    old_tier: str | None
+    new_tier: str | None

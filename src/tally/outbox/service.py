@@ -1,0 +1,26 @@
+"""Recording events: one outbox row per subscribed handler, in the caller's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from tally.db.base import utcnow
+from tally.outbox.events import DomainEvent
+from tally.outbox.orm import OutboxMessage
+from tally.outbox.registry import Registry, default_registry
+
+
+def emit(session: Session, event: DomainEvent, *, registry: Registry = default_registry) -> None:
+    """Record an event for delivery; it is sent only if the surrounding transaction commits."""
+    now = utcnow()
+    for name in registry.handler_names(event.event_type):
+        session.add(
+            OutboxMessage(
+                merchant_id=event.merchant_id,
+                event_type=event.event_type,
+                handler=name,
+                payload=event.payload(),
+                available_at=now,
+                created_at=now,
+            )
+        )

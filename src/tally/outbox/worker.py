@@ -1,0 +1,273 @@
+"""The worker: claims outbox messages, runs handlers, retries with backoff, runs periodic jobs.
+
+Claiming takes a lease (`locked_until`): a worker killed mid-dispatch leaves its rows claimed only
+until the lease runs out, and then any worker takes them again. On PostgreSQL the claim query uses
+`FOR UPDATE SKIP LOCKED`, so concurrent workers never claim the same row; SQLite serialises
+writers, so the same UPDATE is safe there too. Completion is fenced on `locked_by`, so a worker
+whose lease expired cannot overwrite the outcome of the worker that took over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from tally.config import Settings
+from tally.db.base import utcnow
+from tally.outbox.orm import MessageStatus, OutboxMessage, ScheduledJob
+from tally.outbox.registry import (
+    HandlerContext,
+    JobContext,
+    PermanentFailure,
+    Registry,
+    RetryLater,
+    default_registry,
+)
+
+log = logging.getLogger("tally.worker")
+
+
+def backoff_seconds(attempt: int, *, base: float, maximum: float, jitter: float = 0.2) -> float:
+    """Exponential backoff for the given (1-based) attempt, with up to `jitter` random spread."""
+    delay = min(maximum, base * (2 ** max(0, attempt - 1)))
+    return float(delay * (1 + random.uniform(0, jitter)))
+
+
+@dataclass
+class DispatchStats:
+    """What one pass of the worker did."""
+
+    claimed: int = 0
+    done: int = 0
+    retried: int = 0
+    failed: int = 0
+    jobs_run: int = 0
+
+
+class Worker:
+    """Delivers outbox messages to handlers and runs due periodic jobs."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        registry: Registry = default_registry,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.registry = registry
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._stop = threading.Event()
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def claim(self, limit: int | None = None) -> list[OutboxMessage]:
+        """Lease up to `limit` due messages to this worker (committed before handling starts)."""
+        limit = limit or self.settings.worker_batch_size
+        now = utcnow()
+        with self.session_factory() as session, session.begin():
+            due = or_(
+                (OutboxMessage.status == MessageStatus.PENDING)
+                & (OutboxMessage.available_at <= now),
+                (OutboxMessage.status == MessageStatus.PROCESSING)
+                & (OutboxMessage.locked_until < now),
+            )
+            stmt = select(OutboxMessage.id).where(due).order_by(OutboxMessage.id).limit(limit)
+            if session.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            ids = list(session.scalars(stmt))
+            if not ids:
+                return []
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids))
+                .values(
+                    status=MessageStatus.PROCESSING,
+                    locked_by=self.worker_id,
+                    locked_until=now + timedelta(seconds=self.settings.worker_lease_seconds),
+                    attempts=OutboxMessage.attempts + 1,
+                )
+            )
+            messages = list(
+                session.scalars(
+                    select(OutboxMessage)
+                    .where(OutboxMessage.id.in_(ids))
+                    .order_by(OutboxMessage.id)
+                    .execution_options(populate_existing=True)
+                )
+            )
+            session.expunge_all()
+            return messages
+
+    def handle(self, message: OutboxMessage) -> str:
+        """Run one claimed message's handler and record the outcome; returns the new status."""
+        handler = self.registry.handler(message.event_type, message.handler)
+        context = HandlerContext(
+            settings=self.settings,
+            session_factory=self.session_factory,
+            message_id=message.id,
+            attempt=message.attempts,
+            merchant_id=message.merchant_id,
+        )
+        try:
+            if handler is None:
+                raise PermanentFailure(
+                    f"no handler named {message.handler!r} for {message.event_type}"
+                )
+            handler(context, message.payload)
+        except RetryLater as exc:
+            return self._finish(message, error=str(exc), retry_in=exc.delay_seconds)
+        except PermanentFailure as exc:
+            return self._finish(message, error=str(exc), permanent=True)
+        except Exception as exc:
+            log.warning("handler %s failed for message %s: %s", message.handler, message.id, exc)
+            error = "".join(traceback.format_exception_only(exc)).strip()
+            return self._finish(message, error=error)
+        return self._finish(message)
+
+    def _finish(
+        self,
+        message: OutboxMessage,
+        *,
+        error: str | None = None,
+        retry_in: float | None = None,
+        permanent: bool = False,
+    ) -> str:
+        now = utcnow()
+        values: dict[str, object]
+        if error is None:
+            values = {"status": MessageStatus.DONE, "finished_at": now, "last_error": None}
+        elif permanent or (
+            retry_in is None and message.attempts >= self.settings.worker_max_attempts
+        ):
+            values = {"status": MessageStatus.FAILED, "finished_at": now, "last_error": error}
+        else:
+            delay = (
+                retry_in
+                if retry_in is not None
+                else backoff_seconds(
+                    message.attempts,
+                    base=self.settings.worker_backoff_base_seconds,
+                    maximum=self.settings.worker_backoff_max_seconds,
+                )
+            )
+            values = {
+                "status": MessageStatus.PENDING,
+                "available_at": now + timedelta(seconds=delay),
+                "last_error": error,
+            }
+        values.update(locked_by=None, locked_until=None)
+        with self.session_factory() as session, session.begin():
+            session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == message.id, OutboxMessage.locked_by == self.worker_id)
+                .values(**values)
+            )
+        return str(values["status"])
+
+    # -- scheduled jobs --------------------------------------------------------------------
+
+    def run_due_jobs(self, now: datetime | None = None) -> int:
+        """Run every periodic job that is due and that no other worker claimed first."""
+        ran = 0
+        for name, (every, job) in sorted(self.registry.jobs.items()):
+            current = now or utcnow()
+            if not self._claim_job(name, every, current):
+                continue
+            error = None
+            try:
+                job(JobContext(settings=self.settings, session_factory=self.session_factory))
+            except Exception as exc:
+                log.exception("scheduled job %s failed", name)
+                error = "".join(traceback.format_exception_only(exc)).strip()
+            with self.session_factory() as session, session.begin():
+                session.execute(
+                    update(ScheduledJob)
+                    .where(ScheduledJob.name == name)
+                    .values(last_finished_at=utcnow(), last_error=error)
+                )
+            ran += 1
+        return ran
+
+    def _claim_job(self, name: str, every: timedelta, now: datetime) -> bool:
+        with self.session_factory() as session, session.begin():
+            dialect = session.get_bind().dialect.name
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            session.execute(
+                insert(ScheduledJob)
+                .values(name=name, next_run_at=now, runs=0)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            claimed = session.execute(
+                update(ScheduledJob)
+                .where(ScheduledJob.name == name, ScheduledJob.next_run_at <= now)
+                .values(next_run_at=now + every, last_started_at=now, runs=ScheduledJob.runs + 1)
+            )
+            return bool(claimed.rowcount)  # type: ignore[attr-defined]
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def run_once(self) -> DispatchStats:
+        """One pass: due jobs, then one batch of messages."""
+        stats = DispatchStats(jobs_run=self.run_due_jobs())
+        messages = self.claim()
+        stats.claimed = len(messages)
+        for message in messages:
+            outcome = self.handle(message)
+            if outcome == MessageStatus.DONE:
+                stats.done += 1
+            elif outcome == MessageStatus.FAILED:
+                stats.failed += 1
+            else:
+                stats.retried += 1
+        return stats
+
+    def drain(self, *, max_passes: int = 1000) -> DispatchStats:
+        """Process until nothing is due (for tests and the CLI); retries scheduled later wait."""
+        total = DispatchStats()
+        for _ in range(max_passes):
+            stats = self.run_once()
+            total.claimed += stats.claimed
+            total.done += stats.done
+            total.retried += stats.retried
+            total.failed += stats.failed
+            total.jobs_run += stats.jobs_run
+            if stats.claimed == 0:
+                break
+        return total
+
+    def run_forever(self) -> None:
+        """Poll until stop() is called; a pass that found work is followed by another at once."""
+        log.info("worker %s started", self.worker_id)
+        while not self._stop.is_set():
+            try:
+                stats = self.run_once()
+            except Exception:
+                log.exception("worker pass failed")
+                stats = DispatchStats()
+            if stats.claimed == 0:
+                self._stop.wait(self.settings.worker_poll_seconds)
+        log.info("worker %s stopped", self.worker_id)
+
+    def stop(self) -> None:
+        """Ask run_forever to return after the current pass."""
+        self._stop.set()
+
+    def start_thread(self) -> threading.Thread:
+        """Run the worker in a daemon thread (the embedded, in-process mode)."""
+        thread = threading.Thread(target=self.run_forever, name="tally-worker", daemon=True)
+        thread.start()
+        return thread

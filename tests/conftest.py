@@ -1,0 +1,101 @@
+"""Shared fixtures: each database test runs on every configured backend (SQLite and PostgreSQL).
+
+Backends come from TALLY_TEST_BACKENDS (default "sqlite,postgresql"); PostgreSQL's URL from
+TALLY_TEST_POSTGRES_URL (`make test` starts a private server and sets it). Under CI=true a
+missing PostgreSQL is a failure, elsewhere the PostgreSQL half is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from tally.config import Settings, WorkerMode
+from tally.db import migrate
+from tally.db.engine import make_engine, make_session_factory
+from tally.db.models import Base
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+BACKENDS = [
+    b.strip() for b in os.environ.get("TALLY_TEST_BACKENDS", "sqlite,postgresql").split(",")
+]
+
+
+def _postgres_url() -> str | None:
+    return os.environ.get("TALLY_TEST_POSTGRES_URL") or None
+
+
+def _require_postgres() -> str:
+    url = _postgres_url()
+    if url is None:
+        message = "PostgreSQL tests need TALLY_TEST_POSTGRES_URL (run `make test`)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend this test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A URL for an empty database of the backend, migrated to head once per session."""
+    if backend == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "tally.db"
+        return f"sqlite:///{path}"
+    url = _require_postgres()
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    """The migrated engine for the session."""
+    eng = make_engine(database_url, pool_size=30)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def _clean(engine: Engine) -> None:
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in reversed(tables):
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """A session factory on a clean database; everything written is removed afterwards."""
+    yield make_session_factory(engine)
+    _clean(engine)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """Settings for a test: its database, no background worker, files under tmp_path."""
+    return Settings(
+        environment="test",
+        database_url=database_url,
+        worker_mode=WorkerMode.OFF,
+        var_dir=tmp_path / "var",
+        public_base_url="http://tally.test",
+        worker_backoff_base_seconds=0.0,
+        _env_file=None,  # type: ignore[call-arg]
+    )

@@ -1,0 +1,565 @@
+"""The httpx Dotdigital client against the emulator over real HTTP."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import date
+
+import httpx
+import pytest
+
+from tally.devtools.dotdigital_emulator import (
+    DEMO_PASSWORD,
+    DEMO_USERNAME,
+    EmulatorAccount,
+    EmulatorConfig,
+    EmulatorServer,
+)
+from tally.integrations.dotdigital.client import (
+    DataField,
+    DotdigitalAuthError,
+    DotdigitalFieldExists,
+    DotdigitalRateLimited,
+    DotdigitalRejected,
+    DotdigitalRetryable,
+    DotdigitalWrongRegion,
+    HttpDotdigitalClient,
+    ImportFailure,
+    ImportStatus,
+    error_from_response,
+    import_entry,
+)
+from tally.integrations.dotdigital.fields import (
+    DataFieldMapping,
+    FieldConflict,
+    build_import_batches,
+    contact_data_fields,
+    ensure_fields,
+)
+
+US_USERNAME = "apiuser-us@apiconnector.com"
+US_PASSWORD = "us-password"
+REFERRAL_URL = "https://shop.example.com/r/ADA-42"
+BUILT_INS = ["FIRSTNAME", "LASTNAME", "FULLNAME", "GENDER", "POSTCODE"]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorServer]:
+    config = EmulatorConfig(
+        accounts=[
+            EmulatorAccount(DEMO_USERNAME, DEMO_PASSWORD, 1),
+            EmulatorAccount(US_USERNAME, US_PASSWORD, 2),
+        ],
+        import_delay_seconds=0.2,
+        hang_seconds=2.0,
+    )
+    with EmulatorServer(config) as running:
+        yield running
+
+
+@pytest.fixture
+def emulator(server: EmulatorServer) -> EmulatorServer:
+    server.emulator.reset()
+    return server
+
+
+@pytest.fixture
+def client(emulator: EmulatorServer) -> Iterator[HttpDotdigitalClient]:
+    with HttpDotdigitalClient(DEMO_USERNAME, DEMO_PASSWORD, emulator.base_url, 2.0) as api:
+        yield api
+
+
+def _wait_finished(client: HttpDotdigitalClient, import_id: str) -> ImportStatus:
+    deadline = time.monotonic() + 5
+    while True:
+        status = client.import_status(import_id)
+        if status.finished or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- auth and regions
+
+
+def test_account_info_returns_the_endpoint_without_trailing_slash(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    info = client.account_info()
+
+    assert info.api_endpoint == emulator.base_url
+    assert info.account_id == 1
+    assert info.properties["ApiEndpoint"] == emulator.base_url + "/"
+    assert info.properties["ApiCallsInLastHour"] == 1
+
+
+def test_wrong_password_raises_auth_error_and_stores_nothing(emulator: EmulatorServer) -> None:
+    api = HttpDotdigitalClient(DEMO_USERNAME, "not-the-password", emulator.base_url, 2.0)
+    with api, pytest.raises(DotdigitalAuthError) as caught:
+        api.upsert_contact("ada@example.com", {})
+
+    assert str(caught.value) == "Authorization has been denied for this request."
+    assert emulator.emulator.contacts == {}
+    assert [call["status"] for call in emulator.emulator.calls] == [401]
+
+
+def test_unknown_api_user_raises_auth_error(emulator: EmulatorServer) -> None:
+    api = HttpDotdigitalClient("apiuser-nobody@apiconnector.com", "x", emulator.base_url)
+    with api, pytest.raises(DotdigitalAuthError):
+        api.account_info()
+
+
+def test_password_never_appears_in_repr_or_errors(emulator: EmulatorServer) -> None:
+    secret = "s3cret-Pa55word"
+    api = HttpDotdigitalClient(DEMO_USERNAME, secret, emulator.base_url, 2.0)
+    with api, pytest.raises(DotdigitalAuthError) as caught:
+        api.account_info()
+
+    assert secret not in repr(api)
+    assert secret not in str(caught.value)
+    assert repr(api) == (
+        f"HttpDotdigitalClient(username='{DEMO_USERNAME}', base_url='{emulator.base_url}')"
+    )
+
+
+def test_region_discovery_then_wrong_region_is_refused(emulator: EmulatorServer) -> None:
+    with HttpDotdigitalClient(US_USERNAME, US_PASSWORD, emulator.base_url, 2.0) as r1:
+        info = r1.account_info()
+        with pytest.raises(DotdigitalWrongRegion):
+            r1.list_data_fields()
+        with pytest.raises(DotdigitalWrongRegion):
+            r1.upsert_contact("ada@example.com", {})
+        with r1.with_base_url(info.api_endpoint) as r2:
+            fields = r2.list_data_fields()
+
+    assert info.api_endpoint == f"http://localhost:{emulator.port}"
+    assert [f.name for f in fields] == BUILT_INS
+    assert emulator.emulator.contacts_of(US_USERNAME) == {}
+
+
+# --------------------------------------------------------------------------- data fields
+
+
+def test_create_data_field_is_listed(client: HttpDotdigitalClient) -> None:
+    created = client.create_data_field("LOYALTY_POINTS", "Numeric")
+
+    assert created == DataField("LOYALTY_POINTS", "Numeric", "Private", None)
+    assert client.list_data_fields()[-1] == created
+
+
+def test_creating_an_existing_field_raises_field_exists_in_any_letter_case(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    client.create_data_field("LOYALTY_POINTS", "Numeric")
+
+    with pytest.raises(DotdigitalFieldExists) as caught:
+        client.create_data_field("loyalty_points", "String")
+
+    assert (caught.value.status, caught.value.code) == (400, "ERROR_NON_UNIQUE_DATAFIELD")
+    assert caught.value.message == "Field already exists"
+    assert [f["type"] for f in emulator.emulator.data_fields if f["name"] == "LOYALTY_POINTS"] == [
+        "Numeric"
+    ]
+    assert len(emulator.emulator.data_fields) == 6
+
+
+def test_invalid_field_type_is_rejected_with_dotdigital_code(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    with pytest.raises(DotdigitalRejected) as caught:
+        client.create_data_field("LOYALTY_POINTS", "Integer")
+
+    assert not isinstance(caught.value, DotdigitalFieldExists)
+    assert (caught.value.status, caught.value.code) == (400, "ERROR_DATAFIELD_INVALID")
+    assert caught.value.message == ("Data field type must be one of String, Numeric, Date, Boolean")
+    assert len(emulator.emulator.data_fields) == 5
+
+
+def test_field_limit_is_reported_by_ensure_fields(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(max_custom_data_fields=2)
+
+    result = ensure_fields(client, DataFieldMapping())
+
+    assert result.created == ["LOYALTY_POINTS", "LOYALTY_REFERRAL_URL"]
+    assert [(f.name, f.code) for f in result.failures] == [
+        ("LOYALTY_BIRTHDAY", "ERROR_DATAFIELD_LIMITEXCEEDED"),
+        ("LOYALTY_VIP_TIER", "ERROR_DATAFIELD_LIMITEXCEEDED"),
+    ]
+    assert not result.ok
+    assert result.usable_mapping(DataFieldMapping()) == DataFieldMapping(
+        birthday=None, vip_tier=None
+    )
+
+
+def test_ensure_fields_creates_missing_and_reports_wrong_type(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    client.create_data_field("LOYALTY_POINTS", "Numeric")
+    client.create_data_field("loyalty_vip_tier", "Numeric")
+
+    first = ensure_fields(client, DataFieldMapping())
+    second = ensure_fields(client, DataFieldMapping())
+
+    assert first.created == ["LOYALTY_REFERRAL_URL", "LOYALTY_BIRTHDAY"]
+    assert first.existing == ["LOYALTY_POINTS"]
+    assert first.conflicts == [
+        FieldConflict("vip_tier", "loyalty_vip_tier", expected_type="String", actual_type="Numeric")
+    ]
+    assert second.created == []
+    assert second.existing == ["LOYALTY_POINTS", "LOYALTY_REFERRAL_URL", "LOYALTY_BIRTHDAY"]
+    assert second.conflicts == first.conflicts
+    # The conflicting field is reported, never changed.
+    types = {f["name"]: f["type"] for f in emulator.emulator.data_fields}
+    assert types == {
+        **dict.fromkeys(BUILT_INS, "String"),
+        "LOYALTY_POINTS": "Numeric",
+        "loyalty_vip_tier": "Numeric",
+        "LOYALTY_REFERRAL_URL": "String",
+        "LOYALTY_BIRTHDAY": "Date",
+    }
+
+
+# --------------------------------------------------------------------------- contacts
+
+
+def test_upsert_creates_then_updates_and_null_clears(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    mapping = DataFieldMapping()
+    assert ensure_fields(client, mapping).ok
+
+    first = client.upsert_contact(
+        "ada@example.com",
+        contact_data_fields(
+            mapping,
+            points_balance=120,
+            referral_url=REFERRAL_URL,
+            birthday=date(1990, 5, 1),
+            vip_tier="Gold",
+        ),
+    )
+    stored_after_create = emulator.emulator.contacts["ada@example.com"]
+    second = client.upsert_contact(
+        "ada@example.com",
+        contact_data_fields(
+            mapping, points_balance=80, referral_url=REFERRAL_URL, birthday=None, vip_tier=None
+        ),
+    )
+    stored = emulator.emulator.contacts["ada@example.com"]
+
+    assert first.created is True
+    assert second.created is False
+    assert first.contact.contact_id == second.contact.contact_id == 1001
+    assert stored_after_create["dataFields"] == {
+        "LOYALTY_POINTS": 120,
+        "LOYALTY_REFERRAL_URL": REFERRAL_URL,
+        "LOYALTY_BIRTHDAY": "1990-05-01T00:00:00+00:00",
+        "LOYALTY_VIP_TIER": "Gold",
+    }
+    assert stored["dataFields"] == {"LOYALTY_POINTS": 80, "LOYALTY_REFERRAL_URL": REFERRAL_URL}
+    assert stored["created"] == stored_after_create["created"]
+    assert stored["updated"] >= stored_after_create["updated"]
+    assert second.contact.data_fields["LOYALTY_BIRTHDAY"] is None
+    assert list(emulator.emulator.contacts) == ["ada@example.com"]
+
+
+def test_upsert_sends_v3_body_with_overwrite_and_no_channel_properties(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    client.create_data_field("LOYALTY_POINTS", "Numeric")
+
+    client.upsert_contact("ada+vip@example.com", {"LOYALTY_POINTS": 5})
+
+    patch = emulator.emulator.calls[-1]
+    assert (patch["method"], patch["path"], patch["query"]) == (
+        "PATCH",
+        "/contacts/v3/email/ada+vip@example.com",
+        "merge-option=overwrite",
+    )
+    assert patch["body"] == {
+        "identifiers": {"email": "ada+vip@example.com"},
+        "matchIdentifier": "email",
+        "dataFields": {"LOYALTY_POINTS": 5},
+    }
+    assert emulator.emulator.call_counts["PATCH /contacts/v3/email/{email}"] == 1
+
+
+def test_upsert_passes_channel_properties_when_given(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    channel = {"email": {"emailType": "html", "optInType": "single", "status": "subscribed"}}
+
+    result = client.upsert_contact("ada@example.com", {}, channel_properties=channel)
+
+    assert emulator.emulator.calls[-1]["body"]["channelProperties"] == channel
+    assert result.contact.raw["channelProperties"] == {
+        "email": {"emailType": "Html", "optInType": "Single", "status": "Subscribed"}
+    }
+
+
+def test_invalid_email_is_rejected_with_the_emulator_reason(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    with pytest.raises(DotdigitalRejected) as caught:
+        client.upsert_contact("not-an-email", {"FIRSTNAME": "Ada"})
+
+    error = caught.value
+    assert (error.status, error.code) == (400, "contacts:invalidEmail")
+    assert error.message == "The contact identifier is not valid."
+    assert error.details == [
+        {"item": "not-an-email", "description": "The email address is not valid"}
+    ]
+    assert str(error) == "400 contacts:invalidEmail: The contact identifier is not valid."
+    assert emulator.emulator.contacts == {}
+
+
+def test_unknown_field_and_wrong_types_are_rejected_and_nothing_changes(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    client.create_data_field("LOYALTY_POINTS", "Numeric")
+    client.create_data_field("LOYALTY_BIRTHDAY", "Date")
+    client.upsert_contact("ada@example.com", {"LOYALTY_POINTS": 1})
+    before = emulator.emulator.contacts
+
+    with pytest.raises(DotdigitalRejected) as caught:
+        client.upsert_contact(
+            "ada@example.com",
+            {
+                "LOYALTY_POINTS": "120",
+                "LOYALTY_BIRTHDAY": "01/05/1990",
+                "FIRSTNAME": "x" * 256,
+                "NO_SUCH_FIELD": 1,
+            },
+        )
+
+    assert caught.value.code == "contacts:invalidDataFields"
+    assert caught.value.details == [
+        {"item": "LOYALTY_POINTS", "description": "a Numeric field takes a number"},
+        {
+            "item": "LOYALTY_BIRTHDAY",
+            "description": "a Date field takes an ISO 8601 date-time text",
+        },
+        {"item": "FIRSTNAME", "description": "text is longer than 255 characters"},
+        {"item": "NO_SUCH_FIELD", "description": "Data field 'NO_SUCH_FIELD' does not exist"},
+    ]
+    assert emulator.emulator.contacts == before
+
+
+def test_get_contact_returns_none_when_missing_and_the_contact_when_present(
+    client: HttpDotdigitalClient,
+) -> None:
+    assert client.get_contact("ada@example.com") is None
+    client.upsert_contact("Ada@Example.com", {"FIRSTNAME": "Ada"})
+
+    contact = client.get_contact("ada@example.com")
+
+    assert contact is not None
+    assert contact.email == "Ada@Example.com"
+    assert contact.status == "subscribed"
+    assert contact.data_fields == {
+        "FIRSTNAME": "Ada",
+        "LASTNAME": None,
+        "FULLNAME": None,
+        "GENDER": None,
+        "POSTCODE": None,
+    }
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_rate_limit_raises_with_the_reset_seconds(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(rate_limit_per_minute=2)
+    client.account_info()
+    client.list_data_fields()
+
+    with pytest.raises(DotdigitalRateLimited) as caught:
+        client.upsert_contact("ada@example.com", {})
+
+    error = caught.value
+    assert isinstance(error, DotdigitalRetryable)
+    assert error.reset_seconds is not None
+    assert 58 <= error.reset_seconds <= 60
+    assert (error.limit, error.scope, error.code) == (2, "user", "contacts:tooManyRequests")
+    assert emulator.emulator.contacts == {}
+
+
+def test_rate_limit_window_resets(client: HttpDotdigitalClient, emulator: EmulatorServer) -> None:
+    emulator.emulator.set_faults(rate_limit_per_minute=1, rate_limit_window_seconds=0.3)
+    client.account_info()
+    with pytest.raises(DotdigitalRateLimited) as caught:
+        client.account_info()
+    time.sleep(0.35)
+
+    assert client.account_info().api_endpoint == emulator.base_url
+    assert caught.value.reset_seconds == 1.0
+
+
+def test_burst_of_429_then_success(client: HttpDotdigitalClient, emulator: EmulatorServer) -> None:
+    emulator.emulator.set_faults(burst_429=2, burst_429_reset_seconds=7)
+    resets = []
+    for _ in range(2):
+        with pytest.raises(DotdigitalRateLimited) as caught:
+            client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"})
+        resets.append(caught.value.reset_seconds)
+    assert emulator.emulator.contacts == {}
+
+    result = client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"})
+
+    assert resets == [7.0, 7.0]
+    assert result.created is True
+    assert [call["fault"] for call in emulator.emulator.calls] == ["burst-429", "burst-429", None]
+
+
+def test_server_errors_are_retryable_and_change_nothing(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(error_rate=1.0)
+
+    statuses = set()
+    for _ in range(6):
+        with pytest.raises(DotdigitalRetryable) as caught:
+            client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"})
+        assert not isinstance(caught.value, DotdigitalRateLimited)
+        statuses.add(caught.value.status)
+
+    assert statuses <= {500, 503}
+    assert statuses
+    assert emulator.emulator.contacts == {}
+
+
+def test_timeouts_are_retryable(emulator: EmulatorServer) -> None:
+    emulator.emulator.set_faults(timeout_rate=1.0, hang_seconds=2.0)
+    started = time.monotonic()
+
+    api = HttpDotdigitalClient(DEMO_USERNAME, DEMO_PASSWORD, emulator.base_url, 0.2)
+    with api, pytest.raises(DotdigitalRetryable) as caught:
+        api.account_info()
+
+    assert time.monotonic() - started < 1.5
+    assert "timed out" in str(caught.value)
+    assert caught.value.status is None
+
+
+def test_connection_refused_is_retryable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = HttpDotdigitalClient(DEMO_USERNAME, DEMO_PASSWORD, f"http://127.0.0.1:{port}", 1.0)
+    with api, pytest.raises(DotdigitalRetryable):
+        api.account_info()
+
+
+def test_error_bodies_of_both_api_generations_are_parsed() -> None:
+    v2 = error_from_response(httpx.Response(400, json={"message": "Error: ERROR_CONTACT_INVALID"}))
+    v3 = error_from_response(
+        httpx.Response(
+            409,
+            json={"errorCode": "contacts:conflict", "description": "Taken.", "details": []},
+        )
+    )
+    plain = error_from_response(httpx.Response(502, text="<html>Bad gateway</html>"))
+    limited = error_from_response(httpx.Response(429, json={"message": "slow down"}))
+
+    assert isinstance(v2, DotdigitalRejected)
+    assert (v2.status, v2.code, v2.message) == (400, "ERROR_CONTACT_INVALID", "Error")
+    assert isinstance(v3, DotdigitalRejected)
+    assert (v3.status, v3.code, v3.message) == (409, "contacts:conflict", "Taken.")
+    assert isinstance(plain, DotdigitalRetryable)
+    assert (plain.status, str(plain)) == (502, "502: <html>Bad gateway</html>")
+    assert isinstance(limited, DotdigitalRateLimited)
+    assert (limited.reset_seconds, limited.limit) == (None, None)
+
+
+# --------------------------------------------------------------------------- bulk import
+
+
+def test_bulk_import_finishes_later_with_failures_for_invalid_emails(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    client.create_data_field("LOYALTY_POINTS", "Numeric")
+    client.upsert_contact("old@example.com", {"LOYALTY_POINTS": 1})
+
+    import_id = client.start_import(
+        [
+            import_entry("old@example.com", {"LOYALTY_POINTS": 5}),
+            import_entry("new@example.com", {"LOYALTY_POINTS": 7}),
+            import_entry("broken-email", {"LOYALTY_POINTS": 9}),
+        ]
+    )
+    pending = client.import_status(import_id)
+    points_while_pending = emulator.emulator.contacts["old@example.com"]["dataFields"]
+    done = _wait_finished(client, import_id)
+
+    assert pending == ImportStatus(import_id, "NotFinished")
+    assert points_while_pending == {"LOYALTY_POINTS": 1}
+    assert (done.status, done.finished, done.succeeded) == ("Finished", True, True)
+    assert done.summary == {
+        "newContacts": 1,
+        "updatedContacts": 1,
+        "globallySuppressed": 0,
+        "invalidEntries": 1,
+        "duplicateIdentifiers": 0,
+    }
+    assert done.failures == [
+        ImportFailure("broken-email", (("invalidEmail", "The email is not valid"),))
+    ]
+    contacts = emulator.emulator.contacts
+    assert {email: c["dataFields"] for email, c in contacts.items()} == {
+        "old@example.com": {"LOYALTY_POINTS": 5},
+        "new@example.com": {"LOYALTY_POINTS": 7},
+    }
+
+
+def test_more_than_25_active_imports_is_rate_limited(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(import_delay_seconds=30)
+    for number in range(25):
+        client.start_import([import_entry(f"c{number}@example.com", {})])
+
+    with pytest.raises(DotdigitalRateLimited) as caught:
+        client.start_import([import_entry("one-too-many@example.com", {})])
+
+    assert caught.value.code == "contacts:tooManyActiveImports"
+    assert caught.value.reset_seconds is None
+    assert len(emulator.emulator.imports) == 25
+
+
+def test_unknown_import_id_is_rejected(client: HttpDotdigitalClient) -> None:
+    with pytest.raises(DotdigitalRejected) as caught:
+        client.import_status("00000000-0000-0000-0000-000000000000")
+
+    assert (caught.value.status, caught.value.code) == (404, "contacts:importNotFound")
+
+
+def test_oversized_import_is_rejected(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(max_import_bytes=300)
+    entries = [import_entry(f"c{n}@example.com", {"FIRSTNAME": "Ada"}) for n in range(5)]
+
+    with pytest.raises(DotdigitalRejected) as caught:
+        client.start_import(entries)
+
+    assert (caught.value.status, caught.value.code) == (413, "contacts:requestTooLarge")
+    assert emulator.emulator.imports == {}
+
+
+def test_batches_built_by_size_are_all_accepted(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(max_import_bytes=300, import_delay_seconds=0)
+    entries = [import_entry(f"c{n}@example.com", {"FIRSTNAME": "Ada"}) for n in range(5)]
+
+    batches = list(build_import_batches(entries, max_bytes=300))
+    statuses = [_wait_finished(client, client.start_import(batch)) for batch in batches]
+
+    assert [len(batch) for batch in batches] == [2, 2, 1]
+    assert [s.summary["newContacts"] for s in statuses] == [2, 2, 1]
+    assert sorted(emulator.emulator.contacts) == [f"c{n}@example.com" for n in range(5)]
