@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
 from tally.api.idempotency import request_fingerprint, run_idempotent
@@ -23,6 +25,7 @@ from tally.customers import service as customers
 from tally.customers.orm import Customer
 from tally.ledger import service as ledger
 from tally.ledger.orm import LedgerEntry
+from tally.program import service as program_service
 
 router = APIRouter(prefix="/api/v1", tags=["customers"])
 
@@ -36,9 +39,26 @@ IdempotencyKey = Annotated[
 ]
 
 
-def customer_out(customer: Customer, base_url: str) -> CustomerOut:
+def customer_view(session: Session, customer: Customer, base_url: str) -> CustomerOut:
+    """The API view of a customer, with when its next points expire under the program."""
+    program = program_service.load(session, customer.merchant_id)
+    upcoming = program_service.next_expiry(session, program, customer)
+    return customer_out(
+        customer, base_url, points_expire_at=upcoming.expires_at, points_expiring=upcoming.points
+    )
+
+
+def customer_out(
+    customer: Customer,
+    base_url: str,
+    *,
+    points_expire_at: datetime | None = None,
+    points_expiring: int = 0,
+) -> CustomerOut:
     """The API view of a customer."""
     return CustomerOut(
+        points_expire_at=points_expire_at,
+        points_expiring=points_expiring,
         id=customer.id,
         email=customer.email,
         first_name=customer.first_name,
@@ -90,7 +110,7 @@ def create_customer(
     with caller.unit_of_work() as session:
 
         def work() -> tuple[int, Any]:
-            result = customers.enroll_customer(
+            result = program_service.enroll_member(
                 session,
                 merchant_id=caller.merchant_id,
                 email=body.email,
@@ -100,7 +120,7 @@ def create_customer(
                 external_id=body.external_id,
                 referred_by_code=body.referred_by,
             )
-            out = customer_out(result.customer, base_url)
+            out = customer_view(session, result.customer, base_url)
             return (201 if result.created else 200), out.model_dump(mode="json")
 
         stored = run_idempotent(
@@ -135,7 +155,10 @@ def list_customers(
             offset=offset,
         )
         return Page[CustomerOut](
-            items=[customer_out(c, base_url) for c in rows], total=total, limit=limit, offset=offset
+            items=[customer_view(session, c, base_url) for c in rows],
+            total=total,
+            limit=limit,
+            offset=offset,
         )
 
 
@@ -146,7 +169,7 @@ def get_customer_by_email(
     """The customer with this email (case-insensitive)."""
     with caller.unit_of_work() as session:
         customer = customers.get_customer_by_email(session, caller.merchant_id, email)
-        return customer_out(customer, caller.state.settings.public_base_url)
+        return customer_view(session, customer, caller.state.settings.public_base_url)
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut)
@@ -154,7 +177,7 @@ def get_customer(customer_id: int, caller: CallerDep) -> CustomerOut:
     """One customer."""
     with caller.unit_of_work() as session:
         customer = customers.get_customer(session, caller.merchant_id, customer_id)
-        return customer_out(customer, caller.state.settings.public_base_url)
+        return customer_view(session, customer, caller.state.settings.public_base_url)
 
 
 @router.patch("/customers/{customer_id}", response_model=CustomerOut)
@@ -165,7 +188,7 @@ def update_customer(customer_id: int, body: CustomerUpdate, caller: CallerDep) -
         customer = customers.update_customer(
             session, merchant_id=caller.merchant_id, customer_id=customer_id, **changes
         )
-        return customer_out(customer, caller.state.settings.public_base_url)
+        return customer_view(session, customer, caller.state.settings.public_base_url)
 
 
 @router.get("/customers/{customer_id}/ledger", response_model=Page[LedgerEntryOut])

@@ -55,6 +55,10 @@ class CustomerOut(BaseModel):
     referral_code: str
     referral_url: str
     points_balance: int
+    points_expire_at: datetime | None = Field(
+        description="when the next points expire (None: they do not)"
+    )
+    points_expiring: int = Field(description="how many points expire then")
     vip_tier: str | None
     enrolled_at: datetime | None
     last_activity_at: datetime | None

@@ -1,17 +1,30 @@
-"""Imports every ORM module so `Base.metadata` knows all tables (for Alembic and tests)."""
+"""Imports every ORM module so `Base.metadata` knows all tables (for Alembic and tests).
 
-from tally.api import idempotency as api_idempotency
-from tally.customers import orm as customers_orm
+Any module named `orm` inside the `tally` package is picked up, so a new domain package only
+has to put its tables in `<package>/orm.py`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import tally
+from tally.api import idempotency as _idempotency  # noqa: F401 - its table lives with the API
 from tally.db.base import Base
-from tally.ledger import orm as ledger_orm
-from tally.merchants import orm as merchants_orm
-from tally.outbox import orm as outbox_orm
 
-__all__ = [
-    "Base",
-    "api_idempotency",
-    "customers_orm",
-    "ledger_orm",
-    "merchants_orm",
-    "outbox_orm",
-]
+
+def _import_orm_modules() -> list[str]:
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(tally.__path__, prefix="tally.")
+        if info.name.rsplit(".", 1)[-1] == "orm"
+    ]
+    for name in sorted(names):
+        importlib.import_module(name)
+    return names
+
+
+ORM_MODULES = _import_orm_modules()
+
+__all__ = ["ORM_MODULES", "Base"]

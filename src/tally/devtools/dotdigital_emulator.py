@@ -312,8 +312,6 @@ class _CallContext:
 
     route: str
     state: _AccountState
-    generation: int
-    log_entry: dict[str, Json]
 
 
 class DotdigitalEmulator:
@@ -582,7 +580,7 @@ class DotdigitalEmulator:
             else:
                 status = 500 if fault == "error-500" else 503
                 return _v2_error(status, "An error has occurred. ERROR_INTERNAL")
-        context = _CallContext(route=route, state=state, generation=generation, log_entry=entry)
+        context = _CallContext(route=route, state=state)
         request.state.raw_body = raw
         return await handler(request, context)
 

@@ -73,6 +73,8 @@ class CustomerFormat:
     """Customer field → normalised header holding it (``name`` is a full name to split)."""
     required: frozenset[str]
     """Normalised headers that must all be present for the file to have this layout."""
+    layout: str
+    """The columns as the source writes them, for messages."""
     ignores_other_columns: bool = False
 
     def matches(self, headers: set[str]) -> bool:
@@ -94,18 +96,21 @@ TALLY_TEMPLATE = CustomerFormat(
         "vip_tier": "vip tier",
     },
     required=frozenset({"email"}),
+    layout="email, first_name, last_name, points, birthday, vip_tier (only email is required)",
 )
 NAME_EMAIL_POINTS = CustomerFormat(
     key="name_email_points",
-    name="Name, Email, Points",
+    name="Name/Email/Points",
     columns={"name": "name", "email": "email", "points": "points"},
     required=frozenset({"name", "email"}),
+    layout="Name, Email, Points",
 )
 SMILE_IO = CustomerFormat(
     key="smile_io",
     name="Smile.io export",
     columns={"email": "email", "points": "points"},
     required=frozenset({"email", "points"}),
+    layout="email, points",
 )
 YOTPO = CustomerFormat(
     key="yotpo",
@@ -118,6 +123,7 @@ YOTPO = CustomerFormat(
         "birthday": "birthday",
     },
     required=frozenset({"email", "points balance"}),
+    layout="Email, First Name, Last Name, Points Balance, Birthday",
 )
 SHOPIFY_CUSTOMERS = CustomerFormat(
     key="shopify",
@@ -129,6 +135,7 @@ SHOPIFY_CUSTOMERS = CustomerFormat(
         "email": "email",
     },
     required=frozenset({"email", "first name", "last name", "total spent", "total orders"}),
+    layout="Customer ID, First Name, Last Name, Email, …, Total Spent, Total Orders, …",
     ignores_other_columns=True,
 )
 
@@ -173,13 +180,10 @@ def detect_customer_format(headers: Sequence[str]) -> CustomerFormat:
 
 
 def _unknown_columns(unknown: list[str], closest: CustomerFormat) -> ImportFileError:
-    accepted = ", ".join(closest.columns.values())
-    if closest is TALLY_TEMPLATE:
-        accepted = "email, first_name, last_name, points, birthday, vip_tier"
     noun = "column" if len(unknown) == 1 else "columns"
     return ImportFileError(
         f"unknown {noun} {quoted_list(h.strip() for h in unknown)}: "
-        f"the {closest.name} accepts only {accepted}"
+        f"the columns of a {closest.name} file are {closest.layout}"
     )
 
 

@@ -287,9 +287,11 @@ def _encoding_message(stream: IO[bytes], start: int, problem: tuple[int, int] | 
         return problem
     offset, byte = problem
     row = _row_at_offset(stream, start, offset)
-    where = f"row {row}, byte offset {offset}" if row is not None else f"byte offset {offset}"
+    where = (
+        f"on row {row} (byte offset {offset})" if row is not None else f"at byte offset {offset}"
+    )
     return (
-        f"the file is not UTF-8: byte 0x{byte:02X} at {where} is not valid UTF-8; "
+        f"the file is not UTF-8: invalid byte 0x{byte:02X} {where}; "
         'save the file as "CSV UTF-8 (Comma delimited)" and upload it again'
     )
 

@@ -47,6 +47,7 @@ from tally.imports.formats import (
     email_expected,
     fit_record,
     is_blank,
+    normalise_header,
     normalised_headers,
     parse_timestamp,
     quoted_list,
@@ -177,6 +178,7 @@ SHOPIFY_ORDERS = OrderFormat(
 ORDER_FORMATS: tuple[OrderFormat, ...] = (SHOPIFY_ORDERS, TALLY_TEMPLATE)
 """Recognised layouts, most specific first: the first whose headers match is used."""
 
+_SHOPIFY_REQUIRED = ("Name", "Email", "Financial Status", "Total", "Created at")
 _TEMPLATE_COLUMNS = (
     "order_id, email, total, subtotal, discounts, shipping, tax, currency, status, placed_at"
 )
@@ -189,6 +191,15 @@ def detect_order_format(headers: Sequence[str]) -> OrderFormat:
     for layout in ORDER_FORMATS:
         if layout.matches(present):
             return layout
+    columns = quoted_list(h.strip() for h in headers if h.strip())
+    if "name" in present and present & {"created at", "financial status", "lineitem name"}:
+        missing = [
+            header for header in _SHOPIFY_REQUIRED if normalise_header(header) not in present
+        ]
+        raise ImportFileError(
+            f"the file looks like a Shopify order export but lacks {quoted_list(missing)}; "
+            f"export the orders again from Shopify with all columns"
+        )
     missing = [
         column.replace(" ", "_")
         for column in ("order id", "email", "total", "placed at")
@@ -197,8 +208,7 @@ def detect_order_format(headers: Sequence[str]) -> OrderFormat:
     if missing:
         raise ImportFileError(
             f"the file lacks the required {'column' if len(missing) == 1 else 'columns'} "
-            f"{quoted_list(missing)} (its columns are "
-            f"{quoted_list(h.strip() for h in headers if h.strip())}); expected the Tally "
+            f"{quoted_list(missing)} (its columns are {columns}); expected the Tally "
             f"template ({_TEMPLATE_COLUMNS}) or a Shopify order export"
         )
     known = set(TALLY_TEMPLATE.columns.values())
@@ -209,7 +219,7 @@ def detect_order_format(headers: Sequence[str]) -> OrderFormat:
     ]
     raise ImportFileError(
         f"unknown {'column' if len(unknown) == 1 else 'columns'} {quoted_list(unknown)}: "
-        f"the Tally template accepts only {_TEMPLATE_COLUMNS} and refunded_amount"
+        f"the columns of a Tally template file are {_TEMPLATE_COLUMNS} and refunded_amount"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from tally.db.base import utcnow
@@ -24,3 +25,28 @@ def emit(session: Session, event: DomainEvent, *, registry: Registry = default_r
                 created_at=now,
             )
         )
+
+
+def emit_many(
+    session: Session, events: list[DomainEvent], *, registry: Registry = default_registry
+) -> None:
+    """Record many events with one bulk insert (batch jobs: expiry, imports)."""
+    if not events:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "merchant_id": event.merchant_id,
+            "event_type": event.event_type,
+            "handler": name,
+            "payload": event.payload(),
+            "status": "pending",
+            "attempts": 0,
+            "available_at": now,
+            "created_at": now,
+        }
+        for event in events
+        for name in registry.handler_names(event.event_type)
+    ]
+    if rows:
+        session.execute(insert(OutboxMessage), rows)

@@ -55,7 +55,7 @@ class DotdigitalError(Exception):
     retryable = False
 
 
-class DotdigitalRetryable(DotdigitalError):  # noqa: N818 - names agreed with the outbox
+class DotdigitalRetryable(DotdigitalError):
     """A temporary failure (5xx, timeout, connection error); the same call may succeed later."""
 
     retryable = True
@@ -88,11 +88,11 @@ class DotdigitalAuthError(DotdigitalError):
     """401: the API user's email or password is wrong."""
 
 
-class DotdigitalWrongRegion(DotdigitalError):  # noqa: N818 - names agreed with the outbox
+class DotdigitalWrongRegion(DotdigitalError):
     """403: the account lives in another region; ask account-info for its ApiEndpoint."""
 
 
-class DotdigitalRejected(DotdigitalError):  # noqa: N818 - names agreed with the outbox
+class DotdigitalRejected(DotdigitalError):
     """A terminal 4xx: Dotdigital refused this request and repeating it will not help."""
 
     def __init__(

@@ -1,0 +1,355 @@
+"""Scheduled program jobs: point expiry, birthday points and the daily VIP tier review.
+
+Each job streams customers in id order, one batch per transaction, so memory stays flat
+whatever the number of customers, and a job stopped half-way just continues on its next run.
+Expiry writes its ledger entries in bulk; its idempotency keys (the customer's last balance
+change for rolling expiry, the credit for per-grant expiry) make a second or concurrent run a
+no-op for what the first one already expired.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import Session, sessionmaker
+
+from tally.customers.orm import Customer, CustomerState
+from tally.db.base import utcnow
+from tally.db.engine import unit_of_work
+from tally.ledger.orm import EntryKind, LedgerEntry
+from tally.merchants.orm import Merchant
+from tally.outbox.events import PointsBalanceChanged
+from tally.outbox.registry import JobContext, Registry
+from tally.outbox.service import emit_many
+from tally.program import earning
+from tally.program import service as program_service
+from tally.program.expiry import ENABLE_GRACE
+from tally.program.settings import ExpiryMode
+
+BATCH_SIZE = 1000
+
+
+@dataclass
+class ExpiryStats:
+    """What an expiry run did."""
+
+    customers: int = 0
+    entries: int = 0
+    points: int = 0
+
+
+def _merchant_ids(factory: sessionmaker[Session]) -> list[int]:
+    with factory() as session:
+        return list(session.scalars(select(Merchant.id).order_by(Merchant.id)))
+
+
+def expire_points(
+    factory: sessionmaker[Session],
+    *,
+    merchant_id: int,
+    now: datetime | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> ExpiryStats:
+    """Write `expire` entries for every balance or credit whose expiry has passed."""
+    now = now or utcnow()
+    with factory() as session:
+        settings = program_service.load(session, merchant_id).settings
+    policy, version = settings.expiry, settings.version
+    if policy.mode == ExpiryMode.OFF or policy.enabled_at is None:
+        return ExpiryStats()
+    # Turning expiry on never expires anything retroactively: nothing before enabled_at + grace.
+    if now < policy.enabled_at + ENABLE_GRACE:
+        return ExpiryStats()
+    if policy.mode == ExpiryMode.ROLLING:
+        return _expire_rolling(factory, merchant_id, now, policy.days, version, batch_size)
+    return _expire_grants(factory, merchant_id, now, version, batch_size)
+
+
+def _lock(stmt, session: Session):  # type: ignore[no-untyped-def]
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update()
+    return stmt
+
+
+def _expire_rolling(
+    factory: sessionmaker[Session],
+    merchant_id: int,
+    now: datetime,
+    days: int,
+    version: int,
+    batch_size: int,
+) -> ExpiryStats:
+    stats = ExpiryStats()
+    cutoff = now - timedelta(days=days)
+    cursor = 0
+    while True:
+        with unit_of_work(factory, merchant_id=merchant_id) as session:
+            rows = session.execute(
+                _lock(
+                    select(Customer.id, Customer.points_balance, Customer.last_activity_at)
+                    .where(
+                        Customer.merchant_id == merchant_id,
+                        Customer.id > cursor,
+                        Customer.points_balance > 0,
+                        Customer.last_activity_at <= cutoff,
+                    )
+                    .order_by(Customer.id)
+                    .limit(batch_size),
+                    session,
+                )
+            ).all()
+            if not rows:
+                return stats
+            cursor = rows[-1][0]
+            ids = [r[0] for r in rows]
+            entry_ids = session.execute(
+                insert(LedgerEntry).returning(LedgerEntry.id, LedgerEntry.customer_id),
+                [
+                    {
+                        "merchant_id": merchant_id,
+                        "customer_id": cid,
+                        "points": -balance,
+                        "kind": EntryKind.EXPIRE,
+                        "reason": f"Points expired after {days} days without activity",
+                        "rule_id": "expiry",
+                        "rule_version": version,
+                        "idempotency_key": f"expire:{cid}:{last.isoformat()}",
+                        "created_at": now,
+                    }
+                    for cid, balance, last in rows
+                ],
+            ).all()
+            session.execute(
+                update(Customer)
+                .where(Customer.id.in_(ids))
+                .values(points_balance=0)
+                .execution_options(synchronize_session=False)
+            )
+            session.execute(
+                update(LedgerEntry)
+                .where(LedgerEntry.customer_id.in_(ids), LedgerEntry.remaining > 0)
+                .values(remaining=0)
+                .execution_options(synchronize_session=False)
+            )
+            balances = {cid: balance for cid, balance, _ in rows}
+            emit_many(
+                session,
+                [
+                    PointsBalanceChanged(
+                        merchant_id=merchant_id,
+                        customer_id=cid,
+                        entry_id=entry_id,
+                        points=-balances[cid],
+                        kind=EntryKind.EXPIRE,
+                        balance=0,
+                    )
+                    for entry_id, cid in entry_ids
+                ],
+            )
+            stats.customers += len(rows)
+            stats.entries += len(rows)
+            stats.points += sum(balances.values())
+
+
+def _expire_grants(
+    factory: sessionmaker[Session],
+    merchant_id: int,
+    now: datetime,
+    version: int,
+    batch_size: int,
+) -> ExpiryStats:
+    stats = ExpiryStats()
+    cursor = 0
+    while True:
+        with unit_of_work(factory, merchant_id=merchant_id) as session:
+            credits = session.execute(
+                _lock(
+                    select(LedgerEntry.id, LedgerEntry.customer_id, LedgerEntry.remaining)
+                    .where(
+                        LedgerEntry.merchant_id == merchant_id,
+                        LedgerEntry.id > cursor,
+                        LedgerEntry.remaining > 0,
+                        LedgerEntry.expires_at <= now,
+                    )
+                    .order_by(LedgerEntry.id)
+                    .limit(batch_size),
+                    session,
+                )
+            ).all()
+            if not credits:
+                return stats
+            cursor = credits[-1][0]
+            per_customer: dict[int, int] = defaultdict(int)
+            for _, cid, remaining in credits:
+                per_customer[cid] += int(remaining or 0)
+            session.execute(
+                update(LedgerEntry)
+                .where(LedgerEntry.id.in_([c[0] for c in credits]))
+                .values(remaining=0)
+                .execution_options(synchronize_session=False)
+            )
+            entry_ids = session.execute(
+                insert(LedgerEntry).returning(LedgerEntry.id, LedgerEntry.customer_id),
+                [
+                    {
+                        "merchant_id": merchant_id,
+                        "customer_id": cid,
+                        "points": -int(remaining or 0),
+                        "kind": EntryKind.EXPIRE,
+                        "reason": f"Points earned in entry {credit_id} expired",
+                        "source_ref": f"entry:{credit_id}",
+                        "rule_id": "expiry",
+                        "rule_version": version,
+                        "idempotency_key": f"expire-grant:{credit_id}",
+                        "created_at": now,
+                    }
+                    for credit_id, cid, remaining in credits
+                ],
+            ).all()
+            table = Customer.__table__
+            assert isinstance(table, Table)
+            session.execute(
+                update(table)
+                .where(table.c.id == bindparam("cid"))
+                .values(points_balance=table.c.points_balance - bindparam("amount")),
+                [{"cid": cid, "amount": amount} for cid, amount in per_customer.items()],
+            )
+            balances = dict(
+                session.execute(
+                    select(Customer.id, Customer.points_balance).where(
+                        Customer.id.in_(list(per_customer))
+                    )
+                ).all()
+            )
+            emit_many(
+                session,
+                [
+                    PointsBalanceChanged(
+                        merchant_id=merchant_id,
+                        customer_id=cid,
+                        entry_id=entry_id,
+                        points=-per_customer[cid],
+                        kind=EntryKind.EXPIRE,
+                        balance=int(balances[cid]),
+                    )
+                    for entry_id, cid in _last_entry_per_customer(entry_ids)
+                ],
+            )
+            stats.customers += len(per_customer)
+            stats.entries += len(credits)
+            stats.points += sum(per_customer.values())
+
+
+def _last_entry_per_customer(entry_ids: Sequence[Row[int, int]]) -> list[tuple[int, int]]:
+    last: dict[int, int] = {}
+    for entry_id, cid in entry_ids:
+        last[cid] = max(entry_id, last.get(cid, 0))
+    return [(entry_id, cid) for cid, entry_id in last.items()]
+
+
+def award_birthdays(
+    factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
+) -> int:
+    """Give today's birthday points (once per birthday year); returns how many were given."""
+    now = now or utcnow()
+    awarded = 0
+    cursor = 0
+    while True:
+        with unit_of_work(factory, merchant_id=merchant_id) as session:
+            program = program_service.load(session, merchant_id)
+            action = program.settings.birthday
+            if not action.enabled or action.points <= 0:
+                return awarded
+            today = earning.local_today(now, program.zone)
+            batch = list(
+                session.scalars(
+                    select(Customer)
+                    .where(
+                        Customer.merchant_id == merchant_id,
+                        Customer.id > cursor,
+                        Customer.birthday.is_not(None),
+                        Customer.state == CustomerState.MEMBER,
+                    )
+                    .order_by(Customer.id)
+                    .limit(BATCH_SIZE)
+                )
+            )
+            if not batch:
+                return awarded
+            cursor = batch[-1].id
+            for customer in batch:
+                assert customer.birthday is not None
+                due = earning.due_birthday(
+                    customer.birthday,
+                    customer.birthday_set_at or customer.created_at,
+                    today,
+                    None,
+                    tz=program.zone,
+                )
+                if due is None:
+                    continue
+                posting = program_service.award(
+                    session,
+                    program,
+                    customer,
+                    rule_id="birthday",
+                    points=action.points,
+                    idempotency_key=f"birthday:{customer.id}:{due.year}",
+                    reason=f"Happy birthday {due.year}",
+                    limit=action.limit,
+                    now=now,
+                )
+                if posting is not None and not posting.replayed:
+                    awarded += 1
+
+
+def review_tiers(
+    factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
+) -> int:
+    """Recompute the tier of every customer in a tier (rolling windows make them drop)."""
+    now = now or utcnow()
+    changed = 0
+    cursor = 0
+    while True:
+        with unit_of_work(factory, merchant_id=merchant_id) as session:
+            program = program_service.load(session, merchant_id)
+            if not program.settings.vip.enabled:
+                return changed
+            batch = list(
+                session.scalars(
+                    select(Customer)
+                    .where(
+                        Customer.merchant_id == merchant_id,
+                        Customer.id > cursor,
+                        Customer.vip_tier.is_not(None),
+                    )
+                    .order_by(Customer.id)
+                    .limit(BATCH_SIZE)
+                )
+            )
+            if not batch:
+                return changed
+            cursor = batch[-1].id
+            for customer in batch:
+                if program_service.recompute_tier(session, program, customer, now=now):
+                    changed += 1
+
+
+def _each_merchant(run: Callable[..., object]) -> Callable[[JobContext], None]:
+    def job(context: JobContext) -> None:
+        for merchant_id in _merchant_ids(context.session_factory):
+            run(context.session_factory, merchant_id=merchant_id)
+
+    return job
+
+
+def register(registry: Registry) -> None:
+    """Schedule the program's periodic jobs."""
+    registry.schedule("program.expiry", timedelta(hours=1), _each_merchant(expire_points))
+    registry.schedule("program.birthdays", timedelta(hours=1), _each_merchant(award_birthdays))
+    registry.schedule("program.tier_review", timedelta(hours=24), _each_merchant(review_tiers))
