@@ -71,6 +71,19 @@ def server_version(server_url: str) -> str:
     return str(row[0]) if row else "unknown"
 
 
+def postmaster_pid(server_url: str) -> int | None:
+    """The PID of the PostgreSQL server when it runs on this machine (from postmaster.pid)."""
+    try:
+        with _admin_connection(server_url) as conn:
+            row = conn.execute("SHOW data_directory").fetchone()
+        if row is None:
+            return None
+        pid = int((Path(str(row[0])) / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (psycopg.Error, OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
 def recreate_database(server_url: str, database: str) -> str:
     """Drop (disconnecting its sessions) and create `database`; returns its URL."""
     with _admin_connection(server_url) as conn:
@@ -195,7 +208,7 @@ class Server:
 
 
 def process_tree_cpu_seconds(root_pid: int) -> float | None:
-    """Total user + system CPU seconds of a process and its live descendants, from /proc."""
+    """CPU seconds of a process and all its descendants, live or exited, from /proc."""
     proc = Path("/proc")
     if not proc.is_dir():
         return None
@@ -211,7 +224,8 @@ def process_tree_cpu_seconds(root_pid: int) -> float | None:
         fields = text[text.rindex(")") + 2 :].split()
         pid = int(stat.parent.name)
         children.setdefault(int(fields[1]), []).append(pid)
-        cpu[pid] = int(fields[11]) + int(fields[12])
+        # utime + stime, and cutime + cstime: the CPU of children that exited and were reaped
+        cpu[pid] = sum(int(x) for x in fields[11:15])
     if root_pid not in cpu:
         return None
     total, todo = 0, [root_pid]

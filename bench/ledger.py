@@ -41,6 +41,7 @@ import random
 import re
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,8 @@ from bench.common import (
     percentile,
     pg_program,
     postgres_url,
+    postmaster_pid,
+    process_tree_cpu_seconds,
     recreate_database,
     redact,
     run_tally,
@@ -145,9 +148,47 @@ def verify_ledger(db_url: str) -> tuple[int, int]:
 # --- the HTTP side --------------------------------------------------------------------------------
 
 
+class CpuMeter:
+    """CPU seconds used so far by the parties of a run; two snapshots give the cores each kept busy.
+
+    self: this process (the HTTP load generator); children: reaped subprocesses (pgbench);
+    server: tally serve and its workers; postgres: the PostgreSQL server, when it runs here;
+    all: the whole machine, whoever runs; stolen: what the hypervisor gave to other machines.
+    """
+
+    def __init__(self, server_pid: int | None, postgres_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.postgres_pid = postgres_pid
+
+    def snapshot(self) -> dict[str, float | None]:
+        """The counters now."""
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        machine = machine_cpu_seconds()
+        return {
+            "self": own.ru_utime + own.ru_stime,
+            "children": kids.ru_utime + kids.ru_stime,
+            "server": process_tree_cpu_seconds(self.server_pid) if self.server_pid else None,
+            "postgres": process_tree_cpu_seconds(self.postgres_pid) if self.postgres_pid else None,
+            "all": machine[0] if machine else None,
+            "stolen": machine[1] if machine else None,
+        }
+
+    @staticmethod
+    def cores(
+        before: dict[str, float | None], after: dict[str, float | None], wall: float
+    ) -> dict[str, float | None]:
+        """Average cores busy between two snapshots taken `wall` seconds apart."""
+        out: dict[str, float | None] = {}
+        for key, first in before.items():
+            last = after[key]
+            out[key] = None if first is None or last is None else (last - first) / wall
+        return out
+
+
 @dataclass
 class TallyRound:
-    """One round of adjustments over HTTP."""
+    """One round of adjustments over HTTP; CPU figures are cores busy on average."""
 
     seconds: float
     ok: int
@@ -157,10 +198,11 @@ class TallyRound:
     p50_ms: float
     p99_ms: float
     mean_ms: float
-    client_cpu_cores: float
-    server_cpu_cores: float | None
-    machine_cpu_cores: float | None
-    stolen_cpu_cores: float | None
+    cpu_client: float | None
+    cpu_server: float | None
+    cpu_postgres: float | None
+    cpu_all: float | None
+    cpu_stolen: float | None
     error_samples: dict[str, int] = field(default_factory=dict)
 
 
@@ -172,7 +214,7 @@ def drive_tally(
     clients: int,
     seconds: float,
     seed: int,
-    server: Server,
+    meter: CpuMeter,
 ) -> TallyRound:
     """`clients` threads adjust points as fast as they can for `seconds`."""
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -213,15 +255,14 @@ def drive_tally(
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
     for thread in threads:
         thread.start()
-    cpu0, server0, machine0 = _own_cpu(), server.cpu_seconds(), machine_cpu_seconds()
+    before = meter.snapshot()
     t0 = time.perf_counter()
     deadline[0] = t0 + seconds
     start.wait()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - t0
-    cpu1, server1, machine1 = _own_cpu(), server.cpu_seconds(), machine_cpu_seconds()
-    machine, stolen = _machine_cores(machine0, machine1, wall)
+    cpu = CpuMeter.cores(before, meter.snapshot(), wall)
 
     total = sum(counts, Counter())
     flat = [x * 1000 for chunk in latencies for x in chunk]
@@ -234,28 +275,13 @@ def drive_tally(
         p50_ms=percentile(flat, 50),
         p99_ms=percentile(flat, 99),
         mean_ms=sum(flat) / len(flat) if flat else float("nan"),
-        client_cpu_cores=(cpu1 - cpu0) / wall,
-        server_cpu_cores=(server1 - server0) / wall
-        if server0 is not None and server1 is not None
-        else None,
-        machine_cpu_cores=machine,
-        stolen_cpu_cores=stolen,
+        cpu_client=cpu["self"],
+        cpu_server=cpu["server"],
+        cpu_postgres=cpu["postgres"],
+        cpu_all=cpu["all"],
+        cpu_stolen=cpu["stolen"],
         error_samples=dict(sum(samples, Counter()).most_common(5)),
     )
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _machine_cores(
-    before: tuple[float, float] | None, after: tuple[float, float] | None, wall: float
-) -> tuple[float | None, float | None]:
-    """Cores the whole machine kept busy (everything: servers, clients, others), and stolen."""
-    if before is None or after is None:
-        return None, None
-    return (after[0] - before[0]) / wall, (after[1] - before[1]) / wall
 
 
 # --- the pgbench side -----------------------------------------------------------------------------
@@ -263,7 +289,7 @@ def _machine_cores(
 
 @dataclass
 class PgbenchRound:
-    """One pgbench run."""
+    """One pgbench run; CPU figures are cores busy on average."""
 
     seconds: float
     transactions: int
@@ -272,13 +298,14 @@ class PgbenchRound:
     avg_ms: float
     p50_ms: float
     p99_ms: float
-    client_cpu_cores: float
-    machine_cpu_cores: float | None
-    stolen_cpu_cores: float | None
+    cpu_client: float | None
+    cpu_postgres: float | None
+    cpu_all: float | None
+    cpu_stolen: float | None
 
 
 def run_pgbench(
-    pgbench: str, db_url: str, *, clients: int, threads: int, seconds: int
+    pgbench: str, db_url: str, *, clients: int, threads: int, seconds: int, meter: CpuMeter
 ) -> PgbenchRound:
     """`pgbench -b tpcb-like` for `seconds`; percentiles from its per-transaction log."""
     with tempfile.TemporaryDirectory(prefix="tally-pgbench-") as logdir:
@@ -297,11 +324,11 @@ def run_pgbench(
             f"--log-prefix={logdir}/tx",
             libpq_url(db_url),
         ]
-        before, machine0 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu_seconds()
+        before = meter.snapshot()
         t0 = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t0
-        after, machine1 = resource.getrusage(resource.RUSAGE_CHILDREN), machine_cpu_seconds()
+        cpu = CpuMeter.cores(before, meter.snapshot(), wall)
         if done.returncode != 0:
             raise BenchError(f"pgbench failed ({done.returncode}):\n{done.stderr}{done.stdout}")
         latencies = []
@@ -317,8 +344,6 @@ def run_pgbench(
         match = re.search(pattern, out, re.MULTILINE)
         return float(match.group(1)) if match else default
 
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    machine, stolen = _machine_cores(machine0, machine1, wall)
     return PgbenchRound(
         seconds=round(wall, 2),
         transactions=int(number(r"^number of transactions actually processed: (\d+)", 0)),
@@ -327,9 +352,10 @@ def run_pgbench(
         avg_ms=number(r"^latency average = ([\d.]+) ms"),
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
-        client_cpu_cores=cpu / wall,
-        machine_cpu_cores=machine,
-        stolen_cpu_cores=stolen,
+        cpu_client=cpu["children"],
+        cpu_postgres=cpu["postgres"],
+        cpu_all=cpu["all"],
+        cpu_stolen=cpu["stolen"],
     )
 
 
@@ -345,11 +371,12 @@ TALLY_COLUMNS = [
     ("tally", "tps", "tps", 7, 1),
     ("tally", "p50_ms", "p50 ms", 7, 2),
     ("tally", "p99_ms", "p99 ms", 7, 2),
-    ("tally", "insufficient", "409s", 5, None),
+    ("tally", "insufficient", "409s", 4, None),
     ("tally", "errors", "errors", 6, None),
-    ("tally", "client_cpu_cores", "client", 6, 2),
-    ("tally", "server_cpu_cores", "server", 6, 2),
-    ("tally", "machine_cpu_cores", "all", 5, 2),
+    ("tally", "cpu_client", "client", 6, 2),
+    ("tally", "cpu_server", "server", 6, 2),
+    ("tally", "cpu_postgres", "pg", 4, 2),
+    ("tally", "cpu_all", "all", 4, 2),
 ]
 PGBENCH_COLUMNS = [
     ("pgbench", "tps", "tps", 7, 1),
@@ -357,8 +384,9 @@ PGBENCH_COLUMNS = [
     ("pgbench", "p50_ms", "p50 ms", 6, 2),
     ("pgbench", "p99_ms", "p99 ms", 6, 2),
     ("pgbench", "failed", "failed", 6, None),
-    ("pgbench", "client_cpu_cores", "client", 6, 2),
-    ("pgbench", "machine_cpu_cores", "all", 5, 2),
+    ("pgbench", "cpu_client", "client", 6, 2),
+    ("pgbench", "cpu_postgres", "pg", 4, 2),
+    ("pgbench", "cpu_all", "all", 4, 2),
 ]
 
 
@@ -391,42 +419,18 @@ def print_table(rounds: list[dict[str, Any]], summary: dict[str, Any]) -> None:
 
 
 def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Medians of each column over the rounds; counts are summed."""
-
-    def med(side: str, key: str) -> float:
-        values = [r[side][key] for r in rounds if r[side][key] is not None]
-        return median(values) if values else float("nan")
-
-    tally = {
-        k: med("tally", k)
-        for k in (
-            "tps",
-            "p50_ms",
-            "p99_ms",
-            "client_cpu_cores",
-            "server_cpu_cores",
-            "machine_cpu_cores",
-            "stolen_cpu_cores",
-        )
-    }
-    tally.update(
-        insufficient=sum(r["tally"]["insufficient"] for r in rounds),
-        errors=sum(r["tally"]["errors"] for r in rounds),
-    )
-    pg = {
-        k: med("pgbench", k)
-        for k in (
-            "tps",
-            "avg_ms",
-            "p50_ms",
-            "p99_ms",
-            "client_cpu_cores",
-            "machine_cpu_cores",
-            "stolen_cpu_cores",
-        )
-    }
-    pg["failed"] = sum(r["pgbench"]["failed"] for r in rounds)
-    return {"label": "median", "tally": tally, "pgbench": pg, "ratio": tally["tps"] / pg["tps"]}
+    """Medians of each measure over the rounds; counts are summed."""
+    medians: dict[str, dict[str, Any]] = {}
+    for side, counts in (("tally", ("ok", "insufficient", "errors")), ("pgbench", ("failed",))):
+        medians[side] = {}
+        for key, value in rounds[0][side].items():
+            if key in counts:
+                medians[side][key] = sum(r[side][key] for r in rounds)
+            elif isinstance(value, float | int) or value is None:
+                values = [r[side][key] for r in rounds if r[side][key] is not None]
+                medians[side][key] = median(values) if values else None
+    ratio = medians["tally"]["tps"] / medians["pgbench"]["tps"]
+    return {"label": "median", **medians, "ratio": ratio}
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -514,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_args = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.web_workers)]
     print(f"setup:    tally serve {' '.join(serve_args)} (TALLY_WORKER_MODE=separate)", flush=True)
     server = Server(serve_args, env, server_log)
+    meter = CpuMeter(server.process.pid, postmaster_pid(server_url))
     rounds: list[dict[str, Any]] = []
     try:
         server.wait_healthy(base_url)
@@ -525,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                 clients=args.clients,
                 seconds=args.warmup,
                 seed=0,
-                server=server,
+                meter=meter,
             )
         print(
             f"running:  {args.rounds} round(s) x {args.seconds} s per side, {args.clients} clients",
@@ -543,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
                         clients=args.clients,
                         seconds=args.seconds,
                         seed=n,
-                        server=server,
+                        meter=meter,
                     )
                 else:
                     result = run_pgbench(
@@ -552,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
                         clients=args.clients,
                         threads=args.pgbench_threads,
                         seconds=args.seconds,
+                        meter=meter,
                     )
                 row[side] = asdict(result)
                 print(f"  round {n}: {side:<7} {result.tps:8.1f} tps", flush=True)
@@ -590,10 +596,21 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"note: the load generators run on the same {cpus} CPUs as the servers they measure. "
         "CPU columns are cores busy on average: client = the load generator (this Python "
-        "process / pgbench), server = tally serve and its workers, all = the whole machine "
-        "(PostgreSQL, clients, servers and anything else running)"
+        "process / pgbench), server = tally serve and its workers, pg = the PostgreSQL server "
+        "(all its databases), all = the whole machine (including anything else running on it)"
     )
-    stolen = [summary["tally"]["stolen_cpu_cores"], summary["pgbench"]["stolen_cpu_cores"]]
+    t, p = summary["tally"], summary["pgbench"]
+
+    def per_op(cores: float | None, tps: float) -> str:
+        return "-" if cores is None or not tps else f"{cores / tps * 1000:.2f}"
+
+    print(
+        "CPU per operation (ms, medians): Tally request: client "
+        f"{per_op(t['cpu_client'], t['tps'])}, server {per_op(t['cpu_server'], t['tps'])}, "
+        f"PostgreSQL {per_op(t['cpu_postgres'], t['tps'])}; pgbench transaction: client "
+        f"{per_op(p['cpu_client'], p['tps'])}, PostgreSQL {per_op(p['cpu_postgres'], p['tps'])}"
+    )
+    stolen = [summary["tally"]["cpu_stolen"], summary["pgbench"]["cpu_stolen"]]
     if any(x is not None and x >= 0.05 for x in stolen):
         print(
             f"noise: the hypervisor stole {_f(stolen[0], 2)} (Tally runs) and {_f(stolen[1], 2)} "
@@ -635,8 +652,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so the `finally` blocks stop the server subprocess.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sys.exit(main())
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

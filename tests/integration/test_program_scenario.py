@@ -106,13 +106,14 @@ def test_account_orders_tiers_spend_refund_expiry(
     assert _order(client, h, "1004", "10.00")["points_awarded"] == 30
     assert _balance(client, h, cid) == 1420
 
-    # Spend 300 (a redemption's debit).
-    with session_factory() as session:
-        customer = session.get_one(Customer, cid)
-        ledger.debit(
-            session, customer=customer, points=300, kind="spend", idempotency_key="redeem-1"
-        )
-        session.commit()
+    # Redeem $5 off for 300 points: a coupon code, and the same Idempotency-Key replays it.
+    redeem = {"reward_id": "five-off"}
+    rh = {**h, "Idempotency-Key": "redeem-1"}
+    first = client.post(f"/api/v1/customers/{cid}/redemptions", json=redeem, headers=rh)
+    assert first.status_code == 201, first.text
+    again = client.post(f"/api/v1/customers/{cid}/redemptions", json=redeem, headers=rh)
+    assert again.json()["coupon_code"] == first.json()["coupon_code"]
+    assert (first.json()["points_spent"], first.json()["discount_value"]) == (300, "5.00")
     assert _balance(client, h, cid) == 1120
 
     # Refund the whole 400 order: 800 back, and the customer drops to Silver (130 spent).

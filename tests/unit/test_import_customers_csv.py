@@ -289,6 +289,19 @@ def test_a_stream_read_from_its_current_position() -> None:
     assert list(parse_customers(stream, today=TODAY)) == [customer(2, "ana@example.com")]
 
 
+class PipeStream(io.BytesIO):
+    """A stream that claims to seek but fails to say where it is, like some pipes."""
+
+    def tell(self) -> int:
+        raise OSError("illegal seek")
+
+
+def test_a_stream_that_fails_to_tell_its_position_is_read() -> None:
+    stream = PipeStream(b"email\nana@example.com\n")
+
+    assert list(parse_customers(stream, today=TODAY)) == [customer(2, "ana@example.com")]
+
+
 def test_a_text_mode_stream_is_refused() -> None:
     with pytest.raises(TypeError, match="binary mode"):
         CustomerCsvReader(io.StringIO("email\nana@example.com\n"))  # type: ignore[arg-type]
@@ -533,6 +546,20 @@ def test_a_value_beyond_the_header_is_refused_as_a_likely_unquoted_comma() -> No
     ]
 
 
+def test_row_errors_compare_by_value_and_show_their_fields() -> None:
+    error = ImportRowError(3, "points", "1,200", "a whole number without thousands separators")
+    same = ImportRowError(3, "points", "1,200", "a whole number without thousands separators")
+
+    assert error == same
+    assert hash(error) == hash(same)
+    assert error != ImportRowError(4, "points", "1,200", error.expected)
+    assert error != "row 3"
+    assert repr(error) == (
+        "ImportRowError(row=3, column='points', value='1,200', "
+        "expected='a whole number without thousands separators')"
+    )
+
+
 def test_a_long_value_is_shortened_and_its_line_breaks_shown_in_the_message() -> None:
     error = ImportRowError(7, "email", "line one\nline two " + "x" * 80, "an email address")
 
@@ -590,6 +617,18 @@ def test_a_file_naming_a_column_twice_is_refused() -> None:
     assert str(caught.value) == ('the column "first_name" appears twice (columns 3 and 4)')
 
 
+def test_a_header_of_blank_names_is_refused() -> None:
+    with pytest.raises(ImportFileError, match=r"^the header row is empty$"):
+        detect_customer_format(["", " "])
+
+
+def test_a_file_separated_by_tabs_is_refused() -> None:
+    with pytest.raises(ImportFileError) as caught:
+        CustomerCsvReader(io.BytesIO(b"email\tpoints\nana@example.com\t10\n"))
+
+    assert str(caught.value) == f"the columns are separated by tabs, not commas; {RESAVE}"
+
+
 def test_a_file_separated_by_semicolons_is_refused() -> None:
     with pytest.raises(ImportFileError) as caught:
         CustomerCsvReader(io.BytesIO(b"email;points\nana@example.com;10\n"))
@@ -636,6 +675,19 @@ def test_a_bad_byte_at_the_start_of_a_line_names_that_line() -> None:
 
     assert str(caught.value) == (
         f"the file is not UTF-8: invalid byte 0xFF on row 3 (byte offset 24); {RESAVE}"
+    )
+
+
+def test_a_bad_byte_after_an_unreadable_value_is_located_by_byte_offset_alone() -> None:
+    # An unclosed quote swallows the rest of the file, past the csv module's field size limit,
+    # so the row cannot be counted.
+    data = b'email,first_name\nana@example.com,"' + b"a" * 200_000 + b"\xff\n"
+
+    with pytest.raises(ImportFileError) as caught:
+        CustomerCsvReader(io.BytesIO(data))
+
+    assert str(caught.value) == (
+        f"the file is not UTF-8: invalid byte 0xFF at byte offset {len(data) - 2}; {RESAVE}"
     )
 
 

@@ -542,6 +542,25 @@ def test_invalid_and_missing_emails_are_refused() -> None:
     ]
 
 
+def test_short_rows_are_padded_and_extra_values_refused() -> None:
+    rows = parse(
+        "order_id,email,total,placed_at,currency\n"
+        "1001,ana@example.com,10.00,2024-03-05\n"
+        "1002,wei@example.com,1,234.00,2024-03-05,EUR\n"
+    )
+
+    assert rows == [
+        order(2, "1001", "ana@example.com", "10.00"),
+        ImportRowError(
+            3,
+            "column 6",
+            "EUR",
+            "no value beyond the header's 5 columns "
+            "(is a value containing a comma missing its quotes?)",
+        ),
+    ]
+
+
 def test_missing_and_overlong_order_ids_are_refused() -> None:
     long_id = "A" * 101
     rows = parse(

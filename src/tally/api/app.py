@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import text
 
 from tally import __version__
-from tally.api import customers, problems, program
+from tally.api import customers, problems, program, rewards
 from tally.api.deps import AppState
 from tally.config import Settings, WorkerMode
 from tally.db.engine import make_engine, make_session_factory
@@ -50,6 +50,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     problems.install(app)
     app.include_router(customers.router)
     app.include_router(program.router)
+    app.include_router(rewards.router)
     app.include_router(program.public_router)
 
     @app.get("/healthz", include_in_schema=False)

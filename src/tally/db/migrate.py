@@ -20,7 +20,7 @@ def alembic_config(engine: Engine | None = None, url: str | None = None) -> Conf
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Bring the database up to `revision`."""
     config = alembic_config()
     with engine.begin() as connection:

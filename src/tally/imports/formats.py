@@ -16,7 +16,6 @@ import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from importlib import resources
 from typing import IO, NamedTuple, TypeAlias
 
@@ -440,13 +439,6 @@ def email_expected(value: str) -> str:
     if len(value.strip()) > MAX_EMAIL_LENGTH:
         return f"an email address of at most {MAX_EMAIL_LENGTH} characters"
     return "an email address like name@example.com (one @, a dot in the domain, no spaces)"
-
-
-def parse_amount(text: str) -> Decimal | None:
-    """A non-negative amount written with digits and an optional ``.``; None when invalid."""
-    if AMOUNT_PATTERN.fullmatch(text) is None:
-        return None
-    return Decimal(text)
 
 
 def amount_expected(text: str) -> str:

@@ -353,7 +353,7 @@ class OrderCsvReader:
                 if total is None:
                     errors.append(_amount_error(row, label["total"], raw_total))
 
-                # The optional amounts, unrolled: this loop runs once per row.
+                # Written out rather than looped over: this runs for every row of the file.
                 text = raw_subtotal.strip()
                 subtotal = Decimal(text) if text and valid_amount(text) else None
                 if subtotal is None and text:

@@ -763,6 +763,13 @@ def delivery_for(session: Session, *, settings: Settings, merchant_id: int) -> D
     return Delivery(transport, sender, _message_id_domain(address), directory)
 
 
+def file_directory_for(session: Session, *, settings: Settings, merchant_id: int) -> Path | None:
+    """Where the merchant's emails are written as .eml files, or None when they go by SMTP."""
+    if settings.smtp_host or get_mail_settings(session, merchant_id=merchant_id) is not None:
+        return None
+    return settings.mail_dir
+
+
 def template_variable_docs(email_type: EmailType) -> dict[str, str]:
     """The variables a template of this type may use, with what they mean."""
     return {name: TEMPLATE_VARIABLES[name] for name in sorted(variables_for(email_type))}

@@ -250,6 +250,13 @@ def list_messages(directory: Path) -> list[StoredMessage]:
     return stored
 
 
+def find_stored(directory: Path, message_id: str) -> Path | None:
+    """The newest `.eml` file `FileTransport` wrote for this Message-ID, if there is one."""
+    # _safe_name leaves only [A-Za-z0-9._-], so the name is safe to use as a glob pattern.
+    matches = sorted(Path(directory).glob(f"*-{_safe_name(message_id)}.eml"))
+    return matches[-1] if matches else None
+
+
 def transport_from_settings(settings: Settings, *, timeout: float = 30.0) -> MailTransport:
     """SMTP when a host is configured, otherwise `.eml` files under `settings.mail_dir`."""
     if settings.smtp_host:

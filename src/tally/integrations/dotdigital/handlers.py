@@ -1,0 +1,71 @@
+"""Outbox handlers and scheduled jobs of the Dotdigital integration (a worker plugin).
+
+The handlers only mark the customer as changed, which is one indexed lookup when the merchant
+has no enabled connection and one upsert when it has; the scheduled flush does the sending.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from tally.db.engine import unit_of_work
+from tally.integrations.dotdigital.service import is_sync_enabled, mark_dirty
+from tally.integrations.dotdigital.sync import (
+    DEFAULT_OPTIONS,
+    SyncOptions,
+    run_flush,
+    run_manual_syncs,
+)
+from tally.outbox.events import (
+    CustomerEnrolled,
+    CustomerUpdated,
+    PointsBalanceChanged,
+    VipTierChanged,
+)
+from tally.outbox.registry import HandlerContext, JobContext, Registry
+
+HANDLER_NAME = "dotdigital.mark_contact"
+FLUSH_JOB = "dotdigital.flush"
+MANUAL_SYNC_JOB = "dotdigital.manual_sync"
+# Profile changes that alter what Dotdigital receives (names are not synced).
+SYNCED_PROFILE_FIELDS = frozenset({"birthday", "email", "referral_code", "referral_url"})
+
+
+def mark_contact(context: HandlerContext, payload: dict[str, Any]) -> None:
+    """Mark the event's customer for the next flush, if the merchant syncs to Dotdigital."""
+    merchant_id = int(payload["merchant_id"])
+    customer_id = int(payload["customer_id"])
+    with unit_of_work(context.session_factory) as session:
+        if not is_sync_enabled(session, merchant_id):
+            return
+        try:
+            with session.begin_nested():
+                mark_dirty(session, merchant_id=merchant_id, customer_id=customer_id)
+        except IntegrityError:
+            # The customer was deleted since the event: nothing left to send.
+            return
+
+
+def mark_updated_contact(context: HandlerContext, payload: dict[str, Any]) -> None:
+    """Like ``mark_contact``, for profile changes that touch a synced fact."""
+    if SYNCED_PROFILE_FIELDS.isdisjoint(payload.get("fields") or ()):
+        return
+    mark_contact(context, payload)
+
+
+def register(registry: Registry, options: SyncOptions = DEFAULT_OPTIONS) -> None:
+    """Subscribe the handlers and schedule the flush and manual sync jobs."""
+    for event in (PointsBalanceChanged, VipTierChanged, CustomerEnrolled):
+        registry.subscribe(event.event_type, HANDLER_NAME, mark_contact)
+    registry.subscribe(CustomerUpdated.event_type, HANDLER_NAME, mark_updated_contact)
+
+    def flush(context: JobContext) -> None:
+        run_flush(context, options)
+
+    def manual_syncs(context: JobContext) -> None:
+        run_manual_syncs(context, options)
+
+    registry.schedule(FLUSH_JOB, options.flush_every, flush)
+    registry.schedule(MANUAL_SYNC_JOB, options.manual_every, manual_syncs)
