@@ -2,7 +2,7 @@
 
 Run it with
 
-    make bench                                              (if the Makefile has the target)
+    make bench                                              (the defaults below)
     .venv/bin/python bench/ledger.py                        (3 rounds x 20 s per side)
     .venv/bin/python bench/ledger.py --rounds 1 --seconds 5 (a quick look)
 
@@ -41,6 +41,7 @@ import random
 import re
 import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -497,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tally_url = recreate_database(server_url, TALLY_DB)
     port = free_port()
+    var_dir = tempfile.mkdtemp(prefix="tally-bench-var-")
     env = {
         **os.environ,
         "TALLY_DATABASE_URL": tally_url,
@@ -505,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "TALLY_PORT": str(port),
         "TALLY_HOST": "127.0.0.1",
         "TALLY_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "TALLY_VAR_DIR": tempfile.mkdtemp(prefix="tally-bench-var-"),
+        "TALLY_VAR_DIR": var_dir,
     }
     print(
         f"setup:    tally migrate; {args.customers} customers x {args.balance} points", flush=True
@@ -565,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(row)
     finally:
         server.stop()
+        shutil.rmtree(var_dir, ignore_errors=True)
 
     checked, mismatches = verify_ledger(tally_url)
     log_text = server_log.read_text(errors="replace")

@@ -28,6 +28,14 @@ app.add_typer(customer_app, name="customer")
 app.add_typer(points_app, name="points")
 app.add_typer(ledger_app, name="ledger")
 
+
+def _add_domain_commands() -> None:
+    # Imported here: the domain CLIs import this module for its helpers.
+    from tally.notifications.cli import mail_app
+
+    app.add_typer(mail_app, name="mail")
+
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -310,6 +318,9 @@ def ledger_verify(merchant: MerchantOption = None) -> None:
         f"[bold red]{len(mismatches)} of {checked} balances do not match the ledger[/]"
     )
     raise typer.Exit(1)
+
+
+_add_domain_commands()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -27,7 +27,7 @@ from tally.notifications.orm import EmailMessage, EmailStatus, MailSettings, Sto
 from tally.notifications.templates import EmailTemplate, EmailType, default_template
 from tally.notifications.transport import SmtpTransport, find_stored, list_messages
 from tally.outbox.orm import OutboxMessage
-from tally.outbox.registry import Registry
+from tally.outbox.registry import Registry, load_plugins
 from tally.outbox.service import emit
 from tally.outbox.worker import Worker
 from tests.support.factories import make_customer, make_merchant
@@ -39,6 +39,13 @@ def registry() -> Registry:
     reg = Registry()
     register(reg)
     return reg
+
+
+def test_the_handler_module_is_a_plugin(settings: Settings) -> None:
+    reg = Registry()
+    settings.plugin_modules = "tally.notifications.handlers"
+    load_plugins(settings, reg)
+    assert reg.handler_names("EmailQueued") == [HANDLER_NAME]
 
 
 def _worker(settings: Settings, factory: sessionmaker[Session], registry: Registry) -> Worker:
@@ -356,6 +363,7 @@ def test_queue_refuses_another_merchants_customer_and_bad_variables(
         ({}, r"points_earned emails need the variables \['points'\]"),
         ({"points": 1, "tier_name": "Gold"}, r"have no variables \['tier_name'\]"),
         ({"points": [1]}, "must be a string or a number"),
+        ({"points": None}, "must be a string or a number"),
     ]:
         with pytest.raises(ValueError, match=message):
             _queue(session_factory, registry, b.id, cb, "y", variables=variables)

@@ -164,6 +164,11 @@ def test_preview_for_a_customer_a_sample_and_a_draft(
     drafted = api.post(url, json={**draft, "customer_id": cid}, headers=m.headers).json()
     assert (drafted["subject"], drafted["html"], drafted["text"]) == ("Hey Ada", "<b>hi</b>", "hi")
 
+    # Only the subject drafted: the other parts come from the stored template.
+    subject_only = api.post(url, json={"subject": "Hi {{ store_name }}"}, headers=m.headers)
+    assert subject_only.json()["subject"] == "Hi Harbour Books"
+    assert "Hi Alex," in subject_only.json()["text"]
+
     broken = api.post(url, json={**draft, "text_body": "{{ nope }}"}, headers=m.headers)
     assert broken.status_code == 422
     assert broken.json()["errors"] == [

@@ -94,15 +94,21 @@ def test_program_jobs_are_registered_and_run_by_the_worker(
 ) -> None:
     registry = Registry()
     jobs.register(registry)
-    assert sorted(registry.jobs) == ["program.birthdays", "program.expiry", "program.tier_review"]
+    assert sorted(registry.jobs) == [
+        "program.birthdays",
+        "program.expiry",
+        "program.expiry_reminders",
+        "program.tier_review",
+    ]
     make_merchant(session_factory)
     worker = Worker(settings=settings, session_factory=session_factory, registry=registry)
-    assert worker.run_due_jobs() == 3
+    assert worker.run_due_jobs() == 4
     with session_factory() as session:
         rows = session.scalars(select(ScheduledJob).order_by(ScheduledJob.name)).all()
         assert [(r.name, r.runs, r.last_error) for r in rows] == [
             ("program.birthdays", 1, None),
             ("program.expiry", 1, None),
+            ("program.expiry_reminders", 1, None),
             ("program.tier_review", 1, None),
         ]
 

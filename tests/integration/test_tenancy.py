@@ -1,92 +1,185 @@
-"""Merchant A's API key can never read, list or change merchant B's customers."""
+"""Merchant A's API key can never read, list or change merchant B's data.
+
+Every /api/v1 route in the OpenAPI document must appear below (a test checks), with what A
+sends and the answer A must get: 404 for anything that names one of B's customers, orders or
+rewards; for merchant-wide routes (settings, lists) A gets its own data, and the final checks
+prove B's data did not change.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.customers.orm import Customer
 from tally.ledger.orm import LedgerEntry
+from tally.merchants.orm import Merchant
+from tally.program.orm import Order
 from tests.support.factories import make_customer, make_merchant
 
-# Every /api/v1 route with the request merchant A sends against merchant B's customer {cid}.
-CROSS_TENANT_REQUESTS = {
-    ("GET", "/api/v1/customers"): ("get", "/api/v1/customers?query=victim", None),
+ORDER = {"order_id": "VICTIM-1", "total": "10", "placed_at": "2026-10-01T00:00:00Z"}
+TEMPLATE = {"subject": "Hi", "html_body": "<p>Hi</p>", "text_body": "Hi"}
+
+# (method, path) -> (verb, url for A to call, JSON body, status A must get)
+CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int]] = {
     ("GET", "/api/v1/customers/by-email"): (
         "get",
         "/api/v1/customers/by-email?email=victim@example.com",
         None,
+        404,
     ),
-    ("GET", "/api/v1/customers/{customer_id}"): ("get", "/api/v1/customers/{cid}", None),
+    ("GET", "/api/v1/customers/{customer_id}"): ("get", "/api/v1/customers/{cid}", None, 404),
     ("PATCH", "/api/v1/customers/{customer_id}"): (
         "patch",
         "/api/v1/customers/{cid}",
         {"first_name": "X"},
+        404,
     ),
     ("GET", "/api/v1/customers/{customer_id}/ledger"): (
         "get",
         "/api/v1/customers/{cid}/ledger",
         None,
+        404,
     ),
     ("POST", "/api/v1/customers/{customer_id}/adjustments"): (
         "post",
         "/api/v1/customers/{cid}/adjustments",
         {"points": -5, "reason": "steal"},
+        404,
     ),
-    ("GET", "/api/v1/customers/{customer_id}/tier"): ("get", "/api/v1/customers/{cid}/tier", None),
-    ("GET", "/api/v1/orders/{order_id}"): ("get", "/api/v1/orders/VICTIM-1", None),
-    ("POST", "/api/v1/orders/{order_id}/refunds"): ("post", "/api/v1/orders/VICTIM-1/refunds", {}),
-    ("POST", "/api/v1/actions"): (
-        "post",
-        "/api/v1/actions",
-        {"email": "victim@example.com", "action_id": "review"},
-    ),
-    ("POST", "/api/v1/orders"): (
-        "post",
-        "/api/v1/orders",
-        {
-            "order_id": "VICTIM-1",
-            "email": "x@example.com",
-            "total": "5",
-            "placed_at": "2026-10-02T00:00:00Z",
-        },
+    ("GET", "/api/v1/customers/{customer_id}/tier"): (
+        "get",
+        "/api/v1/customers/{cid}/tier",
+        None,
+        404,
     ),
     ("GET", "/api/v1/customers/{customer_id}/redemptions"): (
         "get",
         "/api/v1/customers/{cid}/redemptions",
         None,
+        404,
     ),
     ("POST", "/api/v1/customers/{customer_id}/redemptions"): (
         "post",
         "/api/v1/customers/{cid}/redemptions",
         {"reward_id": "five-off"},
+        404,
+    ),
+    ("POST", "/api/v1/customers/{customer_id}/unsubscribe"): (
+        "post",
+        "/api/v1/customers/{cid}/unsubscribe",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/customers/{customer_id}/resubscribe"): (
+        "post",
+        "/api/v1/customers/{cid}/resubscribe",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/email-templates/{email_type}/preview"): (
+        "post",
+        "/api/v1/email-templates/points_earned/preview",
+        {"customer_id": "{cid}"},
+        404,
+    ),
+    ("GET", "/api/v1/orders/{order_id}"): ("get", "/api/v1/orders/VICTIM-1", None, 404),
+    ("POST", "/api/v1/orders/{order_id}/refunds"): (
+        "post",
+        "/api/v1/orders/VICTIM-1/refunds",
+        {},
+        404,
+    ),
+    ("POST", "/api/v1/actions"): (
+        "post",
+        "/api/v1/actions",
+        {"email": "victim@example.com", "action_id": "review"},
+        404,
     ),
     ("POST", "/api/v1/rewards/{reward_id}/codes"): (
         "upload",
         "/api/v1/rewards/five-off/codes",
         None,
+        404,
     ),
-    ("GET", "/api/v1/rewards"): ("get", "/api/v1/rewards", None),
-    # Merchant-wide settings: A sees and changes only its own program.
-    ("GET", "/api/v1/program"): ("get", "/api/v1/program", None),
-    ("PATCH", "/api/v1/program"): ("patch", "/api/v1/program", {"birthday": {"enabled": True}}),
-    # Last, so the lookups above run while A has no customer with the victim's email.
-    ("POST", "/api/v1/customers"): ("post", "/api/v1/customers", {"email": "victim@example.com"}),
+    # Merchant-wide routes: A works on its own data.
+    ("GET", "/api/v1/customers"): ("get", "/api/v1/customers?query=victim", None, 200),
+    ("GET", "/api/v1/rewards"): ("get", "/api/v1/rewards", None, 200),
+    ("GET", "/api/v1/program"): ("get", "/api/v1/program", None, 200),
+    ("PATCH", "/api/v1/program"): (
+        "patch",
+        "/api/v1/program",
+        {"birthday": {"enabled": True}},
+        200,
+    ),
+    ("GET", "/api/v1/email-templates"): ("get", "/api/v1/email-templates", None, 200),
+    ("GET", "/api/v1/email-templates/{email_type}"): (
+        "get",
+        "/api/v1/email-templates/points_earned",
+        None,
+        200,
+    ),
+    ("PUT", "/api/v1/email-templates/{email_type}"): (
+        "put",
+        "/api/v1/email-templates/points_earned",
+        TEMPLATE,
+        200,
+    ),
+    ("PATCH", "/api/v1/email-templates/{email_type}"): (
+        "patch",
+        "/api/v1/email-templates/points_earned",
+        {"enabled": False},
+        200,
+    ),
+    ("DELETE", "/api/v1/email-templates/{email_type}"): (
+        "delete",
+        "/api/v1/email-templates/points_earned",
+        None,
+        200,
+    ),
+    ("GET", "/api/v1/emails"): ("get", "/api/v1/emails", None, 200),
+    ("GET", "/api/v1/mail-settings"): ("get", "/api/v1/mail-settings", None, 200),
+    ("PUT", "/api/v1/mail-settings"): (
+        "put",
+        "/api/v1/mail-settings",
+        {"host": "smtp.a.example", "port": 587, "security": "starttls", "sender": "a@a.example"},
+        200,
+    ),
+    ("DELETE", "/api/v1/mail-settings"): ("delete", "/api/v1/mail-settings", None, 204),
+    # Creating: A's own customer or order with the same email or order id, separate from B's.
+    ("POST", "/api/v1/orders"): (
+        "post",
+        "/api/v1/orders",
+        {**ORDER, "email": "x@example.com"},
+        201,
+    ),
+    ("POST", "/api/v1/customers"): (
+        "post",
+        "/api/v1/customers",
+        {"email": "victim@example.com"},
+        201,
+    ),
 }
 
 
-def test_every_api_route_is_covered_by_the_tenancy_test(client: TestClient) -> None:
+def _openapi_routes(client: TestClient) -> set[tuple[str, str]]:
     spec = client.get("/openapi.json").json()
-    routes = {
+    return {
         (method.upper(), path)
         for path, operations in spec["paths"].items()
         if path.startswith("/api/v1")
         for method in operations
     }
-    assert routes == set(CROSS_TENANT_REQUESTS)
 
 
-def _victim_order_and_action(client: TestClient, headers: dict[str, str]) -> None:
+def test_every_api_route_is_covered_by_the_tenancy_test(client: TestClient) -> None:
+    assert _openapi_routes(client) == set(CROSS_TENANT_REQUESTS)
+
+
+def _seed_victim(client: TestClient, headers: dict[str, str]) -> None:
     program = {
         "place_order": {"enabled": True},
         "custom_actions": [{"id": "review", "name": "Review", "points": 5}],
@@ -101,13 +194,33 @@ def _victim_order_and_action(client: TestClient, headers: dict[str, str]) -> Non
         ],
     }
     assert client.patch("/api/v1/program", json=program, headers=headers).status_code == 200
-    order = {
-        "order_id": "VICTIM-1",
-        "email": "victim@example.com",
-        "total": "10",
-        "placed_at": "2026-10-01T00:00:00Z",
-    }
+    order = {**ORDER, "email": "victim@example.com"}
     assert client.post("/api/v1/orders", json=order, headers=headers).status_code == 201
+
+
+def _fill(value: Any, cid: int) -> Any:
+    if isinstance(value, dict):
+        return {k: _fill(v, cid) for k, v in value.items()}
+    return cid if value == "{cid}" else value
+
+
+def _b_state(factory: sessionmaker[Session], merchant_id: int) -> tuple[Any, ...]:
+    with factory() as session:
+        customers = sorted(
+            (c.email, c.first_name, c.points_balance, c.unsubscribed_at is None)
+            for c in session.scalars(select(Customer).where(Customer.merchant_id == merchant_id))
+        )
+        entries = session.scalar(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(LedgerEntry.merchant_id == merchant_id)
+        )
+        orders = sorted(
+            (o.order_id, o.status, o.refunded_amount)
+            for o in session.scalars(select(Order).where(Order.merchant_id == merchant_id))
+        )
+        program = session.get_one(Merchant, merchant_id).program_settings
+    return customers, entries, orders, program
 
 
 def test_merchant_a_cannot_touch_merchant_b(
@@ -117,36 +230,22 @@ def test_merchant_a_cannot_touch_merchant_b(
     victim = make_customer(
         session_factory, b.id, email="victim@example.com", points=10, first_name="Vic"
     )
-    _victim_order_and_action(client, b.headers)
-    for (method, path), (verb, url, payload) in CROSS_TENANT_REQUESTS.items():
+    _seed_victim(client, b.headers)
+    before = _b_state(session_factory, b.id)
+    for (method, path), (verb, url, payload, expected) in CROSS_TENANT_REQUESTS.items():
+        url = url.format(cid=victim)
         if verb == "upload":
             r = client.post(
                 url, files={"file": ("codes.csv", b"code\nSTEAL1\n")}, headers=a.headers
             )
         else:
-            r = client.request(verb, url.format(cid=victim), json=payload, headers=a.headers)
-        if (method, path) == ("POST", "/api/v1/orders"):
-            # The same order id at A is A's own order; B's order is untouched.
-            assert r.status_code == 201
-            assert r.json()["customer_id"] != victim
-        elif (method, path) == ("GET", "/api/v1/rewards"):
-            assert r.status_code == 200
-            assert r.json() == [] or all(rw["id"] != "five-off" for rw in r.json()["items"])
-        elif path == "/api/v1/program":
-            assert r.status_code == 200
-            assert r.json()["version"] == (1 if method == "GET" else 2)
-        elif (method, path) == ("POST", "/api/v1/customers"):
-            # A's own customer with the same email: allowed, and separate from B's.
-            assert r.status_code == 201
+            r = client.request(verb, url, json=_fill(payload, victim), headers=a.headers)
+        assert r.status_code == expected, (method, path, r.text)
+        if expected == 200 and method == "GET" and path in {"/api/v1/customers", "/api/v1/rewards"}:
+            body = r.json()
+            items = body["items"] if isinstance(body, dict) else body
+            assert items == [], (path, items)
+        if (method, path) == ("POST", "/api/v1/customers"):
             assert r.json()["id"] != victim
-        elif (method, path) == ("GET", "/api/v1/customers"):
-            assert r.status_code == 200
-            assert r.json()["items"] == []
-        else:
-            assert r.status_code == 404, (method, path, r.text)
-    with session_factory() as session:
-        customer = session.get_one(Customer, victim)
-        assert (customer.first_name, customer.points_balance) == ("Vic", 20)
-        assert session.query(LedgerEntry).filter_by(customer_id=victim).count() == 2
-    own = client.get(f"/api/v1/customers/{victim}", headers=b.headers)
-    assert own.status_code == 200
+    assert _b_state(session_factory, b.id) == before
+    assert client.get(f"/api/v1/customers/{victim}", headers=b.headers).status_code == 200

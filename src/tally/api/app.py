@@ -15,6 +15,7 @@ from tally.api import customers, problems, program, rewards
 from tally.api.deps import AppState
 from tally.config import Settings, WorkerMode
 from tally.db.engine import make_engine, make_session_factory
+from tally.notifications import api as notifications_api
 from tally.outbox.registry import load_plugins
 from tally.outbox.worker import Worker
 
@@ -51,6 +52,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(program.router)
     app.include_router(rewards.router)
+    app.include_router(notifications_api.router)
+    app.include_router(notifications_api.public_router)
     app.include_router(program.public_router)
 
     @app.get("/healthz", include_in_schema=False)

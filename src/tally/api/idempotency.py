@@ -1,8 +1,9 @@
 """`Idempotency-Key` for API writes: the same key and body replay the stored response.
 
-The key is claimed by inserting a row inside the request's own transaction, before the work; a
-concurrent request with the same key blocks on the unique index (PostgreSQL) or on the write lock
-(SQLite) until the first one commits, then finds the stored response. The response is stored in
+The key is claimed by inserting a row (`ON CONFLICT DO NOTHING`) inside the request's own
+transaction, before the work; a concurrent request with the same key waits on the unique index
+(PostgreSQL) or on the write lock (SQLite) until the first one commits, then finds the stored
+response. The response is stored in
 the same transaction as the work, so a replay can never see a response for work that rolled back.
 Refused requests (4xx) are not stored: a client may fix its data and retry with the same key.
 """
@@ -17,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tally.db.base import Base, BigId, utcnow
+from tally.db.upsert import insert_unless_exists
 from tally.errors import Conflict
 
 
@@ -92,26 +93,27 @@ def run_idempotent(
             "Idempotency-Key is too long",
             [FieldProblem("Idempotency-Key", "at most 200 characters")],
         )
-    existing = session.scalar(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.merchant_id == merchant_id, IdempotencyRecord.key == key
-        )
+    record = insert_unless_exists(
+        session,
+        IdempotencyRecord,
+        {
+            "merchant_id": merchant_id,
+            "key": key,
+            "request_hash": fingerprint,
+            "response_status": None,
+            "response_body": None,
+            "created_at": utcnow(),
+        },
+        ("merchant_id", "key"),
     )
-    if existing is not None and existing.response_status is not None:
-        return _replay(existing, fingerprint)
-    record = IdempotencyRecord(merchant_id=merchant_id, key=key, request_hash=fingerprint)
-    try:
-        with session.begin_nested():
-            session.add(record)
-            session.flush()
-    except IntegrityError:
+    if record is None:
         existing = session.scalar(
             select(IdempotencyRecord)
             .where(IdempotencyRecord.merchant_id == merchant_id, IdempotencyRecord.key == key)
             .execution_options(populate_existing=True)
         )
         if existing is None or existing.response_status is None:
-            raise
+            raise IdempotencyKeyMismatch(f"Idempotency-Key {key!r} is in use by another request")
         return _replay(existing, fingerprint)
     status, body = work()
     record.response_status = status

@@ -29,7 +29,7 @@ def make_engine(database_url: str, *, pool_size: int = 10, echo: bool = False) -
         _configure_sqlite(engine)
         return engine
     return create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
     )
 
 

@@ -1,9 +1,9 @@
 """Posting points. Every change is an entry; the cached balance moves in the same transaction.
 
-Concurrency: the idempotency key is claimed by inserting the entry inside a savepoint (a duplicate
-hits the unique constraint, and on PostgreSQL waits for the first writer to commit), and a debit
-is a single guarded `UPDATE ... WHERE points_balance >= n`, so balances cannot go negative even
-when many debits race.
+Concurrency: the idempotency key is claimed by inserting the entry with `ON CONFLICT DO NOTHING`
+(a duplicate gets no row back, and on PostgreSQL waits for the first writer to commit before it
+does), and a debit is a single guarded `UPDATE ... WHERE points_balance >= n`, so balances cannot
+go negative even when many debits race.
 """
 
 from __future__ import annotations
@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
+from tally.db.upsert import insert_unless_exists
 from tally.errors import FieldProblem
 from tally.ledger.errors import IdempotencyKeyReused, InsufficientPoints, InvalidPoints
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.outbox.events import PointsBalanceChanged
 from tally.outbox.service import emit
 
+CREDIT_BATCH = 20
 CREDIT_KINDS = {EntryKind.EARN, EntryKind.IMPORT, EntryKind.ADJUST, EntryKind.REFUND}
 
 
@@ -72,35 +74,43 @@ def post(
     if points == 0:
         raise InvalidPoints("points must not be zero", [FieldProblem("points", "must not be 0", 0)])
     merchant_id = customer.merchant_id
-    found = _existing(session, merchant_id, idempotency_key)
-    if found is not None:
-        return _check_replay(found, customer.id, points, kind)
     now = created_at or utcnow()
-    entry = LedgerEntry(
-        merchant_id=merchant_id,
-        customer_id=customer.id,
-        points=points,
-        kind=kind,
-        reason=reason,
-        source_ref=source_ref,
-        rule_id=rule_id,
-        rule_version=rule_version,
-        idempotency_key=idempotency_key,
-        remaining=points if points > 0 else None,
-        expires_at=expires_at if points > 0 else None,
-        details=details,
-        created_at=now,
+    entry = insert_unless_exists(
+        session,
+        LedgerEntry,
+        {
+            "merchant_id": merchant_id,
+            "customer_id": customer.id,
+            "points": points,
+            "kind": kind,
+            "reason": reason,
+            "source_ref": source_ref,
+            "rule_id": rule_id,
+            "rule_version": rule_version,
+            "idempotency_key": idempotency_key,
+            "remaining": points if points > 0 else None,
+            "expires_at": expires_at if points > 0 else None,
+            "details": details,
+            "created_at": now,
+        },
+        ("merchant_id", "idempotency_key"),
     )
-    try:
-        with session.begin_nested():
-            session.add(entry)
-            session.flush()
-            balance = _move_balance(session, customer, points, now)
-    except IntegrityError:
+    if entry is None:
         found = _existing(session, merchant_id, idempotency_key)
-        if found is None:
-            raise
+        assert found is not None  # the conflict was on exactly this key
         return _check_replay(found, customer.id, points, kind)
+    try:
+        balance = _move_balance(session, customer, points, now)
+    except InsufficientPoints:
+        # The refused entry was never visible to anyone else; take it out again so that a
+        # caller who goes on with the unit of work does not keep a debit without its effect.
+        session.execute(
+            delete(LedgerEntry)
+            .where(LedgerEntry.id == entry.id)
+            .execution_options(synchronize_session=False)
+        )
+        session.expunge(entry)
+        raise
     if points < 0:
         _consume_credits(session, customer.id, -points)
     emit(
@@ -133,30 +143,43 @@ def _move_balance(session: Session, customer: Customer, points: int, now: dateti
         current = session.scalar(select(Customer.points_balance).where(Customer.id == customer.id))
         raise InsufficientPoints(balance=current or 0, requested=-points)
     # Keep the loaded object in step without another round trip.
-    session.expire(customer, ["points_balance", "last_activity_at"])
+    set_committed_value(customer, "points_balance", int(balance))
+    set_committed_value(customer, "last_activity_at", now)
     return int(balance)
 
 
-def open_credits(session: Session, customer_id: int) -> Iterator[LedgerEntry]:
-    """Credits with points left, soonest-expiring first, never-expiring last, then oldest."""
-    stmt = (
+def _open_credits_query(customer_id: int) -> Select[LedgerEntry]:
+    return (
         select(LedgerEntry)
         .where(LedgerEntry.customer_id == customer_id, LedgerEntry.remaining > 0)
         .order_by(LedgerEntry.expires_at.is_(None), LedgerEntry.expires_at, LedgerEntry.id)
     )
-    yield from session.scalars(stmt)
+
+
+def open_credits(session: Session, customer_id: int) -> Iterator[LedgerEntry]:
+    """Credits with points left, soonest-expiring first, never-expiring last, then oldest."""
+    yield from session.scalars(_open_credits_query(customer_id))
 
 
 def _consume_credits(session: Session, customer_id: int, amount: int) -> None:
-    """Take a debit out of the open credits, soonest-expiring first (per-grant expiry needs it)."""
+    """Take a debit out of the open credits, soonest-expiring first (per-grant expiry needs it).
+
+    Credits are read a few at a time: a customer may have thousands of small open credits, and
+    a debit usually needs only the first one or two.
+    """
     left = amount
-    for credit in open_credits(session, customer_id):
-        if left == 0:
+    while left > 0:
+        # Autoflush writes the credits emptied by the previous batch, so they drop out here.
+        batch = list(session.scalars(_open_credits_query(customer_id).limit(CREDIT_BATCH)))
+        if not batch:
             break
-        assert credit.remaining is not None
-        taken = min(credit.remaining, left)
-        credit.remaining -= taken
-        left -= taken
+        for credit in batch:
+            assert credit.remaining is not None
+            taken = min(credit.remaining, left)
+            credit.remaining -= taken
+            left -= taken
+            if left == 0:
+                break
     session.flush()
 
 

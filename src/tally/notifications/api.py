@@ -78,7 +78,10 @@ class TemplateSwitch(BaseModel):
 
 
 class PreviewIn(BaseModel):
-    """What to preview: a customer (else sample values) and optionally an unsaved draft."""
+    """What to preview: a customer (else sample values) and optionally an unsaved draft.
+
+    Draft parts left out are taken from the stored template.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -271,11 +274,18 @@ def reset_template(email_type: str, caller: CallerDep) -> TemplateOut:
 def preview_template(email_type: str, body: PreviewIn, caller: CallerDep) -> PreviewOut:
     """Render the stored template, or a draft, for a customer or with sample values."""
     kind = service.parse_email_type(email_type)
-    parts = (body.subject, body.html_body, body.text_body)
-    draft = None
-    if any(part is not None for part in parts):
-        draft = EmailTemplate(body.subject or "", body.html_body or "", body.text_body or "")
     with caller.unit_of_work() as session:
+        draft = None
+        if any(part is not None for part in (body.subject, body.html_body, body.text_body)):
+            # Parts left out of the draft come from the stored template.
+            stored = service.get_template(
+                session, merchant_id=caller.merchant_id, email_type=kind
+            ).template
+            draft = EmailTemplate(
+                subject=stored.subject if body.subject is None else body.subject,
+                html_body=stored.html_body if body.html_body is None else body.html_body,
+                text_body=stored.text_body if body.text_body is None else body.text_body,
+            )
         if body.customer_id is None:
             rendered = service.render_sample(
                 session, merchant_id=caller.merchant_id, email_type=kind, template=draft

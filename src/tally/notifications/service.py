@@ -19,6 +19,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -144,13 +145,17 @@ def _stored_template(
     )
 
 
+# The shipped templates never change while the process runs; a bulk send needs them per email.
+_shipped_template = functools.lru_cache(maxsize=None)(default_template)
+
+
 def _view(email_type: EmailType, row: StoredEmailTemplate | None) -> TemplateView:
     if row is None:
-        return TemplateView(email_type, True, False, default_template(email_type), None)
+        return TemplateView(email_type, True, False, _shipped_template(email_type), None)
     if row.subject is not None and row.html_body is not None and row.text_body is not None:
         template = EmailTemplate(row.subject, row.html_body, row.text_body)
     else:
-        template = default_template(email_type)
+        template = _shipped_template(email_type)
     return TemplateView(email_type, row.enabled, row.customized, template, row.updated_at)
 
 
@@ -350,7 +355,8 @@ def _check_variables(email_type: EmailType, variables: Mapping[str, object]) -> 
     if missing:
         raise ValueError(f"{email_type.value} emails need the variables {sorted(missing)}")
     for name, value in variables.items():
-        if not isinstance(value, str | int | float | bool) and value is not None:
+        # None would render as the word "None"; "may be empty" variables take "".
+        if not isinstance(value, str | int | float):
             raise ValueError(f"variable {name!r} must be a string or a number, not {value!r}")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,12 +23,12 @@ from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants.orm import Merchant
+from tally.notifications.templates import EmailType
 from tally.outbox.events import PointsBalanceChanged
 from tally.outbox.registry import JobContext, Registry
 from tally.outbox.service import emit_many
-from tally.program import earning
+from tally.program import earning, expiry
 from tally.program import service as program_service
-from tally.program.expiry import ENABLE_GRACE
 from tally.program.settings import ExpiryMode
 
 BATCH_SIZE = 1000
@@ -63,7 +63,7 @@ def expire_points(
     if policy.mode == ExpiryMode.OFF or policy.enabled_at is None:
         return ExpiryStats()
     # Turning expiry on never expires anything retroactively: nothing before enabled_at + grace.
-    if now < policy.enabled_at + ENABLE_GRACE:
+    if now < policy.enabled_at + expiry.ENABLE_GRACE:
         return ExpiryStats()
     if policy.mode == ExpiryMode.ROLLING:
         return _expire_rolling(factory, merchant_id, now, policy.days, version, batch_size)
@@ -252,6 +252,109 @@ def _last_entry_per_customer(entry_ids: Sequence[Row[int, int]]) -> list[tuple[i
     return [(entry_id, cid) for cid, entry_id in last.items()]
 
 
+def send_expiry_reminders(
+    factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
+) -> int:
+    """Queue "your points expire soon" and "last chance" emails; each once per expiry date."""
+    now = now or utcnow()
+    with factory() as session:
+        program = program_service.load(session, merchant_id)
+    policy = program.settings.expiry
+    leads = [d for d in (policy.reminder_days_before, policy.last_chance_days_before) if d]
+    if policy.mode == ExpiryMode.OFF or not leads or policy.enabled_at is None:
+        return 0
+    horizon = now + timedelta(days=max(leads))
+    queued = 0
+    cursor = 0
+    while True:
+        with unit_of_work(factory, merchant_id=merchant_id) as session:
+            batch = _reminder_candidates(session, program, merchant_id, cursor, now, horizon)
+            if not batch:
+                return queued
+            cursor = batch[-1][0].id
+            for customer, expires_at, points in batch:
+                kind = expiry.reminder_due(expires_at, now, policy)
+                if kind is None:
+                    continue
+                email_type = (
+                    EmailType.EXPIRY_LAST_CHANCE
+                    if kind == expiry.ReminderKind.LAST_CHANCE
+                    else EmailType.EXPIRY_REMINDER
+                )
+                local_date = expires_at.astimezone(program.zone).date()
+                program_service.notify(
+                    session,
+                    customer,
+                    email_type,
+                    {"points": points, "expiry_date": local_date.strftime("%d %B %Y")},
+                    dedupe_key=f"expiry-{kind.value}:{customer.id}:{local_date.isoformat()}",
+                )
+                queued += 1
+
+
+def _reminder_candidates(
+    session: Session,
+    program: program_service.Program,
+    merchant_id: int,
+    cursor: int,
+    now: datetime,
+    horizon: datetime,
+) -> list[tuple[Customer, datetime, int]]:
+    """Customers after `cursor` whose next points expire between now and `horizon`."""
+    policy = program.settings.expiry
+    assert policy.enabled_at is not None
+    found: list[tuple[Customer, datetime, int]] = []
+    if policy.mode == ExpiryMode.ROLLING:
+        days = timedelta(days=policy.days)
+        customers = session.scalars(
+            select(Customer)
+            .where(
+                Customer.merchant_id == merchant_id,
+                Customer.id > cursor,
+                Customer.points_balance > 0,
+                Customer.last_activity_at > now - days,
+                Customer.last_activity_at <= horizon - days,
+            )
+            .order_by(Customer.id)
+            .limit(BATCH_SIZE)
+        )
+        for customer in customers:
+            assert customer.last_activity_at is not None
+            at = expiry.effective_expiry(customer.last_activity_at + days, policy.enabled_at)
+            found.append((customer, at, customer.points_balance))
+        return found
+    rows = session.execute(
+        select(
+            LedgerEntry.customer_id,
+            func.min(LedgerEntry.expires_at),
+        )
+        .where(
+            LedgerEntry.merchant_id == merchant_id,
+            LedgerEntry.customer_id > cursor,
+            LedgerEntry.remaining > 0,
+            LedgerEntry.expires_at > now,
+            LedgerEntry.expires_at <= horizon,
+        )
+        .group_by(LedgerEntry.customer_id)
+        .order_by(LedgerEntry.customer_id)
+        .limit(BATCH_SIZE)
+    ).all()
+    for customer_id, soonest in rows:
+        if soonest is None:
+            continue
+        customer = session.get_one(Customer, customer_id)
+        points = session.scalar(
+            select(func.sum(LedgerEntry.remaining)).where(
+                LedgerEntry.customer_id == customer_id,
+                LedgerEntry.remaining > 0,
+                LedgerEntry.expires_at == soonest,
+            )
+        )
+        at = expiry.effective_expiry(soonest, policy.enabled_at)
+        found.append((customer, at, int(points or 0)))
+    return found
+
+
 def award_birthdays(
     factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
 ) -> int:
@@ -301,6 +404,7 @@ def award_birthdays(
                     points=action.points,
                     idempotency_key=f"birthday:{customer.id}:{due.year}",
                     reason=f"Happy birthday {due.year}",
+                    email=action.send_email,
                     limit=action.limit,
                     now=now,
                 )
@@ -352,4 +456,7 @@ def register(registry: Registry) -> None:
     """Schedule the program's periodic jobs."""
     registry.schedule("program.expiry", timedelta(hours=1), _each_merchant(expire_points))
     registry.schedule("program.birthdays", timedelta(hours=1), _each_merchant(award_birthdays))
+    registry.schedule(
+        "program.expiry_reminders", timedelta(hours=6), _each_merchant(send_expiry_reminders)
+    )
     registry.schedule("program.tier_review", timedelta(hours=24), _each_merchant(review_tiers))

@@ -35,6 +35,7 @@ from tally.errors import Conflict, FieldProblem, NotFound
 from tally.ledger import service as ledger
 from tally.ledger.errors import IdempotencyKeyReused
 from tally.ledger.orm import EntryKind, LedgerEntry
+from tally.notifications.templates import EmailType
 from tally.program.config_service import load_program
 from tally.program.orm import PoolCode, Redemption
 from tally.program.rewards import (
@@ -45,6 +46,7 @@ from tally.program.rewards import (
     parse_code_pool,
     redemption_quote,
 )
+from tally.program.service import notify
 from tally.program.settings import ProgramSettings, Reward
 
 # Generated codes have no prefix: the store shows them next to its own discount codes, and a
@@ -317,8 +319,21 @@ def redeem_reward(
             "created_at": issued_at,
         }
         if pool_code is not None:
-            return _insert_with_pool_code(session, fields, pool_code)
-        return _insert_with_generated_code(session, fields)
+            redemption = _insert_with_pool_code(session, fields, pool_code)
+        else:
+            redemption = _insert_with_generated_code(session, fields)
+    notify(
+        session,
+        customer,
+        EmailType.REWARD_REDEEMED,
+        {
+            "points": redemption.points_spent,
+            "reward_name": redemption.reward_name,
+            "coupon_code": redemption.coupon_code,
+        },
+        dedupe_key=f"reward-redeemed:{redemption.id}",
+    )
+    return redemption
 
 
 def list_redemptions(

@@ -21,6 +21,8 @@ from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants.orm import Merchant
+from tally.notifications.service import queue_email
+from tally.notifications.templates import EmailType
 from tally.outbox.events import VipTierChanged
 from tally.outbox.service import emit
 from tally.program import earning, expiry, referrals, tiers
@@ -94,8 +96,12 @@ def award(
     kind: EntryKind = EntryKind.EARN,
     now: datetime | None = None,
     details: dict[str, Any] | None = None,
+    email: bool = False,
 ) -> ledger.Posting | None:
-    """Credit points for a rule, within its limit; None when nothing is due (0 points, limit)."""
+    """Credit points for a rule, within its limit; None when nothing is due (0 points, limit).
+
+    With `email`, the customer gets a "points earned" email (queued, sent by the worker).
+    """
     if points <= 0:
         return None
     now = now or utcnow()
@@ -124,9 +130,38 @@ def award(
         expires_at=credit_expiry(program, now),
         details=details,
     )
-    if not posting.replayed and program.settings.vip.metric == VipMetric.POINTS_EARNED:
+    if posting.replayed:
+        return posting
+    if email:
+        notify(
+            session,
+            customer,
+            EmailType.POINTS_EARNED,
+            {"points": points},
+            dedupe_key=f"points-earned:{posting.entry.id}",
+        )
+    if program.settings.vip.metric == VipMetric.POINTS_EARNED:
         recompute_tier(session, program, customer, now=now)
     return posting
+
+
+def notify(
+    session: Session,
+    customer: Customer,
+    email_type: EmailType,
+    variables: dict[str, object],
+    *,
+    dedupe_key: str,
+) -> None:
+    """Queue a notification email for the customer (once per dedupe key)."""
+    queue_email(
+        session,
+        merchant_id=customer.merchant_id,
+        customer_id=customer.id,
+        email_type=email_type,
+        variables=variables,
+        dedupe_key=dedupe_key,
+    )
 
 
 # -- enrolment -----------------------------------------------------------------------------
@@ -169,6 +204,7 @@ def enroll_member(
             points=action.points,
             idempotency_key=f"create_account:{customer.id}",
             reason="Created an account",
+            email=action.send_email,
         )
     if referred_by_code and customer.referred_by_id is not None:
         _record_referral(session, program, customer, had_orders_before=had_orders)
@@ -398,6 +434,7 @@ def _award_order(
         source_ref=f"order:{order.order_id}",
         now=now,
         details={"basis": str(net.paid_total), "multiplier": str(multiplier)},
+        email=rule.send_email,
     )
     if posting is None:
         return 0
@@ -532,6 +569,7 @@ def complete_custom_action(
         idempotency_key=f"action:{action.id}:{idempotency_key}",
         reason=action.name,
         limit=action.limit,
+        email=action.send_email,
     )
 
 
@@ -611,6 +649,14 @@ def recompute_tier(
             reason=f"Welcome to {new_tier.name}",
             now=now,
         )
+        if new_tier.send_email:
+            notify(
+                session,
+                customer,
+                EmailType.VIP_TIER_EARNED,
+                {"tier_name": new_tier.name},
+                dedupe_key=f"tier-earned:{customer.id}:{new_tier.id}",
+            )
     return change
 
 
@@ -634,7 +680,7 @@ def _complete_referral(
     referral.order_id = order.order_id
     referral.completed_at = now
     referrer = session.get_one(Customer, referral.referrer_id)
-    award(
+    sent = award(
         session,
         program,
         referrer,
@@ -645,7 +691,7 @@ def _complete_referral(
         limit=rule.limit,
         now=now,
     )
-    award(
+    received = award(
         session,
         program,
         friend,
@@ -655,6 +701,19 @@ def _complete_referral(
         reason="Joined through a referral",
         now=now,
     )
+    if rule.send_email:
+        for who, posting, kind in (
+            (referrer, sent, EmailType.REFERRAL_SENDER_REWARD),
+            (friend, received, EmailType.REFERRAL_RECEIVER_REWARD),
+        ):
+            if posting is not None and not posting.replayed:
+                notify(
+                    session,
+                    who,
+                    kind,
+                    {"reward_name": f"{posting.entry.points} points", "coupon_code": ""},
+                    dedupe_key=f"{kind.value}:{referral.id}",
+                )
     session.flush()
     successful = (
         session.scalar(
