@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
-from tally.api.idempotency import request_fingerprint, run_idempotent
+from tally.api.idempotency import idempotent_post
 from tally.api.schemas import (
     AdjustmentCreate,
     AdjustmentOut,
@@ -93,11 +93,6 @@ def entry_out(entry: LedgerEntry) -> LedgerEntryOut:
     )
 
 
-def _respond(status: int, body: Any, replayed: bool) -> JSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 @router.post("/customers", status_code=201, response_model=CustomerOut)
 def create_customer(
     body: CustomerCreate,
@@ -107,30 +102,22 @@ def create_customer(
 ) -> JSONResponse:
     """Enrol a customer; a guest with the same email becomes a member."""
     base_url = caller.state.settings.public_base_url
-    with caller.unit_of_work() as session:
 
-        def work() -> tuple[int, Any]:
-            result = program_service.enroll_member(
-                session,
-                merchant_id=caller.merchant_id,
-                email=body.email,
-                first_name=body.first_name,
-                last_name=body.last_name,
-                birthday=body.birthday,
-                external_id=body.external_id,
-                referred_by_code=body.referred_by,
-            )
-            out = customer_view(session, result.customer, base_url)
-            return (201 if result.created else 200), out.model_dump(mode="json")
-
-        stored = run_idempotent(
+    def work(session: Session) -> tuple[int, Any]:
+        result = program_service.enroll_member(
             session,
             merchant_id=caller.merchant_id,
-            key=idempotency_key,
-            fingerprint=request_fingerprint("POST", request.url.path, body.model_dump(mode="json")),
-            work=work,
+            email=body.email,
+            first_name=body.first_name,
+            last_name=body.last_name,
+            birthday=body.birthday,
+            external_id=body.external_id,
+            referred_by_code=body.referred_by,
         )
-    return _respond(stored.status, stored.body, stored.replayed)
+        out = customer_view(session, result.customer, base_url)
+        return (201 if result.created else 200), out.model_dump(mode="json")
+
+    return idempotent_post(caller, request, key=idempotency_key, body=body, work=work)
 
 
 @router.get("/customers", response_model=Page[CustomerOut])
@@ -218,26 +205,18 @@ def adjust_points(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Add or remove points by hand, with a reason."""
-    with caller.unit_of_work() as session:
 
-        def work() -> tuple[int, Any]:
-            customer = customers.get_customer(session, caller.merchant_id, customer_id)
-            posting = ledger.adjust(
-                session,
-                customer=customer,
-                points=body.points,
-                reason=body.reason,
-                idempotency_key=f"api:{idempotency_key or uuid.uuid4().hex}",
-                source_ref="api",
-            )
-            out = AdjustmentOut(entry=entry_out(posting.entry), balance=customer.points_balance)
-            return 201, out.model_dump(mode="json")
-
-        stored = run_idempotent(
+    def work(session: Session) -> tuple[int, Any]:
+        customer = customers.get_customer(session, caller.merchant_id, customer_id)
+        posting = ledger.adjust(
             session,
-            merchant_id=caller.merchant_id,
-            key=idempotency_key,
-            fingerprint=request_fingerprint("POST", request.url.path, body.model_dump(mode="json")),
-            work=work,
+            customer=customer,
+            points=body.points,
+            reason=body.reason,
+            idempotency_key=f"api:{idempotency_key or uuid.uuid4().hex}",
+            source_ref="api",
         )
-    return _respond(stored.status, stored.body, stored.replayed)
+        out = AdjustmentOut(entry=entry_out(posting.entry), balance=customer.points_balance)
+        return 201, out.model_dump(mode="json")
+
+    return idempotent_post(caller, request, key=idempotency_key, body=body, work=work)

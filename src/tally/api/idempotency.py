@@ -17,9 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from tally.api.deps import Caller
 from tally.db.base import Base, BigId, utcnow
 from tally.db.upsert import insert_unless_exists
 from tally.errors import Conflict
@@ -120,3 +124,25 @@ def run_idempotent(
     record.response_body = body
     session.flush()
     return StoredResponse(status, body, replayed=False)
+
+
+def idempotent_post(
+    caller: Caller,
+    request: Request,
+    *,
+    key: str | None,
+    body: BaseModel | None,
+    work: Callable[[Session], tuple[int, Any]],
+) -> JSONResponse:
+    """Run a POST's work in one unit of work under its Idempotency-Key and build the response."""
+    payload = body.model_dump(mode="json") if body is not None else None
+    with caller.unit_of_work() as session:
+        stored = run_idempotent(
+            session,
+            merchant_id=caller.merchant_id,
+            key=key,
+            fingerprint=request_fingerprint("POST", request.url.path, payload),
+            work=lambda: work(session),
+        )
+    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
+    return JSONResponse(stored.body, status_code=stored.status, headers=headers)

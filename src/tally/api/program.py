@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from tally.api.deps import AppState, CallerDep, app_state
-from tally.api.idempotency import request_fingerprint, run_idempotent
+from tally.api.idempotency import idempotent_post
 from tally.customers import service as customers
 from tally.db.base import utcnow
 from tally.db.engine import bind_merchant
@@ -110,47 +111,33 @@ def change_program(changes: dict[str, Any], caller: CallerDep) -> dict[str, Any]
         return updated.model_dump(mode="json")
 
 
-def _respond(status: int, body: Any, replayed: bool) -> JSONResponse:
-    return JSONResponse(
-        body, status_code=status, headers={"Idempotent-Replayed": "true"} if replayed else None
-    )
-
-
 @router.post("/orders", status_code=201, response_model=OrderOut)
 def post_order(
     body: OrderIn, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Record an order (or its new status); points are awarded when it reaches the set status."""
-    with caller.unit_of_work() as session:
 
-        def work() -> tuple[int, Any]:
-            result = program_service.record_order(
-                session,
-                merchant_id=caller.merchant_id,
-                data=program_service.OrderInput(
-                    order_id=body.order_id,
-                    email=body.email,
-                    external_customer_id=body.customer_external_id,
-                    subtotal=body.subtotal,
-                    discounts=body.discounts,
-                    shipping=body.shipping,
-                    tax=body.tax,
-                    total=body.total,
-                    currency=body.currency,
-                    status=body.status,
-                    placed_at=body.placed_at,
-                ),
-            )
-            return (201 if result.created else 200), order_out(result.order).model_dump(mode="json")
-
-        stored = run_idempotent(
+    def work(session: Session) -> tuple[int, Any]:
+        result = program_service.record_order(
             session,
             merchant_id=caller.merchant_id,
-            key=idempotency_key,
-            fingerprint=request_fingerprint("POST", request.url.path, body.model_dump(mode="json")),
-            work=work,
+            data=program_service.OrderInput(
+                order_id=body.order_id,
+                email=body.email,
+                external_customer_id=body.customer_external_id,
+                subtotal=body.subtotal,
+                discounts=body.discounts,
+                shipping=body.shipping,
+                tax=body.tax,
+                total=body.total,
+                currency=body.currency,
+                status=body.status,
+                placed_at=body.placed_at,
+            ),
         )
-    return _respond(stored.status, stored.body, stored.replayed)
+        return (201 if result.created else 200), order_out(result.order).model_dump(mode="json")
+
+    return idempotent_post(caller, request, key=idempotency_key, body=body, work=work)
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)

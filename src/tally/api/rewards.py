@@ -12,9 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Header, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
-from tally.api.idempotency import request_fingerprint, run_idempotent
+from tally.api.idempotency import idempotent_post
 from tally.api.schemas import Page
 from tally.customers import service as customers
 from tally.errors import FieldProblem
@@ -175,11 +176,6 @@ def reward_out(reward: Reward, pool: redemptions.PoolStatus | None) -> RewardOut
     )
 
 
-def _respond(status: int, body: Any, replayed: bool) -> JSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 def _pool_lines(upload: UploadFile) -> Iterator[str]:
     """The uploaded file's lines, decoded only when read (after the reward id was checked)."""
     content = upload.file.read(MAX_POOL_FILE_BYTES + 1)
@@ -243,31 +239,23 @@ def redeem(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Spend the customer's points on a reward and return the coupon code."""
-    with caller.unit_of_work() as session:
 
-        def work() -> tuple[int, Any]:
-            redemption = redemptions.redeem_reward(
-                session,
-                merchant_id=caller.merchant_id,
-                customer_id=customer_id,
-                reward_id=body.reward_id,
-                points=body.points,
-                idempotency_key=idempotency_key or uuid.uuid4().hex,
-            )
-            customer = customers.get_customer(session, caller.merchant_id, customer_id)
-            out = RedemptionCreated(
-                **redemption_out(redemption).model_dump(), balance=customer.points_balance
-            )
-            return 201, out.model_dump(mode="json")
-
-        stored = run_idempotent(
+    def work(session: Session) -> tuple[int, Any]:
+        redemption = redemptions.redeem_reward(
             session,
             merchant_id=caller.merchant_id,
-            key=idempotency_key,
-            fingerprint=request_fingerprint("POST", request.url.path, body.model_dump(mode="json")),
-            work=work,
+            customer_id=customer_id,
+            reward_id=body.reward_id,
+            points=body.points,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
-    return _respond(stored.status, stored.body, stored.replayed)
+        customer = customers.get_customer(session, caller.merchant_id, customer_id)
+        out = RedemptionCreated(
+            **redemption_out(redemption).model_dump(), balance=customer.points_balance
+        )
+        return 201, out.model_dump(mode="json")
+
+    return idempotent_post(caller, request, key=idempotency_key, body=body, work=work)
 
 
 @router.get("/customers/{customer_id}/redemptions", response_model=Page[RedemptionOut])

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from tally.api.deps import AppState, CallerDep, app_state
-from tally.api.idempotency import request_fingerprint, run_idempotent
+from tally.api.idempotency import idempotent_post
 from tally.api.schemas import Page
 from tally.customers.orm import Customer
 from tally.db.engine import bind_merchant, unit_of_work
@@ -334,21 +335,12 @@ def _change_subscription(
     caller: CallerDep, request: Request, customer_id: int, key: str | None, *, subscribe: bool
 ) -> JSONResponse:
     change = service.resubscribe if subscribe else service.unsubscribe
-    with caller.unit_of_work() as session:
 
-        def work() -> tuple[int, Any]:
-            customer = change(session, merchant_id=caller.merchant_id, customer_id=customer_id)
-            return 200, _subscription_out(customer).model_dump(mode="json")
+    def work(session: Session) -> tuple[int, Any]:
+        customer = change(session, merchant_id=caller.merchant_id, customer_id=customer_id)
+        return 200, _subscription_out(customer).model_dump(mode="json")
 
-        stored = run_idempotent(
-            session,
-            merchant_id=caller.merchant_id,
-            key=key,
-            fingerprint=request_fingerprint("POST", request.url.path, None),
-            work=work,
-        )
-    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
-    return JSONResponse(stored.body, status_code=stored.status, headers=headers)
+    return idempotent_post(caller, request, key=key, body=None, work=work)
 
 
 @router.post("/customers/{customer_id}/unsubscribe", response_model=SubscriptionOut)
