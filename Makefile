@@ -38,8 +38,9 @@ run: $(STAMP) ## Migrate the local SQLite database, seed the demo store and star
 	$(BIN)/tally serve
 
 .PHONY: services
-services: ## Install (if missing) and start the services the tests need
+services: ## Install (if missing) and start the services the tests need (PostgreSQL, Chromium)
 	@scripts/postgres.sh start >/dev/null
+	@scripts/chromium.sh >/dev/null
 
 .PHONY: test
 test: $(DEV_STAMP) services ## Run the whole test suite on SQLite and PostgreSQL

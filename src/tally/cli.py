@@ -31,9 +31,16 @@ app.add_typer(ledger_app, name="ledger")
 
 def _add_domain_commands() -> None:
     # Imported here: the domain CLIs import this module for its helpers.
+    from tally.integrations.dotdigital.cli import dotdigital_app
     from tally.notifications.cli import mail_app
 
     app.add_typer(mail_app, name="mail")
+    integrations_app = typer.Typer(help="Connections to other tools.", no_args_is_help=True)
+    integrations_app.add_typer(dotdigital_app, name="dotdigital")
+    app.add_typer(integrations_app, name="integrations")
+    dev_app = typer.Typer(help="Tools for trying Tally locally.", no_args_is_help=True)
+    dev_app.command("dotdigital-emulator")(_dotdigital_emulator)
+    app.add_typer(dev_app, name="dev")
 
 
 console = Console()
@@ -318,6 +325,42 @@ def ledger_verify(merchant: MerchantOption = None) -> None:
         f"[bold red]{len(mismatches)} of {checked} balances do not match the ledger[/]"
     )
     raise typer.Exit(1)
+
+
+def _dotdigital_emulator(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8078,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    latency_ms: Annotated[int, typer.Option(help="Delay added to every call.")] = 0,
+    error_rate: Annotated[float, typer.Option(help="Share of calls answered 500/503.")] = 0.0,
+    timeout_rate: Annotated[float, typer.Option(help="Share of calls that hang.")] = 0.0,
+    hang_seconds: Annotated[float, typer.Option(help="How long a hanging call hangs.")] = 5.0,
+    burst_429: Annotated[int, typer.Option(help="Answer 429 to the next N calls.")] = 0,
+    rate_limit: Annotated[int, typer.Option(help="Calls per minute per API user (0: none).")] = 0,
+    import_delay: Annotated[float, typer.Option(help="Seconds a bulk import stays busy.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Seed for the fault injection.")] = None,
+    account: Annotated[
+        list[str] | None, typer.Option(help="An API user as user:password[:region] (repeatable).")
+    ] = None,
+) -> None:
+    """Run a local Dotdigital API emulator (Basic auth, data fields, contacts, bulk imports)."""
+    from tally.devtools.dotdigital_emulator import config_from_options
+    from tally.devtools.dotdigital_emulator import serve as serve_emulator
+
+    serve_emulator(
+        host,
+        port,
+        config_from_options(
+            latency_ms=latency_ms,
+            error_rate=error_rate,
+            timeout_rate=timeout_rate,
+            hang_seconds=hang_seconds,
+            burst_429=burst_429,
+            rate_limit=rate_limit,
+            import_delay=import_delay,
+            seed=seed,
+            accounts=account or (),
+        ),
+    )
 
 
 _add_domain_commands()

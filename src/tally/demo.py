@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tally.customers import service as customers
+from tally.db.base import utcnow
 from tally.db.engine import bind_merchant
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind
 from tally.merchants import service as merchants
 from tally.merchants.orm import Merchant
+from tally.program import service as program_service
+from tally.program.config_service import update_program
 
 DEMO_STORE_NAME = "Demo Store"
 DEMO_ADMIN_EMAIL = "admin@demo.tally.local"
@@ -26,6 +31,68 @@ DEMO_CUSTOMERS = [
     ("katherine@example.com", "Katherine", "Johnson", None, 0),
     ("edsger@example.com", "Edsger", "Dijkstra", date(1979, 5, 11), 2500),
 ]
+
+
+DEMO_PROGRAM: dict[str, Any] = {
+    "create_account": {"enabled": True, "points": 100, "send_email": False},
+    "place_order": {"enabled": True, "points_per_unit": "1", "send_email": False},
+    "birthday": {"enabled": True, "points": 200},
+    "referral": {"enabled": True, "sender_points": 500, "receiver_points": 250},
+    "rewards": [
+        {
+            "type": "fixed_amount",
+            "id": "five-off",
+            "name": "$5 off",
+            "points_cost": 500,
+            "amount": "5",
+        },
+        {
+            "type": "free_shipping",
+            "id": "free-shipping",
+            "name": "Free shipping",
+            "points_cost": 300,
+        },
+    ],
+    "vip": {
+        "enabled": True,
+        "metric": "amount_spent",
+        "window": {"kind": "rolling", "days": 365},
+        "tiers": [
+            {"id": "silver", "name": "Silver", "threshold": "100", "entry_reward_points": 50},
+            {
+                "id": "gold",
+                "name": "Gold",
+                "threshold": "500",
+                "multiplier": "1.5",
+                "entry_reward_points": 200,
+            },
+        ],
+    },
+}
+
+# (order id, customer email, total, days ago)
+DEMO_ORDERS = [
+    ("#1001", "ada@example.com", "120.00", 40),
+    ("#1002", "ada@example.com", "415.50", 12),
+    ("#1003", "grace@example.com", "64.90", 30),
+    ("#1004", "edsger@example.com", "230.00", 5),
+    ("#1005", "shopper@example.com", "45.00", 2),
+]
+
+
+def _demo_orders(session: Session, merchant_id: int) -> None:
+    now = utcnow()
+    for order_id, email, total, days_ago in DEMO_ORDERS:
+        program_service.record_order(
+            session,
+            merchant_id=merchant_id,
+            data=program_service.OrderInput(
+                order_id=order_id,
+                email=email,
+                total=Decimal(total),
+                placed_at=now - timedelta(days=days_ago),
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +122,7 @@ def seed_demo(session: Session) -> DemoStore:
             session, merchant_id=merchant.id, email=DEMO_ADMIN_EMAIL, password=DEMO_ADMIN_PASSWORD
         )
         bind_merchant(session, merchant.id)
+        update_program(session, merchant_id=merchant.id, changes=DEMO_PROGRAM)
         for email, first, last, birthday, points in DEMO_CUSTOMERS:
             customer = customers.enroll_customer(
                 session,
@@ -73,6 +141,7 @@ def seed_demo(session: Session) -> DemoStore:
                     idempotency_key=f"demo:{email}",
                     reason="Balance brought over from the previous loyalty program",
                 )
+        _demo_orders(session, merchant.id)
     key = merchants.create_api_key(session, merchant_id=merchant.id, name="demo")
     return DemoStore(
         merchant_id=merchant.id,

@@ -63,7 +63,7 @@ def test_merchant_customer_points_and_verify(cli_db: str) -> None:
 
     demo = tally(cli_db, "demo")
     assert "API key:" in demo.stdout
-    # Two merchants now: --merchant is required.
+    # Two merchants now: --merchant is required. (Ada: 1,200 imported + orders and tier rewards.)
     ambiguous = tally(
         cli_db, "points", "adjust", "ada@example.com", "10", "--reason", "x", check=False
     )
@@ -73,7 +73,7 @@ def test_merchant_customer_points_and_verify(cli_db: str) -> None:
     adjusted = tally(
         cli_db, "points", "adjust", "ada@example.com", "-200", "--reason", "fix", "--merchant", "2"
     )
-    assert "balance 1000" in adjusted.stdout
+    assert "balance 1785" in adjusted.stdout
     refused = tally(
         cli_db,
         "points",
@@ -87,11 +87,11 @@ def test_merchant_customer_points_and_verify(cli_db: str) -> None:
         check=False,
     )
     assert refused.returncode == 2
-    assert "the customer has 1000 points; 5000 cannot be taken" in refused.stderr
+    assert "the customer has 1785 points; 5000 cannot be taken" in refused.stderr
     shown = tally(cli_db, "customer", "show", "ADA@example.com", "--merchant", "2")
-    assert "balance: 1000 points" in shown.stdout
+    assert "balance: 1785 points" in shown.stdout
     assert "fix" in shown.stdout
-    assert "ok: 5 balances equal" in tally(cli_db, "ledger", "verify").stdout
+    assert "ok: 6 balances equal" in tally(cli_db, "ledger", "verify").stdout
 
 
 def test_ledger_verify_fails_on_a_tampered_balance(cli_db: str) -> None:
@@ -106,7 +106,7 @@ def test_ledger_verify_fails_on_a_tampered_balance(cli_db: str) -> None:
     assert result.returncode == 1
     assert "alan@example.com" in result.stdout
     assert "+7" in result.stdout
-    assert "1 of 5 balances do not match" in result.stderr
+    assert "1 of 6 balances do not match" in result.stderr
 
 
 def test_serve_then_create_a_customer_and_adjust_points(cli_db: str, tmp_path: Path) -> None:
@@ -142,13 +142,15 @@ def test_serve_then_create_a_customer_and_adjust_points(cli_db: str, tmp_path: P
             f"{base}/api/v1/customers", json={"email": "new@example.com"}, headers=headers
         )
         assert created.status_code == 201
+        # The demo program gives 100 points for creating an account.
+        assert created.json()["points_balance"] == 100
         adjusted = httpx.post(
             f"{base}/api/v1/customers/{created.json()['id']}/adjustments",
             json={"points": 75, "reason": "welcome"},
             headers=headers,
         )
         assert adjusted.status_code == 201
-        assert adjusted.json()["balance"] == 75
+        assert adjusted.json()["balance"] == 175
     finally:
         server.terminate()
         server.wait(15)

@@ -14,7 +14,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally.config import Settings
 from tally.customers.orm import Customer
+from tally.devtools.dotdigital_emulator import EmulatorConfig, EmulatorServer
+from tally.integrations.dotdigital.orm import DotdigitalConnection
 from tally.ledger.orm import LedgerEntry
 from tally.merchants.orm import Merchant
 from tally.program.orm import Order
@@ -24,7 +27,7 @@ ORDER = {"order_id": "VICTIM-1", "total": "10", "placed_at": "2026-10-01T00:00:0
 TEMPLATE = {"subject": "Hi", "html_body": "<p>Hi</p>", "text_body": "Hi"}
 
 # (method, path) -> (verb, url for A to call, JSON body, status A must get)
-CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int]] = {
+CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int | str]] = {
     ("GET", "/api/v1/customers/by-email"): (
         "get",
         "/api/v1/customers/by-email?email=victim@example.com",
@@ -149,6 +152,55 @@ CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int]] = {
         200,
     ),
     ("DELETE", "/api/v1/mail-settings"): ("delete", "/api/v1/mail-settings", None, 204),
+    # Dotdigital: A is not connected, and B's connection and sync job stay out of reach.
+    ("GET", "/api/v1/integrations/dotdigital"): (
+        "get",
+        "/api/v1/integrations/dotdigital",
+        None,
+        200,
+    ),
+    ("POST", "/api/v1/integrations/dotdigital/enable"): (
+        "post",
+        "/api/v1/integrations/dotdigital/enable",
+        None,
+        "{not_connected}",
+    ),
+    ("POST", "/api/v1/integrations/dotdigital/disable"): (
+        "post",
+        "/api/v1/integrations/dotdigital/disable",
+        None,
+        "{not_connected}",
+    ),
+    ("PUT", "/api/v1/integrations/dotdigital/mapping"): (
+        "put",
+        "/api/v1/integrations/dotdigital/mapping",
+        {},
+        "{not_connected}",
+    ),
+    ("POST", "/api/v1/integrations/dotdigital/sync"): (
+        "post",
+        "/api/v1/integrations/dotdigital/sync",
+        None,
+        "{not_connected}",
+    ),
+    ("GET", "/api/v1/integrations/dotdigital/sync/{job_id}"): (
+        "get",
+        "/api/v1/integrations/dotdigital/sync/{job}",
+        None,
+        404,
+    ),
+    ("DELETE", "/api/v1/integrations/dotdigital"): (
+        "delete",
+        "/api/v1/integrations/dotdigital",
+        None,
+        404,
+    ),
+    ("PUT", "/api/v1/integrations/dotdigital/credentials"): (
+        "put",
+        "/api/v1/integrations/dotdigital/credentials",
+        {"username": "apiuser-demo@apiconnector.com", "password": "wrong"},
+        422,
+    ),
     # Creating: A's own customer or order with the same email or order id, separate from B's.
     ("POST", "/api/v1/orders"): (
         "post",
@@ -177,6 +229,16 @@ def _openapi_routes(client: TestClient) -> set[tuple[str, str]]:
 
 def test_every_api_route_is_covered_by_the_tenancy_test(client: TestClient) -> None:
     assert _openapi_routes(client) == set(CROSS_TENANT_REQUESTS)
+
+
+def _connect_victim(client: TestClient, headers: dict[str, str]) -> int:
+    credentials = {"username": "apiuser-demo@apiconnector.com", "password": "demo-password"}
+    path = "/api/v1/integrations/dotdigital"
+    assert client.put(f"{path}/credentials", json=credentials, headers=headers).status_code == 200
+    assert client.post(f"{path}/enable", headers=headers).status_code == 200
+    job = client.post(f"{path}/sync", headers=headers)
+    assert job.status_code == 202
+    return int(job.json()["id"])
 
 
 def _seed_victim(client: TestClient, headers: dict[str, str]) -> None:
@@ -220,26 +282,42 @@ def _b_state(factory: sessionmaker[Session], merchant_id: int) -> tuple[Any, ...
             for o in session.scalars(select(Order).where(Order.merchant_id == merchant_id))
         )
         program = session.get_one(Merchant, merchant_id).program_settings
-    return customers, entries, orders, program
+        connection = session.scalars(
+            select(DotdigitalConnection).where(DotdigitalConnection.merchant_id == merchant_id)
+        ).one()
+        dotdigital = (connection.api_username, connection.enabled, connection.field_mapping)
+    return customers, entries, orders, program, dotdigital
 
 
 def test_merchant_a_cannot_touch_merchant_b(
-    client: TestClient, session_factory: sessionmaker[Session]
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
     a, b = make_merchant(session_factory), make_merchant(session_factory)
     victim = make_customer(
         session_factory, b.id, email="victim@example.com", points=10, first_name="Vic"
     )
     _seed_victim(client, b.headers)
-    before = _b_state(session_factory, b.id)
+    with EmulatorServer(EmulatorConfig()) as emulator:
+        settings.dotdigital_base_url = emulator.base_url
+        job = _connect_victim(client, b.headers)
+        before = _b_state(session_factory, b.id)
+        _attack(client, a.headers, victim, job)
+    assert _b_state(session_factory, b.id) == before
+    assert client.get(f"/api/v1/customers/{victim}", headers=b.headers).status_code == 200
+
+
+NOT_CONNECTED = 409
+
+
+def _attack(client: TestClient, headers: dict[str, str], victim: int, job: int) -> None:
     for (method, path), (verb, url, payload, expected) in CROSS_TENANT_REQUESTS.items():
-        url = url.format(cid=victim)
+        url = url.format(cid=victim, job=job)
+        if expected == "{not_connected}":
+            expected = NOT_CONNECTED
         if verb == "upload":
-            r = client.post(
-                url, files={"file": ("codes.csv", b"code\nSTEAL1\n")}, headers=a.headers
-            )
+            r = client.post(url, files={"file": ("codes.csv", b"code\nSTEAL1\n")}, headers=headers)
         else:
-            r = client.request(verb, url, json=_fill(payload, victim), headers=a.headers)
+            r = client.request(verb, url, json=_fill(payload, victim), headers=headers)
         assert r.status_code == expected, (method, path, r.text)
         if expected == 200 and method == "GET" and path in {"/api/v1/customers", "/api/v1/rewards"}:
             body = r.json()
@@ -247,5 +325,3 @@ def test_merchant_a_cannot_touch_merchant_b(
             assert items == [], (path, items)
         if (method, path) == ("POST", "/api/v1/customers"):
             assert r.json()["id"] != victim
-    assert _b_state(session_factory, b.id) == before
-    assert client.get(f"/api/v1/customers/{victim}", headers=b.headers).status_code == 200

@@ -11,10 +11,12 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import text
 
 from tally import __version__
+from tally.admin import router as admin_router
 from tally.api import customers, problems, program, rewards
 from tally.api.deps import AppState
 from tally.config import Settings, WorkerMode
 from tally.db.engine import make_engine, make_session_factory
+from tally.integrations.dotdigital import api as dotdigital_api
 from tally.notifications import api as notifications_api
 from tally.outbox.registry import load_plugins
 from tally.outbox.worker import Worker
@@ -54,6 +56,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(rewards.router)
     app.include_router(notifications_api.router)
     app.include_router(notifications_api.public_router)
+    app.include_router(dotdigital_api.router)
+    app.include_router(admin_router)
     app.include_router(program.public_router)
 
     @app.get("/healthz", include_in_schema=False)
@@ -64,6 +68,6 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/admin")
 
     return app

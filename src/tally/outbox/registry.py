@@ -87,4 +87,8 @@ def load_plugins(settings: Settings, registry: Registry = default_registry) -> N
             register(registry)
 
 
-_BUILTIN_PLUGINS: list[str] = ["tally.program.jobs", "tally.notifications.handlers"]
+_BUILTIN_PLUGINS: list[str] = [
+    "tally.program.jobs",
+    "tally.notifications.handlers",
+    "tally.integrations.dotdigital.handlers",
+]

@@ -18,7 +18,7 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -77,6 +77,13 @@ class Worker:
     def claim(self, limit: int | None = None) -> list[OutboxMessage]:
         """Lease up to `limit` due messages to this worker (committed before handling starts)."""
         limit = limit or self.settings.worker_batch_size
+        known = [
+            (event_type, name)
+            for event_type, handlers in self.registry.handlers.items()
+            for name in handlers
+        ]
+        if not known:
+            return []
         now = utcnow()
         with self.session_factory() as session, session.begin():
             due = or_(
@@ -85,7 +92,10 @@ class Worker:
                 (OutboxMessage.status == MessageStatus.PROCESSING)
                 & (OutboxMessage.locked_until < now),
             )
-            stmt = select(OutboxMessage.id).where(due).order_by(OutboxMessage.id).limit(limit)
+            # Only messages this worker can deliver: a worker started without some plugin
+            # leaves that plugin's messages to the workers that have it.
+            mine = tuple_(OutboxMessage.event_type, OutboxMessage.handler).in_(known)
+            stmt = select(OutboxMessage.id).where(due, mine).order_by(OutboxMessage.id).limit(limit)
             if session.get_bind().dialect.name == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
             ids = list(session.scalars(stmt))

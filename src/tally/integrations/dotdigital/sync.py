@@ -12,9 +12,9 @@ foreground) walk every customer by id in batches, start bulk imports (at most
 ``max_active_imports`` at once), record each import and move the job's cursor in one
 transaction, then poll the imports and record per-contact failures. A restarted worker
 continues from the cursor and polls the recorded imports, so no finished batch is sent again.
-The one unavoidable window: if the process dies after Dotdigital accepted an import and before
-the transaction recording it commits, that one batch is sent again on restart (harmless, the
-values are absolute).
+The one unavoidable window: if the process dies while an import request is in flight (or
+before the transaction recording its id commits), Tally cannot know whether Dotdigital accepted
+it, and that one batch is sent again on restart (harmless: the values are absolute).
 
 Every call to Dotdigital spends a token from the merchant's call budget (a token bucket kept on
 the connection row, ``calls_per_minute`` per minute, a sixth of that as burst), and a 429 pauses
@@ -32,9 +32,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
@@ -55,7 +55,6 @@ from tally.integrations.dotdigital.client import (
     import_entry,
 )
 from tally.integrations.dotdigital.fields import (
-    MAX_IMPORT_CONTACTS,
     DataFieldMapping,
     DataFieldValueError,
     build_import_batches,
@@ -88,7 +87,15 @@ log = logging.getLogger("tally.dotdigital")
 IMPORT_NOT_FINISHED = "NotFinished"
 TOO_MANY_IMPORTS = "contacts:tooManyActiveImports"
 IMPORT_NOT_FOUND = "contacts:importNotFound"
+# An import costs a start and a status read: below this backlog single upserts never cost more.
+MIN_BULK_BACKLOG = 2
 SWITCHED_OFF = "Dotdigital syncing was switched off or disconnected"
+
+
+# Contacts per bulk import. Dotdigital's own plugins send about 2,000, but every import also
+# costs at least one status read, so 2,000 per import needs 1,000 calls per million contacts;
+# 5,000 (about 1.3 MB of JSON, far under the 50 MB limit) keeps a million to 400 calls.
+DEFAULT_IMPORT_CONTACTS = 5000
 
 
 @dataclass(frozen=True)
@@ -99,13 +106,15 @@ class SyncOptions:
     manual_every: timedelta = timedelta(seconds=2)
     # A backlog larger than this goes out as a bulk import instead of one call per contact.
     bulk_threshold: int = 100
-    import_batch_size: int = MAX_IMPORT_CONTACTS
+    import_batch_size: int = DEFAULT_IMPORT_CONTACTS
     # Dotdigital allows 25 imports in progress per account.
     max_active_imports: int = 25
     # Bulk imports of the automatic sync in flight per merchant.
     max_auto_imports: int = 2
-    # Wait this long after starting (or last checking) an import before asking about it.
-    import_poll_seconds: float = 2.0
+    # First look at an import this long after starting it; while it is still running, the
+    # wait between looks grows with its age (1, 2, 4, 8... s) up to import_poll_max_seconds.
+    import_poll_seconds: float = 1.0
+    import_poll_max_seconds: float = 30.0
     # An import still unfinished after this long is given up (its contacts are retried).
     import_give_up_seconds: float = 3600.0
     # Most single upserts one flush run sends for one merchant.
@@ -134,6 +143,25 @@ class CustomerRow(NamedTuple):
     birthday: date | None
     vip_tier: str | None
     referral_code: str | None
+
+
+class RunningImport(NamedTuple):
+    """A bulk import Dotdigital has not finished yet."""
+
+    pk: int
+    import_id: str
+    started_at: datetime
+    checked_at: datetime | None
+
+
+def next_check_at(running: RunningImport, options: SyncOptions) -> datetime:
+    """When to ask about an import next: soon after it starts, then less and less often."""
+    first = timedelta(seconds=options.import_poll_seconds)
+    if running.checked_at is None:
+        return running.started_at + first
+    age = running.checked_at - running.started_at
+    wait = min(max(first, age), timedelta(seconds=options.import_poll_max_seconds))
+    return running.checked_at + wait
 
 
 _CUSTOMER_COLUMNS = (
@@ -206,6 +234,8 @@ class Grant:
     calls: int
     wait_seconds: float = 0.0
     stopped: bool = False  # the connection is gone or switched off
+    # Whole calls still in the bucket after this grant.
+    available: int = 0
 
 
 def calls_per_minute(settings: Settings, connection: DotdigitalConnection) -> int:
@@ -248,8 +278,8 @@ def take_calls(
         granted = max(0, min(wanted, math.floor(tokens)))
         connection.budget_tokens = tokens - granted
         connection.budget_updated_at = now
-        wait = 0.0 if granted else (1.0 - tokens) / rate
-        return Grant(granted, wait)
+        wait = 0.0 if granted or tokens >= 1.0 else (1.0 - tokens) / rate
+        return Grant(granted, wait, available=math.floor(tokens - granted))
 
 
 def pause_merchant(
@@ -462,8 +492,7 @@ def _load_pending(
         .limit(limit)
     )
     return [
-        PendingRow(row[0], row[1], row[2], CustomerRow(*row[3:]))
-        for row in session.execute(stmt).tuples()
+        PendingRow(row[0], row[1], row[2], CustomerRow(*row[3:])) for row in session.execute(stmt)
     ]
 
 
@@ -682,34 +711,39 @@ class _Flush:
             session.add(record)
             session.flush()
             # The version each row had when its values were read, not whatever it is now.
+            # (Core, not an ORM bulk update: a row deleted meanwhile is simply not there.)
+            table = cast(Table, PendingContact.__table__)
             session.execute(
-                update(PendingContact),
-                [
-                    {"id": r.pending_id, "import_pk": record.id, "sending_version": r.version}
-                    for r in included
-                ],
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values(import_pk=record.id, sending_version=bindparam("row_version")),
+                [{"row_id": r.pending_id, "row_version": r.version} for r in included],
             )
         self.report.imports_started += 1
 
     def poll_imports(self) -> None:
         """Ask about the automatic sync's imports that are due for a look, oldest first."""
         now = utcnow()
-        ready = now - timedelta(seconds=self.options.import_poll_seconds)
         with self.session_factory() as session:
-            due = list(
-                session.execute(
-                    select(SyncImport.id, SyncImport.import_id, SyncImport.started_at)
+            running = [
+                RunningImport(*row)
+                for row in session.execute(
+                    select(
+                        SyncImport.id,
+                        SyncImport.import_id,
+                        SyncImport.started_at,
+                        SyncImport.checked_at,
+                    )
                     .where(
                         SyncImport.merchant_id == self.merchant_id,
                         SyncImport.kind == ImportKind.AUTO,
                         SyncImport.status == IMPORT_NOT_FINISHED,
-                        SyncImport.started_at <= ready,
-                        or_(SyncImport.checked_at.is_(None), SyncImport.checked_at <= ready),
                     )
                     .order_by(SyncImport.id)
                 )
-            )
-        for pk, import_id, started_at in due:
+            ]
+        due = [r for r in running if next_check_at(r, self.options) <= now]
+        for pk, import_id, started_at, _checked_at in due:
             if not self._time_left() or self.stopped:
                 return
             grant = take_calls(self.session_factory, self.settings, self.merchant_id, 1)
@@ -834,7 +868,13 @@ class _Flush:
     # -- one run -------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Poll finished imports, then send the backlog one way or the other."""
+        """Poll finished imports, then send the backlog the cheaper way.
+
+        Single upserts reach Dotdigital sooner, so they are used while the budget can send the
+        whole backlog now; a larger backlog (more than ``bulk_threshold``, or more than the
+        calls left in the bucket) goes out as one bulk import, which costs two calls (start and
+        one status read) however many contacts it carries.
+        """
         self.poll_imports()
         if self.stopped or not self._time_left():
             return
@@ -842,6 +882,13 @@ class _Flush:
         threshold = self.options.bulk_threshold
         with self.session_factory() as session:
             backlog = _count_due(session, self.merchant_id, now, threshold + 1)
+        if backlog == 0:
+            return
+        budget = take_calls(self.session_factory, self.settings, self.merchant_id, 0)
+        if budget.stopped:
+            return
+        bulk = backlog > threshold or backlog > max(MIN_BULK_BACKLOG, budget.available)
+        with self.session_factory() as session:
             in_flight = int(
                 session.scalar(
                     select(func.count(SyncImport.id)).where(
@@ -852,13 +899,13 @@ class _Flush:
                 )
                 or 0
             )
-            if backlog > threshold:
+            if bulk:
                 if in_flight >= self.options.max_auto_imports:
                     return
                 rows = _load_pending(session, self.merchant_id, now, self.options.import_batch_size)
             else:
                 rows = _load_pending(session, self.merchant_id, now, self.options.contacts_per_run)
-        if backlog > threshold:
+        if bulk:
             self.start_import(rows)
         else:
             self.send_single(rows)
@@ -1085,6 +1132,7 @@ class _ManualSync:
         builder: ValueBuilder,
         options: SyncOptions,
         deadline: float,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
@@ -1095,17 +1143,23 @@ class _ManualSync:
         self.builder = builder
         self.options = options
         self.deadline = deadline
+        self.on_progress = on_progress
         self.imports_full = False
+
+    def _progressed(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress()
 
     def _lease_values(self) -> dict[str, Any]:
         return {"locked_until": utcnow() + timedelta(seconds=self.options.lease_seconds)}
 
-    def _job_state(self) -> tuple[int, bool, list[tuple[int, str, datetime, datetime | None]]]:
+    def _job_state(self) -> tuple[int, bool, list[RunningImport]]:
         with self.session_factory() as session:
             job = session.get(SyncJob, self.job_id)
             assert job is not None
-            running = list(
-                session.execute(
+            running = [
+                RunningImport(*row)
+                for row in session.execute(
                     select(
                         SyncImport.id,
                         SyncImport.import_id,
@@ -1117,8 +1171,8 @@ class _ManualSync:
                         SyncImport.status == IMPORT_NOT_FINISHED,
                     )
                     .order_by(SyncImport.id)
-                ).tuples()
-            )
+                )
+            ]
             return job.cursor_customer_id, job.all_sent, running
 
     def _read_batch(self, cursor: int) -> _Batch | None:
@@ -1220,7 +1274,14 @@ class _ManualSync:
             job.status = SyncJobStatus.FINISHED
             job.finished_at = now
             job.last_error = None
-            job.total_count = max(job.total_count, job.sent_count + job.failed_count)
+            # Customers created during the sync (after the cursor) were sent as well.
+            covered = session.scalar(
+                select(func.count(Customer.id)).where(
+                    Customer.merchant_id == self.merchant_id,
+                    Customer.id <= job.cursor_customer_id,
+                )
+            )
+            job.total_count = max(job.total_count, int(covered or 0))
             if job.created_count + job.updated_count > 0:
                 session.execute(
                     update(DotdigitalConnection)
@@ -1304,13 +1365,12 @@ class _ManualSync:
         seconds = _rate_limited(self.session_factory, self.merchant_id, error, self.options)
         return Step(StepState.WAITING, seconds)
 
-    def poll(self, running: list[tuple[int, str, datetime, datetime | None]]) -> Step | None:
+    def poll(self, running: list[RunningImport]) -> Step | None:
         """Ask about due imports, oldest first; stops at the first one still running."""
-        poll_after = timedelta(seconds=self.options.import_poll_seconds)
-        for pk, import_id, started_at, checked_at in running:
+        for item in running:
+            pk, import_id, started_at, _checked_at = item
             now = utcnow()
-            due_at = max(started_at, checked_at or started_at) + poll_after
-            if due_at > now or time.monotonic() >= self.deadline:
+            if next_check_at(item, self.options) > now or time.monotonic() >= self.deadline:
                 return None
             grant = take_calls(self.session_factory, self.settings, self.merchant_id, 1)
             if grant.stopped:
@@ -1341,6 +1401,7 @@ class _ManualSync:
                 result = ImportStatus(import_id, "GaveUp")
             self._record_result(pk, result)
             self.imports_full = False
+            self._progressed()
         return None
 
     def start_next(self, cursor: int) -> Step | None:
@@ -1373,6 +1434,7 @@ class _ManualSync:
         except DotdigitalRejected as error:
             return self._fail(f"Dotdigital refused an import: {rejection_reason(error)}")
         self._record_start(batch, import_id)
+        self._progressed()
         return None
 
     def advance(self) -> Step:
@@ -1409,14 +1471,10 @@ class _ManualSync:
             and time.monotonic() < self.deadline
         )
 
-    def _next_poll_in(self, running: list[tuple[int, str, datetime, datetime | None]]) -> float:
+    def _next_poll_in(self, running: list[RunningImport]) -> float:
         if not running:
             return self.options.import_poll_seconds
-        _pk, _id, started_at, checked_at = running[0]
-        due_at = max(started_at, checked_at or started_at) + timedelta(
-            seconds=self.options.import_poll_seconds
-        )
-        return max(0.0, (due_at - utcnow()).total_seconds())
+        return max(0.0, (next_check_at(running[0], self.options) - utcnow()).total_seconds())
 
 
 def advance_job(
@@ -1426,8 +1484,12 @@ def advance_job(
     *,
     options: SyncOptions = DEFAULT_OPTIONS,
     deadline: float | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> Step:
-    """One slice of work on a manual sync: poll its imports and start new ones."""
+    """One slice of work on a manual sync: poll its imports and start new ones.
+
+    ``on_progress`` is called after every import started or finished.
+    """
     owner = _owner()
     if not _claim_job(session_factory, job_id, owner, options):
         return Step(StepState.BUSY, options.import_poll_seconds)
@@ -1458,6 +1520,7 @@ def advance_job(
                 builder=builder,
                 options=options,
                 deadline=deadline or time.monotonic() + options.run_seconds,
+                on_progress=on_progress,
             ).advance()
         finally:
             close_client(client)
@@ -1520,8 +1583,17 @@ def run_manual_sync(
     If a worker is working on the same job at the moment, this follows its progress until the
     job ends instead of competing for it.
     """
+    reported = [0.0]
+
+    def report() -> None:
+        # At most twice a second: each report reads the job.
+        now = time.monotonic()
+        if progress is not None and now - reported[0] >= 0.5:
+            reported[0] = now
+            progress(read_job(session_factory, job_id))
+
     while True:
-        step = advance_job(settings, session_factory, job_id, options=options)
+        step = advance_job(settings, session_factory, job_id, options=options, on_progress=report)
         view = read_job(session_factory, job_id)
         if progress is not None:
             progress(view)

@@ -1,0 +1,187 @@
+"""Integrations → Dotdigital: connect, enable, field mapping, Sync now with progress, status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from tally.admin.web import (
+    Admin,
+    AdminDep,
+    AdminRoute,
+    FormDep,
+    error_page,
+    is_htmx,
+    redirect,
+    render,
+    text,
+)
+from tally.errors import DomainError, FieldProblem
+from tally.integrations.dotdigital import service
+from tally.integrations.dotdigital.fields import DataFieldMapping
+from tally.integrations.dotdigital.orm import SyncJobStatus
+
+router = APIRouter(route_class=AdminRoute)
+
+PAGE = "/admin/integrations/dotdigital"
+MAPPING_LABELS = {
+    "points_balance": "Points balance",
+    "referral_url": "Referral URL",
+    "birthday": "Birthday",
+    "vip_tier": "VIP tier",
+}
+
+
+def _status(admin: Admin) -> service.StatusView:
+    with admin.unit_of_work() as session:
+        return service.status(session, merchant_id=admin.merchant_id, settings=admin.state.settings)
+
+
+def _page(
+    request: Request,
+    admin: Admin,
+    *,
+    error: str | None = None,
+    problems: list[FieldProblem] | None = None,
+    form_name: str = "",
+    values: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    view = _status(admin)
+    running = next((j for j in view.recent_jobs if j.status == SyncJobStatus.RUNNING), None)
+    return render(
+        request,
+        "integrations/dotdigital.html",
+        {
+            "title": "Dotdigital",
+            "nav": "dotdigital",
+            "view": view,
+            "running": running,
+            "mapping_labels": MAPPING_LABELS,
+            "defaults": DataFieldMapping().model_dump(),
+            "error": error,
+            "problems": problems or [],
+            "form_name": form_name,
+            "values": values or {},
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/integrations/dotdigital", include_in_schema=False)
+def dotdigital_page(request: Request, admin: AdminDep) -> Response:
+    """The integration's page: connection, switch, mapping, syncs and failures."""
+    return _page(request, admin)
+
+
+def _refused(
+    request: Request,
+    admin: Admin,
+    error: DomainError,
+    form_name: str,
+    values: dict[str, str] | None = None,
+) -> HTMLResponse:
+    return _page(
+        request,
+        admin,
+        error=error.detail,
+        problems=error.errors,
+        form_name=form_name,
+        values=values,
+        status_code=error.status_code,
+    )
+
+
+@router.post("/integrations/dotdigital/connect", include_in_schema=False)
+def connect(request: Request, admin: AdminDep, form: FormDep) -> Response:
+    """Check the API user's credentials with Dotdigital and save them (password encrypted)."""
+    username = text(form, "username")
+    password = form.get("password")
+    try:
+        service.save_credentials(
+            admin.uow,
+            merchant_id=admin.merchant_id,
+            username=username,
+            password=password if isinstance(password, str) else "",
+            settings=admin.state.settings,
+        )
+    except DomainError as error:
+        return _refused(request, admin, error, "connect", {"username": username})
+    return redirect(f"{PAGE}?done=connected")
+
+
+@router.post("/integrations/dotdigital/enable", include_in_schema=False)
+def enable(request: Request, admin: AdminDep, form: FormDep) -> Response:
+    """Create missing data fields and switch the automatic sync on."""
+    del form
+    try:
+        service.enable(admin.uow, merchant_id=admin.merchant_id, settings=admin.state.settings)
+    except DomainError as error:
+        return _refused(request, admin, error, "enable")
+    return redirect(f"{PAGE}?done=enabled")
+
+
+@router.post("/integrations/dotdigital/disable", include_in_schema=False)
+def disable(request: Request, admin: AdminDep, form: FormDep) -> Response:
+    """Switch the automatic sync off (credentials and mapping stay)."""
+    del form
+    try:
+        with admin.unit_of_work() as session:
+            service.disable(session, merchant_id=admin.merchant_id)
+    except DomainError as error:
+        return _refused(request, admin, error, "enable")
+    return redirect(f"{PAGE}?done=disabled")
+
+
+@router.post("/integrations/dotdigital/disconnect", include_in_schema=False)
+def disconnect(admin: AdminDep, form: FormDep) -> Response:
+    """Forget the credentials and the backlog (history stays)."""
+    del form
+    with admin.unit_of_work() as session:
+        service.disconnect(session, merchant_id=admin.merchant_id)
+    return redirect(f"{PAGE}?done=disconnected")
+
+
+@router.post("/integrations/dotdigital/mapping", include_in_schema=False)
+def save_mapping(request: Request, admin: AdminDep, form: FormDep) -> Response:
+    """Choose which Dotdigital data field each loyalty fact goes to (blank: not synced)."""
+    values = {name: text(form, f"mapping.{name}") for name in MAPPING_LABELS}
+    try:
+        mapping = service.parse_mapping({k: (v or None) for k, v in values.items()})
+        service.update_mapping(
+            admin.uow, merchant_id=admin.merchant_id, mapping=mapping, settings=admin.state.settings
+        )
+    except DomainError as error:
+        return _refused(request, admin, error, "mapping", values)
+    return redirect(f"{PAGE}?done=mapping")
+
+
+@router.post("/integrations/dotdigital/sync", include_in_schema=False)
+def sync_now(request: Request, admin: AdminDep, form: FormDep) -> Response:
+    """Start a manual sync of every customer; the worker runs it and the page follows along."""
+    del form
+    try:
+        with admin.unit_of_work() as session:
+            job = service.start_manual_sync(session, merchant_id=admin.merchant_id)
+            job_id = job.id
+    except DomainError as error:
+        if is_htmx(request):
+            return error_page(request, error.status_code, error.title, error.detail)
+        return _refused(request, admin, error, "sync")
+    if is_htmx(request):
+        return sync_progress(request, admin, job_id)
+    return redirect(f"{PAGE}#sync")
+
+
+@router.get("/integrations/dotdigital/sync/{job_id}", include_in_schema=False)
+def sync_progress(request: Request, admin: AdminDep, job_id: int) -> Response:
+    """A manual sync's progress (the fragment polls itself while the sync runs)."""
+    with admin.unit_of_work() as session:
+        job = service.get_sync_job(session, merchant_id=admin.merchant_id, job_id=job_id)
+        view = service.job_view(session, job)
+    context: dict[str, Any] = {"job": view, "title": "Dotdigital sync", "nav": "dotdigital"}
+    if is_htmx(request):
+        return render(request, "integrations/_sync_progress.html", context)
+    return redirect(f"{PAGE}#sync")

@@ -1,0 +1,101 @@
+"""Import job tables: one row per import (its options, progress and outcome) and its rejected rows.
+
+Also declares the index on ``orders.import_id`` (the column belongs to the program's ``orders``
+table; the imports are what look orders up by it, to revert an import).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tally.db.base import Base, BigId, TenantScoped, utcnow
+from tally.program.orm import Order
+
+
+class ImportKind(StrEnum):
+    """What a file holds."""
+
+    CUSTOMERS = "customers"
+    ORDERS = "orders"
+
+
+class ImportStatus(StrEnum):
+    """Life cycle of an import job.
+
+    ``previewed``: the file was checked, nothing written. ``running``: batches are being written
+    (or the process stopped mid-way: running the same file again resumes it). ``failed``: stopped
+    by an error, or refused because the file has errors; running the same file again resumes
+    it. ``completed``: every row was applied. ``reverted``: its points were taken back.
+    """
+
+    PREVIEWED = "previewed"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REVERTED = "reverted"
+
+
+class ImportJob(TenantScoped, Base):
+    """One import of one file: who started it, with which options, how far it got, what it did."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (Index("ix_import_jobs_file", "merchant_id", "kind", "checksum"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    file_name: Mapped[str] = mapped_column(String(255))
+    # SHA-256 of the file's bytes, hex: the same file resumes the same job.
+    checksum: Mapped[str] = mapped_column(String(64))
+    file_format: Mapped[str] = mapped_column(String(64), default="")
+    headers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # "cli", or "api-key:<id>" for the API key that started it.
+    created_by: Mapped[str] = mapped_column(String(100))
+    total_rows: Mapped[int] = mapped_column(Integer, default=0)
+    new_count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_count: Mapped[int] = mapped_column(Integer, default=0)
+    skipped_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Customers the import created (members from a customer file, guests from an order file).
+    customers_created: Mapped[int] = mapped_column(Integer, default=0)
+    invalid_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    points_issued: Mapped[int] = mapped_column(BigInteger, default=0)
+    emails_queued: Mapped[int] = mapped_column(Integer, default=0)
+    # The first errors found (row, column, value, expected, message), for the report.
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The spreadsheet row number of the last row whose effects are committed (0: none yet).
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    # How many earlier imports of the same file were reverted: part of the ledger keys, so a
+    # file imported again after a revert is credited again.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Moved forward with every committed batch: a running job whose heartbeat is old was
+    # stopped (killed, crashed) and may be resumed.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    reverted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ImportRejectedRow(TenantScoped, Base):
+    """A row left out by an import run with skip-invalid: its values as read, and why."""
+
+    __tablename__ = "import_rejected_rows"
+    __table_args__ = (UniqueConstraint("job_id", "row_number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    row_number: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    record: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+# Reverting an orders import finds its orders by import id.
+ORDERS_IMPORT_INDEX = Index("ix_orders_import_id", Order.import_id)

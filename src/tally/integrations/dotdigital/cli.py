@@ -1,0 +1,315 @@
+"""`tally dotdigital ...`: connect an API user, switch syncing on and off, sync everyone now."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tally.config import Settings
+from tally.db.engine import bind_merchant, make_engine, make_session_factory
+from tally.errors import Conflict, DomainError
+from tally.integrations.dotdigital import service
+from tally.integrations.dotdigital.orm import SyncJob, SyncJobStatus
+from tally.integrations.dotdigital.service import JobView
+from tally.integrations.dotdigital.sync import DEFAULT_OPTIONS, run_manual_sync
+
+dotdigital_app = typer.Typer(
+    help="Dotdigital: connect an API user and sync loyalty data to contacts.",
+    no_args_is_help=True,
+)
+
+MerchantOption = Annotated[
+    int | None,
+    typer.Option("--merchant", "-m", help="Merchant id; may be left out when there is only one."),
+]
+T = TypeVar("T")
+
+
+def _fail(message: str) -> NoReturn:
+    # Imported late: tally.cli imports this module to mount it.
+    from tally.cli import fail
+
+    fail(message)
+
+
+def _print(text: str) -> None:
+    from tally.cli import console
+
+    console.print(text)
+
+
+def _domain_message(error: DomainError) -> str:
+    details = "".join(f"\n  - {e.field}: {e.message}" for e in error.errors)
+    return f"{error.detail}{details}"
+
+
+class _Command:
+    """Settings, one session factory, and the merchant a command works on."""
+
+    def __init__(self, merchant: int | None) -> None:
+        from tally.cli import resolve_merchant
+
+        self.settings = Settings()
+        self.factory: sessionmaker[Session] = make_session_factory(
+            make_engine(self.settings.database_url)
+        )
+        with self.factory() as session:
+            self.merchant_id = resolve_merchant(session, merchant)
+
+    @contextmanager
+    def uow(self) -> Iterator[Session]:
+        """A unit of work bound to the merchant."""
+        session = self.factory()
+        bind_merchant(session, self.merchant_id)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def run(self, action: Callable[[], T]) -> T:
+        """Run an action, turning refusals into an error message and exit code 2."""
+        try:
+            return action()
+        except DomainError as error:
+            _fail(_domain_message(error))
+
+
+def _read_password(password: str | None, password_stdin: bool) -> str:
+    if password is not None and password_stdin:
+        _fail("give --password or --password-stdin, not both")
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if password is not None:
+        return password
+    return str(typer.prompt("API user password", hide_input=True))
+
+
+@dotdigital_app.command("connect")
+def connect(
+    username: Annotated[
+        str, typer.Option("--username", "-u", help="The API user, apiuser-...@apiconnector.com.")
+    ],
+    password: Annotated[
+        str | None,
+        typer.Option(help="The API user's password (prefer --password-stdin: shell history)."),
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    merchant: MerchantOption = None,
+) -> None:
+    """Check an API user with Dotdigital and store it (the password encrypted)."""
+    secret = _read_password(password, password_stdin)
+    command = _Command(merchant)
+    saved = command.run(
+        lambda: service.save_credentials(
+            command.uow,
+            merchant_id=command.merchant_id,
+            username=username,
+            password=secret,
+            settings=command.settings,
+        )
+    )
+    _print(f"connected [bold]{saved.api_username}[/]; API endpoint {saved.api_endpoint}")
+    if not saved.enabled:
+        _print("syncing is off: run `tally dotdigital enable` to create the data fields and start")
+
+
+@dotdigital_app.command("enable")
+def enable(merchant: MerchantOption = None) -> None:
+    """Create the mapped data fields and start syncing changes."""
+    command = _Command(merchant)
+    result = command.run(
+        lambda: service.enable(
+            command.uow, merchant_id=command.merchant_id, settings=command.settings
+        )
+    )
+    if result.created:
+        _print(f"created data fields: {', '.join(result.created)}")
+    if result.existing:
+        _print(f"data fields already there: {', '.join(result.existing)}")
+    _print("[green]syncing is on[/]: changes are sent from now on (`sync --all` sends everyone)")
+
+
+@dotdigital_app.command("disable")
+def disable(merchant: MerchantOption = None) -> None:
+    """Stop syncing; the credentials and mapping are kept."""
+    command = _Command(merchant)
+
+    def work() -> None:
+        with command.uow() as session:
+            service.disable(session, merchant_id=command.merchant_id)
+
+    command.run(work)
+    _print("syncing is off (credentials kept; `tally dotdigital enable` starts it again)")
+
+
+@dotdigital_app.command("disconnect")
+def disconnect(
+    merchant: MerchantOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Forget the API user and the contacts waiting to be sent."""
+    command = _Command(merchant)
+    if not yes and not typer.confirm("Forget the Dotdigital credentials?"):
+        raise typer.Exit(1)
+
+    def work() -> bool:
+        with command.uow() as session:
+            return service.disconnect(session, merchant_id=command.merchant_id)
+
+    if not command.run(work):
+        _fail("Dotdigital is not connected")
+    _print("Dotdigital disconnected: credentials and backlog removed")
+
+
+def _when(value: object) -> str:
+    return value.isoformat(timespec="seconds") if hasattr(value, "isoformat") else "-"
+
+
+@dotdigital_app.command("status")
+def show_status(merchant: MerchantOption = None) -> None:
+    """Show the connection, backlog, recent failures and manual syncs."""
+    command = _Command(merchant)
+    with command.uow() as session:
+        view = service.status(session, merchant_id=command.merchant_id, settings=command.settings)
+    if not view.connected:
+        _print("Dotdigital: [bold]not connected[/] (`tally dotdigital connect`)")
+    else:
+        state = "[green]on[/]" if view.enabled else "[yellow]off[/]"
+        _print(f"Dotdigital: connected as [bold]{view.api_username}[/], syncing {state}")
+        _print(f"  API endpoint:      {view.api_endpoint}")
+        _print(f"  call budget:       {view.calls_per_minute} calls per minute")
+        _print(f"  last sync:         {_when(view.last_successful_sync_at)}")
+        _print(f"  waiting contacts:  {view.backlog} ({view.backlog_retrying} being retried)")
+        mapped = ", ".join(f"{k} -> {v}" for k, v in view.mapping.items() if v) or "nothing"
+        _print(f"  fields:            {mapped}")
+        if view.paused_until is not None:
+            _print(f"  paused until:      {_when(view.paused_until)}")
+        if view.last_error:
+            _print(f"  last error:        {view.last_error} ({_when(view.last_error_at)})")
+        for conflict in (view.field_check or {}).get("conflicts", []):
+            _print(f"  [red]field conflict[/]:    {conflict.get('message')}")
+    if view.recent_failures:
+        table = Table("when", "customer", "email", "code", "reason", title="refused contacts")
+        for f in view.recent_failures:
+            table.add_row(
+                _when(f.failed_at), str(f.customer_id or "-"), f.email or "-", f.code, f.reason
+            )
+        _print_table(table)
+    if view.recent_jobs:
+        table = Table(
+            "job", "status", "total", "sent", "created", "updated", "failed", "started", "finished"
+        )
+        for j in view.recent_jobs:
+            table.add_row(
+                str(j.id),
+                j.status,
+                str(j.total),
+                str(j.sent),
+                str(j.created),
+                str(j.updated),
+                str(j.failed),
+                _when(j.started_at),
+                _when(j.finished_at),
+            )
+        _print_table(table)
+
+
+def _print_table(table: Table) -> None:
+    from tally.cli import console
+
+    console.print(table)
+
+
+def _running_job(command: _Command) -> int | None:
+    with command.uow() as session:
+        return session.scalar(
+            select(SyncJob.id).where(
+                SyncJob.merchant_id == command.merchant_id,
+                SyncJob.status == SyncJobStatus.RUNNING,
+            )
+        )
+
+
+@dotdigital_app.command("sync")
+def sync(
+    all_customers: Annotated[
+        bool, typer.Option("--all", help="Send every customer (a manual sync).")
+    ] = False,
+    background: Annotated[
+        bool, typer.Option(help="Only queue the sync for the worker; do not wait.")
+    ] = False,
+    merchant: MerchantOption = None,
+) -> None:
+    """Send every customer's loyalty data now, with a progress bar (resumes a running sync)."""
+    if not all_customers:
+        _fail("say --all to send every customer (changes are synced automatically)")
+    command = _Command(merchant)
+
+    def start() -> int:
+        with command.uow() as session:
+            return service.start_manual_sync(session, merchant_id=command.merchant_id).id
+
+    job_id = _running_job(command)
+    if job_id is None:
+        job_id = command.run(start)
+    else:
+        _print(f"resuming manual sync {job_id}")
+    if background:
+        _print(f"manual sync {job_id} queued; the worker runs it (see `tally dotdigital status`)")
+        return
+    final = _run_with_progress(command, job_id)
+    _print(
+        f"manual sync {final.id} {final.status}: {final.total} customers, sent {final.sent}, "
+        f"created {final.created}, updated {final.updated}, failed {final.failed} "
+        f"({final.imports} import{'' if final.imports == 1 else 's'})"
+    )
+    if final.status != SyncJobStatus.FINISHED:
+        _fail(final.last_error or "the sync did not finish")
+    if final.failed:
+        _print("refused contacts are listed by `tally dotdigital status`")
+
+
+def _run_with_progress(command: _Command, job_id: int) -> JobView:
+    from tally.cli import console
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("syncing", total=None)
+
+        def report(view: JobView) -> None:
+            progress.update(
+                task,
+                total=max(view.total, view.sent) or None,
+                completed=view.processed,
+                description=f"sent {view.sent}, {view.imports_running} imports running",
+            )
+
+        try:
+            return run_manual_sync(
+                command.settings,
+                command.factory,
+                job_id,
+                options=DEFAULT_OPTIONS,
+                progress=report,
+            )
+        except Conflict as error:
+            _fail(_domain_message(error))
