@@ -66,10 +66,13 @@ def _apply_tenant_filter(state: ORMExecuteState) -> None:
     if merchant_id is None:
         return
     if state.is_select or state.is_update or state.is_delete:
+        # `merchant_id + 0` keeps the guard out of index selection: it is a safety net on top of
+        # the filters services write themselves, and as an indexable term it led SQLite (which
+        # has no statistics) to scan a merchant's whole table instead of using a better index.
         state.statement = state.statement.options(
             with_loader_criteria(
                 TenantScoped,
-                lambda cls: cls.merchant_id == merchant_id,
+                lambda cls: cls.merchant_id + 0 == merchant_id,
                 include_aliases=True,
             )
         )
