@@ -31,10 +31,12 @@ app.add_typer(ledger_app, name="ledger")
 
 def _add_domain_commands() -> None:
     # Imported here: the domain CLIs import this module for its helpers.
+    from tally.imports.cli import import_app
     from tally.integrations.dotdigital.cli import dotdigital_app
     from tally.notifications.cli import mail_app
 
     app.add_typer(mail_app, name="mail")
+    app.add_typer(import_app, name="import")
     integrations_app = typer.Typer(help="Connections to other tools.", no_args_is_help=True)
     integrations_app.add_typer(dotdigital_app, name="dotdigital")
     app.add_typer(integrations_app, name="integrations")

@@ -201,6 +201,34 @@ CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int | str]] = 
         {"username": "apiuser-demo@apiconnector.com", "password": "wrong"},
         422,
     ),
+    # Imports: B's import job is out of reach; A's own lists are empty.
+    ("GET", "/api/v1/imports/templates/{kind}"): (
+        "get",
+        "/api/v1/imports/templates/customers",
+        None,
+        200,
+    ),
+    ("GET", "/api/v1/imports"): ("get", "/api/v1/imports", None, 200),
+    ("GET", "/api/v1/imports/{job_id}"): ("get", "/api/v1/imports/{import_job}", None, 404),
+    ("GET", "/api/v1/imports/{job_id}/rejected.csv"): (
+        "get",
+        "/api/v1/imports/{import_job}/rejected.csv",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/imports/{job_id}/revert"): (
+        "post",
+        "/api/v1/imports/{import_job}/revert",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/imports/{kind}/preview"): (
+        "upload_import",
+        "/api/v1/imports/customers/preview",
+        None,
+        200,
+    ),
+    ("POST", "/api/v1/imports/{kind}"): ("upload_import", "/api/v1/imports/customers", None, 201),
     # Creating: A's own customer or order with the same email or order id, separate from B's.
     ("POST", "/api/v1/orders"): (
         "post",
@@ -300,26 +328,43 @@ def test_merchant_a_cannot_touch_merchant_b(
     with EmulatorServer(EmulatorConfig()) as emulator:
         settings.dotdigital_base_url = emulator.base_url
         job = _connect_victim(client, b.headers)
+        import_job = _import_for_victim(client, b.headers)
         before = _b_state(session_factory, b.id)
-        _attack(client, a.headers, victim, job)
+        _attack(client, a.headers, victim, job, import_job)
     assert _b_state(session_factory, b.id) == before
     assert client.get(f"/api/v1/customers/{victim}", headers=b.headers).status_code == 200
 
 
 NOT_CONNECTED = 409
+LIST_ROUTES = {"/api/v1/customers", "/api/v1/rewards", "/api/v1/imports"}
 
 
-def _attack(client: TestClient, headers: dict[str, str], victim: int, job: int) -> None:
+IMPORT_FILE = b"email,points\nvictim@example.com,10\nnew@example.com,5\n"
+
+
+def _import_for_victim(client: TestClient, headers: dict[str, str]) -> int:
+    files = {"file": ("customers.csv", IMPORT_FILE, "text/csv")}
+    r = client.post("/api/v1/imports/customers", files=files, headers=headers)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def _attack(
+    client: TestClient, headers: dict[str, str], victim: int, job: int, import_job: int
+) -> None:
     for (method, path), (verb, url, payload, expected) in CROSS_TENANT_REQUESTS.items():
-        url = url.format(cid=victim, job=job)
+        url = url.format(cid=victim, job=job, import_job=import_job)
         if expected == "{not_connected}":
             expected = NOT_CONNECTED
-        if verb == "upload":
+        if verb == "upload_import":
+            files = {"file": ("other.csv", b"email,points\nsomeone@a.example,3\n", "text/csv")}
+            r = client.post(url, files=files, headers=headers)
+        elif verb == "upload":
             r = client.post(url, files={"file": ("codes.csv", b"code\nSTEAL1\n")}, headers=headers)
         else:
             r = client.request(verb, url, json=_fill(payload, victim), headers=headers)
         assert r.status_code == expected, (method, path, r.text)
-        if expected == 200 and method == "GET" and path in {"/api/v1/customers", "/api/v1/rewards"}:
+        if expected == 200 and method == "GET" and path in LIST_ROUTES:
             body = r.json()
             items = body["items"] if isinstance(body, dict) else body
             assert items == [], (path, items)

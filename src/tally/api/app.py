@@ -16,6 +16,7 @@ from tally.api import customers, problems, program, rewards
 from tally.api.deps import AppState
 from tally.config import Settings, WorkerMode
 from tally.db.engine import make_engine, make_session_factory
+from tally.imports import api as imports_api
 from tally.integrations.dotdigital import api as dotdigital_api
 from tally.notifications import api as notifications_api
 from tally.outbox.registry import load_plugins
@@ -57,6 +58,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(notifications_api.router)
     app.include_router(notifications_api.public_router)
     app.include_router(dotdigital_api.router)
+    app.include_router(imports_api.router)
     app.include_router(admin_router)
     app.include_router(program.public_router)
 

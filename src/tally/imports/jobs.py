@@ -14,10 +14,12 @@ a handler listens for them. Values are converted once to what the driver stores 
 timestamps as text and ``Numeric`` as floats, as SQLAlchemy does), so the rows read back
 exactly like rows written through the ORM.
 
-Orders follow ``tally.program.service.record_order`` exactly, including VIP tiers moving (and
-changing the multiplier) order by order, tier entry rewards, and referrals (customers with a
-pending referral go through ``record_order`` itself); ``ENGINE_RECORD_ORDER`` sends every order
-through ``record_order``, which is how the tests check that both give the same balances.
+Orders earn exactly what ``tally.program.service.record_order`` gives them (without per-period
+limits), VIP tiers moving order by order in file order (changing the multiplier of the next
+order) with their entry rewards; ``ENGINE_RECORD_ORDER`` sends every order through
+``record_order`` instead, which is how the tests check that both give the same balances. Two
+things ``record_order`` does are left out on purpose: imported (historical) orders queue no
+"points earned" or "tier earned" emails, and they do not complete pending referrals.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from decimal import ROUND_FLOOR, Context, Decimal, Inexact
 from enum import StrEnum
 from typing import IO, Any, Final
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -55,10 +57,10 @@ from tally.outbox.events import (
     VipTierChanged,
 )
 from tally.outbox.registry import default_registry
-from tally.outbox.service import emit_many
 from tally.program import earning, tiers
 from tally.program import service as program_service
-from tally.program.orm import Order, Referral
+from tally.program.orm import Order
+from tally.program.service import PAID_STATUSES
 from tally.program.settings import OrderPointsMode, Tier, VipMetric
 
 IN_CHUNK = 5000
@@ -289,6 +291,12 @@ class Bulk:
             return text
         return date.fromisoformat(text)
 
+    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """``column IN (...)`` for these values: the SQL and its parameters."""
+        if self.postgres:
+            return f"{column} = ANY(%s)", (list(values),)
+        return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
+
     def money(self, value: Decimal | None) -> Any:
         """An amount as a ``Numeric`` column stores it (SQLAlchemy binds floats on SQLite)."""
         if value is None or self.postgres:
@@ -304,6 +312,14 @@ class Bulk:
     def json(self, value: Any) -> Any:
         """A value for a JSON column."""
         return None if value is None else self._json(value)
+
+    def json_text(self, text: str) -> Any:
+        """JSON already serialised, for a JSON column."""
+        if self.postgres:
+            from psycopg.types.json import Json
+
+            return Json(text, dumps=_as_is)
+        return text
 
     def allocate_ids(self, table: str, count: int) -> list[int]:
         """``count`` fresh primary keys for ``table``.
@@ -367,10 +383,9 @@ class Bulk:
         ).all()
         return {int(row[0]) for row in rows}
 
-    def set_cache(self, kibibytes: int) -> None:
-        """SQLite: the page cache of this connection (a batch's index pages stay in memory)."""
-        if not self.postgres:
-            self.connection.exec_driver_sql(f"PRAGMA cache_size=-{int(kibibytes)}")
+
+def _as_is(text: Any) -> str:
+    return str(text)
 
 
 def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -382,6 +397,70 @@ def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
 def listened(event_type: str) -> bool:
     """Whether any outbox handler receives this type of event (else building them is waste)."""
     return bool(default_registry.handler_names(event_type))
+
+
+EventRow = tuple[str, int, str]
+"""An event as the outbox stores it: type, merchant id, payload as JSON text."""
+
+
+def event_row(event: DomainEvent) -> EventRow:
+    """Any event as an outbox row (``emit``'s payload: the event's fields as JSON)."""
+    return (event.event_type, event.merchant_id, json.dumps(event.payload()))
+
+
+def enrolled_row(merchant_id: int, customer_id: int) -> EventRow:
+    """``CustomerEnrolled`` as an outbox row, its JSON written directly (imports make many)."""
+    payload = f'{{"merchant_id": {merchant_id}, "customer_id": {customer_id}}}'
+    return (CustomerEnrolled.event_type, merchant_id, payload)
+
+
+def balance_row(
+    merchant_id: int, customer_id: int, entry_id: int, points: int, kind: str, balance: int
+) -> EventRow:
+    """``PointsBalanceChanged`` as an outbox row, its JSON written directly."""
+    payload = (
+        f'{{"merchant_id": {merchant_id}, "customer_id": {customer_id}, '
+        f'"entry_id": {entry_id}, "points": {points}, "kind": "{kind}", "balance": {balance}}}'
+    )
+    return (PointsBalanceChanged.event_type, merchant_id, payload)
+
+
+def tier_row(merchant_id: int, customer_id: int, old: str | None, new: str | None) -> EventRow:
+    """``VipTierChanged`` as an outbox row, its JSON written directly."""
+    payload = json.dumps(
+        {"merchant_id": merchant_id, "customer_id": customer_id, "old_tier": old, "new_tier": new}
+    )
+    return (VipTierChanged.event_type, merchant_id, payload)
+
+
+_OUTBOX_COLUMNS = (
+    "merchant_id",
+    "event_type",
+    "handler",
+    "payload",
+    "status",
+    "attempts",
+    "available_at",
+    "created_at",
+)
+
+
+def write_events(bulk: Bulk, events: Sequence[EventRow], now: datetime) -> None:
+    """One outbox row per event and subscribed handler, as ``emit_many`` writes them."""
+    if not events:
+        return
+    stamp = bulk.timestamp(now)
+    handlers: dict[str, list[str]] = {}
+    rows = []
+    for event_type, merchant_id, payload in events:
+        names = handlers.get(event_type)
+        if names is None:
+            names = handlers[event_type] = default_registry.handler_names(event_type)
+        value = bulk.json_text(payload)
+        rows += [
+            (merchant_id, event_type, name, value, "pending", 0, stamp, stamp) for name in names
+        ]
+    bulk.insert("outbox_messages", _OUTBOX_COLUMNS, rows)
 
 
 _CODE_TABLE = bytes(
@@ -530,7 +609,7 @@ def move_balances(bulk: Bulk, amounts: dict[int, int], now: datetime) -> None:
     bulk.execute_many(
         "UPDATE customers SET points_balance = points_balance + ?, last_activity_at = ? "
         "WHERE id = ?",
-        [(amount, stamp, customer_id) for customer_id, amount in amounts.items() if amount],
+        [(amount, stamp, cid) for cid, amount in sorted(amounts.items()) if amount],
     )
 
 
@@ -723,7 +802,7 @@ def order_customers(
                 f"WHERE merchant_id = ? AND email IN ({marks})"
             )
             params = (merchant_id, *part)
-        for cid, email, tier, state, balance in connection.exec_driver_sql(sql, params):
+        for cid, email, tier, state, balance in connection.exec_driver_sql(sql, params).all():
             found[email] = Existing(cid, email, None, None, None, None, tier, state, balance)
     return found
 
@@ -831,7 +910,9 @@ def write_customers(
     stamp = bulk.timestamp(now)
     day = bulk.day_text
     created: dict[int, int] = {}  # position in rows -> customer id
-    pending = list(range(len(rows)))
+    # In email order, so the batch goes into the email index (and, with ids given in that
+    # order, into every index by customer) in one sweep rather than at random.
+    pending = sorted(range(len(rows)), key=lambda position: rows[position][C_EMAIL])
     for _attempt in range(4):
         ids = bulk.allocate_ids("customers", len(pending))
         # Sorted, the batch's codes go into the referral code index in one sweep.
@@ -934,31 +1015,18 @@ def write_customers(
     result.new = len(created)
     result.points = sum(entry[3] for entry in entries)
 
-    events: list[DomainEvent] = []
+    # A customer the import creates is announced once, by CustomerEnrolled: handlers read the
+    # customer (balance included) when they run, so a PointsBalanceChanged for the opening
+    # balance would only double the outbox. Balances of existing customers that move do get
+    # their PointsBalanceChanged.
+    events: list[EventRow] = []
     if listened(CustomerEnrolled.event_type):
-        events += [
-            CustomerEnrolled(merchant_id=merchant_id, customer_id=cid) for cid in created.values()
-        ]
-    if listened(PointsBalanceChanged.event_type):
-        balances: dict[int, int] = defaultdict(int)
-        for entry in entries:
-            balances[entry[2]] += entry[3]
-            events.append(
-                PointsBalanceChanged(
-                    merchant_id=merchant_id,
-                    customer_id=entry[2],
-                    entry_id=entry[0],
-                    points=entry[3],
-                    kind=entry[4],
-                    balance=balances[entry[2]],
-                )
-            )
+        events += [enrolled_row(merchant_id, cid) for cid in created.values()]
 
     leftover = [rows[p] for p in range(len(rows)) if p not in created]
     if leftover:
         _update_existing(session, bulk, run, leftover, labels, result, events)
-    if events:
-        emit_many(session, events)
+    write_events(bulk, events, now)
     if bonus and created:
         welcomed = {cid: bonus + int(rows[p][C_POINTS] or 0) for p, cid in created.items()}
         result.emails += _welcome(session, run, welcomed)
@@ -972,7 +1040,7 @@ def _update_existing(
     rows: Sequence[Sequence[Any]],
     labels: dict[str, str],
     result: CustomerBatchResult,
-    events: list[DomainEvent],
+    events: list[EventRow],
 ) -> None:
     now = run.now
     existing = load_existing(session, run, [row[C_EMAIL] for row in rows])
@@ -1024,13 +1092,13 @@ def _update_existing(
         for entry_id, spec in written:
             balances[spec.customer_id] += spec.points
             events.append(
-                PointsBalanceChanged(
-                    merchant_id=run.merchant_id,
-                    customer_id=spec.customer_id,
-                    entry_id=entry_id,
-                    points=spec.points,
-                    kind=spec.kind,
-                    balance=balances[spec.customer_id],
+                balance_row(
+                    run.merchant_id,
+                    spec.customer_id,
+                    entry_id,
+                    spec.points,
+                    str(spec.kind),
+                    balances[spec.customer_id],
                 )
             )
     result.points += sum(amounts.values())
@@ -1065,7 +1133,7 @@ def _write_profiles(
     bulk: Bulk,
     run: CustomerRun,
     updates: Sequence[tuple[Existing, dict[str, Any]]],
-    events: list[DomainEvent],
+    events: list[EventRow],
 ) -> None:
     stamp = bulk.timestamp(run.now)
     # One statement for every row: COALESCE keeps what a row does not change.
@@ -1089,21 +1157,25 @@ def _write_profiles(
         profile = tuple(name for name in values if name not in {"vip_tier", "state"})
         if profile:
             events.append(
-                CustomerUpdated(
-                    merchant_id=run.merchant_id, customer_id=customer.id, fields=profile
+                event_row(
+                    CustomerUpdated(
+                        merchant_id=run.merchant_id, customer_id=customer.id, fields=profile
+                    )
                 )
             )
         if "vip_tier" in values:
             events.append(
-                VipTierChanged(
-                    merchant_id=run.merchant_id,
-                    customer_id=customer.id,
-                    old_tier=customer.vip_tier,
-                    new_tier=values["vip_tier"],
+                event_row(
+                    VipTierChanged(
+                        merchant_id=run.merchant_id,
+                        customer_id=customer.id,
+                        old_tier=customer.vip_tier,
+                        new_tier=values["vip_tier"],
+                    )
                 )
             )
         if "state" in values:
-            events.append(CustomerEnrolled(merchant_id=run.merchant_id, customer_id=customer.id))
+            events.append(enrolled_row(run.merchant_id, customer.id))
     bulk.execute_many(
         "UPDATE customers SET first_name = COALESCE(?, first_name), "
         "last_name = COALESCE(?, last_name), birthday = COALESCE(?, birthday), "
@@ -1221,7 +1293,6 @@ class OrderPlan:
     """
 
     orders: list[tuple[Sequence[Any], int, Decimal | None, Decimal]] = field(default_factory=list)
-    slow: list[Sequence[Any]] = field(default_factory=list)
     skipped: int = 0
     new_guests: list[str] = field(default_factory=list)
     customers: dict[str, Existing] = field(default_factory=dict)
@@ -1242,6 +1313,7 @@ class OrderPlanner:
         self.rule = settings.place_order
         self.vip = settings.vip
         self.tiers = {tier.id: tier for tier in self.vip.tiers}
+        self.ascending = sorted(self.vip.tiers, key=lambda tier: tier.threshold)
         self.window_start = tiers.window_start(run.now, run.program.zone, self.vip.window)
         self.window_text = utc_text(self.window_start) if self.window_start else None
         self.expires_at = program_service.credit_expiry(run.program, run.now)
@@ -1272,37 +1344,17 @@ class OrderPlanner:
             ):
                 plan.new_guests.append(email)
 
-        slow_ids = self._pending_referrals(session, plan.customers)
         if self.vip.enabled:
             plan.states = self._states(session, plan.customers, emails, carry)
         states = plan.states
-        customers = plan.customers
-        for row in fresh:
-            if slow_ids:
-                customer = customers.get(row[O_EMAIL])
-                if customer is not None and customer.id in slow_ids:
-                    plan.slow.append(row)
-                    continue
-            state = states.get(row[O_EMAIL]) if states else None
-            plan.orders.append(self._count(row, state))
+        count = self._count
+        if states:
+            plan.orders = [count(row, states[row[O_EMAIL]]) for row in fresh]
+        else:
+            plan.orders = [count(row, None) for row in fresh]
         if carry is not None:
             carry.update(plan.states)
         return plan
-
-    def _pending_referrals(self, session: Session, customers: dict[str, Existing]) -> set[int]:
-        if not self.run.program.settings.referral.enabled or not customers:
-            return set()
-        ids = [customer.id for customer in customers.values()]
-        pending: set[int] = set()
-        for part in chunks(ids):
-            pending.update(
-                session.scalars(
-                    select(Referral.friend_id).where(
-                        Referral.friend_id.in_(part), Referral.status == "pending"
-                    )
-                )
-            )
-        return pending
 
     def _states(
         self,
@@ -1332,28 +1384,38 @@ class OrderPlanner:
         return states
 
     def _values(self, session: Session, ids: Sequence[int]) -> dict[int, Decimal]:
-        """``program_service.tier_value`` of many customers at once."""
+        """``program_service.tier_value`` of many customers at once (read the same way)."""
+        bulk = Bulk(session)
         found: dict[int, Decimal] = {}
         start = self.window_start
+        amount = self.vip.metric == VipMetric.AMOUNT_SPENT
         for part in chunks(list(ids)):
-            stmt: Select[Any, Any]
-            if self.vip.metric == VipMetric.AMOUNT_SPENT:
-                stmt = select(
-                    Order.customer_id, func.sum(Order.total - Order.refunded_amount)
-                ).where(
-                    Order.customer_id.in_(part),
-                    Order.status.in_(program_service.PAID_STATUSES),
+            where, params = bulk.in_list("customer_id", part)
+            if amount:
+                statuses = ", ".join(f"'{status}'" for status in sorted(PAID_STATUSES))
+                sql = (
+                    "SELECT customer_id, SUM(total - refunded_amount) FROM orders "
+                    f"WHERE {where} AND status IN ({statuses})"
                 )
                 if start is not None:
-                    stmt = stmt.where(Order.placed_at >= start)
+                    sql += f" AND placed_at >= {bulk.mark}"
             else:
-                stmt = select(LedgerEntry.customer_id, func.sum(LedgerEntry.points)).where(
-                    LedgerEntry.customer_id.in_(part), LedgerEntry.kind == EntryKind.EARN
-                )
+                sql = f"SELECT customer_id, SUM(points) FROM ledger_entries WHERE {where} "
+                sql += "AND kind = 'earn'"
                 if start is not None:
-                    stmt = stmt.where(LedgerEntry.created_at >= start)
-            for customer_id, total in session.execute(stmt.group_by(stmt.selected_columns[0])):
-                found[customer_id] = Decimal(str(total or 0))
+                    sql += f" AND created_at >= {bulk.mark}"
+            if start is not None:
+                params = (*params, bulk.timestamp(start))
+            for customer_id, total in bulk.connection.exec_driver_sql(
+                sql + " GROUP BY customer_id", params
+            ).all():
+                if not amount:
+                    found[customer_id] = Decimal(int(total or 0))
+                elif isinstance(total, float):
+                    # As SQLAlchemy reads a Numeric(18, 4) that SQLite summed as a float.
+                    found[customer_id] = Decimal(f"{total:.4f}")
+                else:
+                    found[customer_id] = Decimal(str(total or 0))
         return found
 
     def _rewarded(self, session: Session, ids: Sequence[int]) -> dict[int, set[str]]:
@@ -1362,13 +1424,15 @@ class OrderPlanner:
         found: dict[int, set[str]] = defaultdict(set)
         if not rewarding or not ids:
             return found
+        bulk = Bulk(session)
+        rules = ", ".join(f"'tier:{tier_id}'" for tier_id in rewarding)
         for part in chunks(list(ids)):
-            rows = session.execute(
-                select(LedgerEntry.customer_id, LedgerEntry.idempotency_key).where(
-                    LedgerEntry.customer_id.in_(part),
-                    LedgerEntry.rule_id.in_([f"tier:{tier_id}" for tier_id in rewarding]),
-                )
-            )
+            where, params = bulk.in_list("customer_id", part)
+            rows = bulk.connection.exec_driver_sql(
+                "SELECT customer_id, idempotency_key FROM ledger_entries "
+                f"WHERE {where} AND rule_id IN ({rules})",
+                params,
+            ).all()
             for customer_id, key in rows:
                 prefix = f"tier-entry:{customer_id}:"
                 if key.startswith(prefix):
@@ -1447,7 +1511,13 @@ class OrderPlanner:
     def _settle(self, state: TierState) -> None:
         """``recompute_tier``, including the entry rewards (which count for a points metric)."""
         while True:
-            new_tier = tiers.select_tier(self.vip.tiers, state.value)
+            new_tier = None
+            for tier in self.ascending:  # tiers.select_tier, without its sort for every order
+                if tier.threshold > state.value:
+                    break
+                new_tier = tier
+            if (new_tier.id if new_tier is not None else None) == state.tier:
+                return
             change = tiers.tier_change(self.vip.tiers, state.tier, new_tier)
             if change is None:
                 return
@@ -1530,6 +1600,8 @@ def write_orders(
     expires_at = bulk.timestamp(planner.expires_at)
     money = bulk.money_text
     placed = bulk.timestamp_text
+    # Written in customer order: the indexes by customer are then filled in one sweep.
+    plan.orders.sort(key=lambda order: ids[order[0][O_EMAIL]])
     order_ids = bulk.allocate_ids("orders", len(plan.orders))
     order_rows = []
     earned: list[tuple[int, int, str, Decimal | None, Decimal]] = []
@@ -1594,7 +1666,7 @@ def write_orders(
     ]
     bulk.insert("ledger_entries", ENTRY_COLUMNS, entries)
 
-    events: list[DomainEvent] = []
+    events: list[EventRow] = []
     rewards = _write_tier_changes(bulk, run, planner, plan, ids, events)
     amounts: dict[int, int] = defaultdict(int)
     last_entry: dict[int, int] = {}
@@ -1609,25 +1681,17 @@ def write_orders(
         before = {customer.id: customer.points_balance for customer in plan.customers.values()}
         # One event per customer and batch: receivers read the balance when they send.
         events += [
-            PointsBalanceChanged(
-                merchant_id=merchant_id,
-                customer_id=customer_id,
-                entry_id=last_entry[customer_id],
-                points=amount,
-                kind=EntryKind.EARN,
-                balance=before.get(customer_id, 0) + amount,
+            balance_row(
+                merchant_id,
+                customer_id,
+                last_entry[customer_id],
+                amount,
+                "earn",
+                before.get(customer_id, 0) + amount,
             )
             for customer_id, amount in amounts.items()
         ]
-    if events:
-        emit_many(session, events)
-
-    if plan.slow:
-        slow = record_each(session, run, plan.slow)
-        result.new += slow.new
-        result.skipped += slow.skipped
-        result.guests += slow.guests
-        result.points += slow.points
+    write_events(bulk, events, now)
     return result
 
 
@@ -1643,12 +1707,13 @@ def _write_tier_changes(
     planner: OrderPlanner,
     plan: OrderPlan,
     ids: dict[str, int],
-    events: list[DomainEvent],
+    events: list[EventRow],
 ) -> list[tuple[int, EntrySpec]]:
     """Tier moves as ``recompute_tier`` records them, and the entry rewards they earned."""
     merchant_id = run.merchant_id
     stamp = bulk.timestamp(run.now)
     change_rows = []
+    tier_events = listened(VipTierChanged.event_type)
     current: dict[int, str | None] = {}
     rewards: list[EntrySpec] = []
     for email, state in plan.states.items():
@@ -1658,11 +1723,8 @@ def _write_tier_changes(
         current[customer_id] = state.tier
         for old, new, value in state.changes:
             change_rows.append((merchant_id, customer_id, old, new, bulk.money(value), stamp))
-            events.append(
-                VipTierChanged(
-                    merchant_id=merchant_id, customer_id=customer_id, old_tier=old, new_tier=new
-                )
-            )
+            if tier_events:
+                events.append(tier_row(merchant_id, customer_id, old, new))
         rewards += [
             EntrySpec(
                 customer_id=customer_id,

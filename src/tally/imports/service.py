@@ -32,7 +32,9 @@ Decisions worth knowing:
   order without a refunded amount earns nothing, since what was kept is unknown), an order id
   already known is skipped, unknown emails become guests, and VIP tiers move with the orders'
   original dates as they are counted. ``points_issued`` counts the orders' points (tier entry
-  rewards they trigger come on top).
+  rewards they trigger come on top). Historical orders queue no "points earned" or "tier
+  earned" emails and complete no pending referral (the referral's qualifying order is a new
+  one); the only emails are the optional claim invitations to guests who received points.
 - **Revert** is all or nothing: it writes a reversing entry for every credit the import made
   (import entries and create-account points; the points of the imported orders), or refuses,
   naming every customer whose balance is now lower than what is to be taken back (the points
@@ -53,7 +55,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, func, insert, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.customers.orm import Customer, CustomerState
@@ -76,8 +78,7 @@ from tally.imports.orders_csv import OrderCsvReader, OrderRow
 from tally.imports.orm import ImportJob, ImportKind, ImportRejectedRow, ImportStatus
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
-from tally.outbox.events import DomainEvent, PointsBalanceChanged
-from tally.outbox.service import emit_many
+from tally.outbox.events import PointsBalanceChanged
 from tally.program import service as program_service
 from tally.program.orm import Order
 
@@ -106,8 +107,8 @@ STALE_AFTER = timedelta(minutes=2)
 """A running job without progress for this long was stopped, and may be resumed."""
 MAX_REPORTED_ERRORS = 100
 """Errors kept in a job's report (all are counted)."""
-SQLITE_CACHE_KIB = 64 * 1024
-"""SQLite page cache while a batch is written: the batch's index pages stay in memory."""
+SQLITE_CHECKPOINT_PAGES = 10_000
+"""SQLite WAL pages between automatic checkpoints while an import writes (default 1,000)."""
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called with a phase ("checking", "importing"), rows done and rows in all (an estimate)."""
@@ -368,7 +369,8 @@ class _Context:
         """The customer-batch context."""
         options = self.options
         assert isinstance(options, CustomerImportOptions)
-        prefix = f"import:{self.checksum}"
+        # 20 hex digits (80 bits) of the checksum tell files apart; the job keeps all 64.
+        prefix = f"import:{self.checksum[:20]}"
         if self.generation:
             prefix += f":g{self.generation}"
         return jobs.CustomerRun(
@@ -577,7 +579,7 @@ def _first_pass(
                             carry=carry if planner.vip.enabled else None,
                             guests_seen=guests_seen,
                         )
-                    check.new += len(plan.orders) + len(plan.slow)
+                    check.new += len(plan.orders)
                     check.skipped += plan.skipped
                     check.customers_created += len(plan.new_guests)
                     check.points += plan.points
@@ -601,6 +603,8 @@ def _first_pass(
         reader.close()
         if raw is not None:
             raw.close()
+    if progress is not None:
+        progress("checking", done, done)
     return check
 
 
@@ -966,50 +970,85 @@ def _second_pass(
     customer_run = context.customer_run() if context.kind is ImportKind.CUSTOMERS else None
     order_run = context.order_run() if context.kind is ImportKind.ORDERS else None
     planner = jobs.OrderPlanner(order_run) if order_run is not None else None
-    for committed, (plain_rows, plain_rejected, last_row) in enumerate(spool.read(), start=1):
-        rejected = [jobs.rejected_row(item) for item in plain_rejected]
-        with unit_of_work(factory, merchant_id=context.merchant_id) as session:
-            bulk = jobs.Bulk(session)
-            bulk.set_cache(SQLITE_CACHE_KIB)
-            counts: dict[str, int] = defaultdict(int)
-            if customer_run is not None:
-                written = jobs.write_customers(session, customer_run, plain_rows, context.labels)
-                counts.update(
-                    new=written.new,
-                    customers_created=written.new,
-                    updated=written.updated,
-                    skipped=written.skipped,
-                    points=written.points,
-                    emails=written.emails,
-                )
-                rejected = sorted([*rejected, *written.rejected], key=lambda item: item.row)
-            else:
-                assert order_run is not None
-                assert planner is not None
-                result = jobs.write_orders(session, order_run, planner, plain_rows)
-                counts.update(
-                    new=result.new,
-                    customers_created=result.guests,
-                    skipped=result.skipped,
-                    points=result.points,
-                )
-            _store_rejected(session, context, rejected)
-            job = session.get_one(ImportJob, context.job_id)
-            job.new_count += counts["new"]
-            job.updated_count += counts["updated"]
-            job.skipped_count += counts["skipped"]
-            job.customers_created += counts["customers_created"]
-            job.points_issued += counts["points"]
-            job.emails_queued += counts["emails"]
-            _add_errors(job, rejected)
-            job.cursor = max(job.cursor, last_row)
-            job.heartbeat_at = utcnow()
-            bulk.set_cache(2000)
-        done += len(plain_rows) + len(plain_rejected)
-        if progress is not None:
-            progress("importing", done, max(total, done))
-        if after_batch is not None:
-            after_batch(committed)
+    bind = factory.kw.get("bind")
+    assert isinstance(bind, Engine)
+    # One connection for every batch: on SQLite it carries fewer, larger WAL checkpoints.
+    with bind.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _set_checkpoints(connection, SQLITE_CHECKPOINT_PAGES)
+        try:
+            pinned = sessionmaker(bind=connection, expire_on_commit=False)
+            for committed, batch in enumerate(spool.read(), start=1):
+                done += _apply_batch(pinned, context, batch, customer_run, order_run, planner)
+                if progress is not None:
+                    progress("importing", done, max(total, done))
+                if after_batch is not None:
+                    after_batch(committed)
+        finally:
+            if sqlite:
+                _set_checkpoints(connection, 1000)
+
+
+def _set_checkpoints(connection: Connection, pages: int) -> None:
+    """SQLite: WAL pages between automatic checkpoints, on this connection.
+
+    Every batch rewrites some of the same pages (index roots, table ends); checkpointing every
+    1,000 pages, SQLite's default, copies them to the database file again and again. The
+    connection goes back to the pool afterwards, so the default is put back.
+    """
+    if connection.in_transaction():
+        connection.rollback()
+    connection.exec_driver_sql(f"PRAGMA wal_autocheckpoint={int(pages)}")
+    connection.commit()
+
+
+def _apply_batch(
+    factory: sessionmaker[Session],
+    context: _Context,
+    batch: Any,
+    customer_run: jobs.CustomerRun | None,
+    order_run: jobs.OrderRun | None,
+    planner: jobs.OrderPlanner | None,
+) -> int:
+    """Write one spooled batch and move the job's cursor, in one transaction; its row count."""
+    plain_rows, plain_rejected, last_row = batch
+    rejected = [jobs.rejected_row(item) for item in plain_rejected]
+    with unit_of_work(factory, merchant_id=context.merchant_id) as session:
+        counts: dict[str, int] = defaultdict(int)
+        if customer_run is not None:
+            written = jobs.write_customers(session, customer_run, plain_rows, context.labels)
+            counts.update(
+                new=written.new,
+                customers_created=written.new,
+                updated=written.updated,
+                skipped=written.skipped,
+                points=written.points,
+                emails=written.emails,
+            )
+            rejected = sorted([*rejected, *written.rejected], key=lambda item: item.row)
+        else:
+            assert order_run is not None
+            assert planner is not None
+            result = jobs.write_orders(session, order_run, planner, plain_rows)
+            counts.update(
+                new=result.new,
+                customers_created=result.guests,
+                skipped=result.skipped,
+                points=result.points,
+            )
+        _store_rejected(session, context, rejected)
+        job = session.get_one(ImportJob, context.job_id)
+        job.new_count += counts["new"]
+        job.updated_count += counts["updated"]
+        job.skipped_count += counts["skipped"]
+        job.customers_created += counts["customers_created"]
+        job.points_issued += counts["points"]
+        job.emails_queued += counts["emails"]
+        _add_errors(job, rejected)
+        job.cursor = max(job.cursor, last_row)
+        job.heartbeat_at = utcnow()
+    return len(plain_rows) + len(plain_rejected)
 
 
 def _add_errors(job: ImportJob, rejected: Sequence[RejectedRow]) -> None:
@@ -1326,17 +1365,18 @@ def _write_reversals(
     last_entry: dict[int, int] = {}
     for entry_id, spec in written:
         last_entry[spec.customer_id] = entry_id
-    events: list[DomainEvent] = [
-        PointsBalanceChanged(
-            merchant_id=job.merchant_id,
-            customer_id=customer_id,
-            entry_id=last_entry[customer_id],
-            points=-amount,
-            kind=EntryKind.IMPORT if job.kind == ImportKind.CUSTOMERS else EntryKind.ADJUST,
-            balance=balances[customer_id][0] - amount,
-        )
-        for customer_id, amount in per_customer.items()
-        if amount and customer_id in last_entry
-    ]
-    if events:
-        emit_many(session, events)
+    kind = "import" if job.kind == ImportKind.CUSTOMERS else "adjust"
+    if jobs.listened(PointsBalanceChanged.event_type):
+        events = [
+            jobs.balance_row(
+                job.merchant_id,
+                customer_id,
+                last_entry[customer_id],
+                -amount,
+                kind,
+                balances[customer_id][0] - amount,
+            )
+            for customer_id, amount in per_customer.items()
+            if amount and customer_id in last_entry
+        ]
+        jobs.write_events(bulk, events, now)

@@ -1,0 +1,299 @@
+"""Import endpoints: templates, preview, run, job status, rejected rows and revert.
+
+Uploads are multipart (``file`` plus the options as form fields). An import runs inside the
+request for now and answers with the finished job; a file with invalid rows is refused with a
+problem response listing them (unless ``skip_invalid``), and the job keeps its report.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tally.api.deps import CallerDep
+from tally.imports import service
+from tally.imports.orm import ImportJob, ImportKind
+from tally.merchants.orm import ApiKey
+from tally.merchants.service import API_KEY_PREFIX
+
+router = APIRouter(prefix="/api/v1/imports", tags=["imports"])
+
+
+class ImportErrorOut(BaseModel):
+    """One invalid value: where it is, what it is, and what was expected."""
+
+    row: int
+    column: str
+    value: str
+    expected: str
+    message: str
+
+
+class ImportJobOut(BaseModel):
+    """An import job: who started it, with what file and options, and what it did."""
+
+    id: int
+    kind: str
+    status: str
+    file_name: str
+    file_format: str
+    checksum: str
+    options: dict[str, Any]
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    reverted_at: datetime | None
+    total_rows: int
+    new_count: int
+    updated_count: int
+    skipped_count: int
+    customers_created: int
+    invalid_count: int
+    error_count: int
+    points_issued: int
+    emails_queued: int
+    last_row_applied: int
+    failure_reason: str | None
+    errors: list[ImportErrorOut]
+    rejected_rows_url: str | None
+
+
+class ImportJobPage(BaseModel):
+    """A page of import jobs, newest first."""
+
+    items: list[ImportJobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+def job_out(job: ImportJob) -> ImportJobOut:
+    """The API view of a job."""
+    rejected = (
+        f"/api/v1/imports/{job.id}/rejected.csv"
+        if job.invalid_count and job.options.get("skip_invalid")
+        else None
+    )
+    return ImportJobOut(
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        file_name=job.file_name,
+        file_format=job.file_format,
+        checksum=job.checksum,
+        options=job.options,
+        created_by=job.created_by,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        reverted_at=job.reverted_at,
+        total_rows=job.total_rows,
+        new_count=job.new_count,
+        updated_count=job.updated_count,
+        skipped_count=job.skipped_count,
+        customers_created=job.customers_created,
+        invalid_count=job.invalid_count,
+        error_count=job.error_count,
+        points_issued=job.points_issued,
+        emails_queued=job.emails_queued,
+        last_row_applied=job.cursor,
+        failure_reason=job.failure_reason,
+        errors=[ImportErrorOut.model_validate(error) for error in job.errors],
+        rejected_rows_url=rejected if job.status != "previewed" else None,
+    )
+
+
+def _caller_label(request: Request, session: Session) -> str:
+    """``api-key:<id>`` for the key that authenticated the request."""
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    parts = token.split("_", 2)
+    if len(parts) == 3 and parts[0] == API_KEY_PREFIX:
+        key_id = session.scalar(select(ApiKey.id).where(ApiKey.prefix == parts[1]))
+        if key_id is not None:
+            return f"api-key:{key_id}"
+    return "api"
+
+
+@contextmanager
+def _saved(upload: UploadFile) -> Iterator[Path]:
+    """The upload as a file on disk (an import reads it twice), deleted afterwards."""
+    handle, name = tempfile.mkstemp(prefix="tally-upload-", suffix=".csv")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            shutil.copyfileobj(upload.file, out, 1 << 20)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _options(
+    kind: ImportKind,
+    *,
+    points: str,
+    award_create_account: bool,
+    skip_invalid: bool,
+    vip_only: bool,
+    send_create_account_emails: bool,
+) -> service.ImportOptions:
+    if kind is ImportKind.CUSTOMERS:
+        return service.CustomerImportOptions(
+            points=service.PointsMode(points),
+            award_create_account=award_create_account,
+            skip_invalid=skip_invalid,
+        )
+    return service.OrderImportOptions(
+        vip_only=vip_only,
+        send_create_account_emails=send_create_account_emails,
+        skip_invalid=skip_invalid,
+    )
+
+
+UploadField = Annotated[UploadFile, File(description="The CSV file")]
+PointsField = Annotated[
+    str,
+    Form(
+        pattern="^(replace|add)$",
+        description="customers: replace (the file's points become the migrated balance) or add",
+    ),
+]
+FlagField = Annotated[bool, Form()]
+
+
+@router.get("/templates/{kind}", response_class=Response)
+def download_template(kind: ImportKind, caller: CallerDep) -> Response:
+    """The CSV template of a kind of import, with example rows."""
+    del caller  # authenticated like every /api/v1 route
+    return Response(
+        service.template_csv(kind),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="tally-{kind.value}-template.csv"'},
+    )
+
+
+@router.post("/{kind}/preview", response_model=ImportJobOut)
+def preview(
+    kind: ImportKind,
+    caller: CallerDep,
+    request: Request,
+    file: UploadField,
+    points: PointsField = "replace",
+    award_create_account: FlagField = False,
+    skip_invalid: FlagField = False,
+    vip_only: FlagField = False,
+    send_create_account_emails: FlagField = False,
+) -> ImportJobOut:
+    """Check a file and count what importing it would do; nothing is written but the job."""
+    options = _options(
+        kind,
+        points=points,
+        award_create_account=award_create_account,
+        skip_invalid=skip_invalid,
+        vip_only=vip_only,
+        send_create_account_emails=send_create_account_emails,
+    )
+    with caller.state.session_factory() as session:
+        created_by = _caller_label(request, session)
+    with _saved(file) as path:
+        job = service.preview_import(
+            caller.state.session_factory,
+            merchant_id=caller.merchant_id,
+            path=path,
+            options=options,
+            file_name=file.filename or "upload.csv",
+            created_by=created_by,
+        )
+    return job_out(job)
+
+
+@router.post("/{kind}", status_code=201, response_model=ImportJobOut)
+def run(
+    kind: ImportKind,
+    caller: CallerDep,
+    request: Request,
+    file: UploadField,
+    points: PointsField = "replace",
+    award_create_account: FlagField = False,
+    skip_invalid: FlagField = False,
+    vip_only: FlagField = False,
+    send_create_account_emails: FlagField = False,
+) -> ImportJobOut:
+    """Import a file (or finish the stopped import of the same file) and return the job."""
+    options = _options(
+        kind,
+        points=points,
+        award_create_account=award_create_account,
+        skip_invalid=skip_invalid,
+        vip_only=vip_only,
+        send_create_account_emails=send_create_account_emails,
+    )
+    with caller.state.session_factory() as session:
+        created_by = _caller_label(request, session)
+    with _saved(file) as path:
+        job = service.run_import(
+            caller.state.session_factory,
+            merchant_id=caller.merchant_id,
+            path=path,
+            options=options,
+            file_name=file.filename or "upload.csv",
+            created_by=created_by,
+        )
+    return job_out(job)
+
+
+@router.get("", response_model=ImportJobPage)
+def list_jobs(
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ImportJobPage:
+    """The merchant's imports, newest first."""
+    with caller.unit_of_work() as session:
+        jobs, total = service.list_imports(
+            session, merchant_id=caller.merchant_id, limit=limit, offset=offset
+        )
+        return ImportJobPage(
+            items=[job_out(job) for job in jobs], total=total, limit=limit, offset=offset
+        )
+
+
+@router.get("/{job_id}", response_model=ImportJobOut)
+def get_job(job_id: int, caller: CallerDep) -> ImportJobOut:
+    """One import job."""
+    with caller.unit_of_work() as session:
+        return job_out(service.get_import(session, merchant_id=caller.merchant_id, job_id=job_id))
+
+
+@router.get("/{job_id}/rejected.csv", response_class=Response)
+def rejected_rows(job_id: int, caller: CallerDep) -> Response:
+    """The rows an import left out (skip-invalid), with a ``reason`` column, as CSV."""
+    # Read whole inside the unit of work: on SQLite a transaction held open while a slow client
+    # downloads would hold the database's write lock.
+    with caller.unit_of_work() as session:
+        body = "".join(service.rejected_csv(session, merchant_id=caller.merchant_id, job_id=job_id))
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="import-{job_id}-rejected.csv"'},
+    )
+
+
+@router.post("/{job_id}/revert", response_model=ImportJobOut)
+def revert(job_id: int, caller: CallerDep) -> ImportJobOut:
+    """Take back the points an import credited; refused, naming the customers, if spent."""
+    job = service.revert_import(
+        caller.state.session_factory, merchant_id=caller.merchant_id, job_id=job_id
+    )
+    return job_out(job)
