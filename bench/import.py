@@ -53,8 +53,64 @@ from bench.common import BenchError, git_commit, timestamp, write_results
 
 GOALS = {"customers": 4.0, "orders": 6.0}
 RSS_GOAL_MB = 300
-FIRST_NAMES = ["ana", "wei", "jordan", "zoe", "kofi", "mary", "hollis", "teodoro", "amara", "liam", "olga", "yusuf", "ines", "mateo", "priya", "noah", "elena", "omar", "sofia", "ravi", "lena", "tariq", "marta", "jonas", "aiko", "pablo", "nadia", "felix", "chen", "rosa"]
-LAST_NAMES = ["souza", "li", "okafor", "muller", "mensah", "whitfield", "pettibone", "villasenor", "adeyemi", "novak", "ivanova", "haddad", "garcia", "rossi", "patel", "kim", "larsen", "dubois", "silva", "nakamura", "weber", "costa", "khan", "moreau"]
+FIRST_NAMES = [
+    "ana",
+    "wei",
+    "jordan",
+    "zoe",
+    "kofi",
+    "mary",
+    "hollis",
+    "teodoro",
+    "amara",
+    "liam",
+    "olga",
+    "yusuf",
+    "ines",
+    "mateo",
+    "priya",
+    "noah",
+    "elena",
+    "omar",
+    "sofia",
+    "ravi",
+    "lena",
+    "tariq",
+    "marta",
+    "jonas",
+    "aiko",
+    "pablo",
+    "nadia",
+    "felix",
+    "chen",
+    "rosa",
+]
+LAST_NAMES = [
+    "souza",
+    "li",
+    "okafor",
+    "muller",
+    "mensah",
+    "whitfield",
+    "pettibone",
+    "villasenor",
+    "adeyemi",
+    "novak",
+    "ivanova",
+    "haddad",
+    "garcia",
+    "rossi",
+    "patel",
+    "kim",
+    "larsen",
+    "dubois",
+    "silva",
+    "nakamura",
+    "weber",
+    "costa",
+    "khan",
+    "moreau",
+]
 DOMAINS = ("example.com", "example.org", "example.net", "mail.example", "shop.example")
 
 PROGRAM = {
