@@ -389,9 +389,18 @@ def _as_is(text: Any) -> str:
 
 
 def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    """Consecutive slices of at most ``size`` values."""
+    """Consecutive slices of at most ``size`` values, for ``IN (...)`` lists.
+
+    A short last slice is padded (by repeating its first value) to a power of two: every
+    length makes a distinct statement, and SQLite keeps its prepared statements (with their
+    thousands of parameters) in a per-connection cache, so few lengths keep memory flat.
+    """
     for start in range(0, len(values), size):
-        yield values[start : start + size]
+        part = values[start : start + size]
+        if len(part) < size:
+            target = min(size, 1 << (len(part) - 1).bit_length())
+            part = [*part, *[part[0]] * (target - len(part))]
+        yield part
 
 
 def listened(event_type: str) -> bool:

@@ -19,14 +19,23 @@ Decisions worth knowing:
 - **Customers**: a new email creates a member; an existing customer is updated with the names,
   birthday and tier the file gives (an external id is filled in, never replaced; a guest
   becomes a member). The points become one ``import`` ledger entry keyed
-  ``import:<checksum>:<customer id>``, so the same file imported again changes nothing. With
+  ``import:<first 20 hex digits of the checksum>:<customer id>`` (``:g<n>`` after the checksum
+  once the file's earlier imports were reverted ``n`` times, so it can be imported again), so
+  the same file imported again changes nothing. With
   ``PointsMode.REPLACE`` (the default) the file's value is the customer's *migrated* balance:
   the entry is the difference from what earlier imports credited (net of reverts), so a
   customer with points earned in Tally keeps them; lowering a migrated balance below what is
   left is refused for that row. ``PointsMode.ADD`` credits the file's value on top. Imported
   credits get expiry like any credit (per grant: they expire ``days`` after the import; rolling:
   the import is the balance's last change). Tiers named in the file are set as they are (by
-  tier id or name); the next tier review measures them again.
+  tier id or name; a name the program does not have is an error); the next tier review
+  measures them again. With ``award_create_account`` each *new* customer gets the
+  create-account action's points (when the action is enabled) and, if the action sends
+  emails, one queued ``create_account_points`` email.
+- **Events**: a customer the import creates is announced by one ``CustomerEnrolled`` (handlers
+  read its balance when they run); changes to existing customers emit what the services emit
+  (``CustomerUpdated``, ``VipTierChanged``, ``PointsBalanceChanged``), orders one
+  ``PointsBalanceChanged`` per customer and batch.
 - **Orders** follow ``record_order``'s rules without the per-period limits: refunded and
   cancelled orders earn nothing, partial refunds earn on what was kept (a partially refunded
   order without a refunded amount earns nothing, since what was kept is unknown), an order id
@@ -101,7 +110,7 @@ __all__ = [
     "template_csv",
 ]
 
-DEFAULT_BATCH_SIZE = 10_000
+DEFAULT_BATCH_SIZE = 20_000
 """Rows per transaction."""
 STALE_AFTER = timedelta(minutes=2)
 """A running job without progress for this long was stopped, and may be resumed."""
