@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,7 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
-from tally.db.engine import bind_merchant
+from tally.db.engine import unit_of_work
 from tally.merchants.service import resolve_api_key
 
 
@@ -36,19 +35,9 @@ class Caller:
     merchant_id: int
     state: AppState
 
-    @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
+    def unit_of_work(self) -> AbstractContextManager[Session]:
         """A session bound to this merchant; commits when the block succeeds."""
-        session = self.state.session_factory()
-        bind_merchant(session, self.merchant_id)
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        return unit_of_work(self.state.session_factory, merchant_id=self.merchant_id)
 
 
 def authenticated(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Caller:

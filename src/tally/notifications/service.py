@@ -18,7 +18,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import base64
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -29,14 +28,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tally.config import Settings, SmtpSecurity
+from tally.crypto import decrypt_text, encrypt_text
 from tally.customers.orm import Customer
 from tally.customers.service import get_customer
 from tally.db.base import utcnow
@@ -635,17 +633,9 @@ def customer_for_token(session: Session, *, settings: Settings, token: str) -> C
 # -- merchant SMTP settings ----------------------------------------------------------------
 
 
-def _password_cipher(settings: Settings) -> Fernet:
-    """Fernet under a key derived from the application secret, for this one purpose only."""
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_PASSWORD_KEY_INFO).derive(
-        settings.secret_key.get_secret_value().encode("utf-8")
-    )
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def encrypt_password(settings: Settings, password: str) -> str:
     """The password as a Fernet token under the application secret."""
-    return _password_cipher(settings).encrypt(password.encode("utf-8")).decode("ascii")
+    return encrypt_text(settings, _PASSWORD_KEY_INFO, password)
 
 
 class PasswordUnreadable(RuntimeError):
@@ -655,7 +645,7 @@ class PasswordUnreadable(RuntimeError):
 def decrypt_password(settings: Settings, token: str) -> str:
     """The stored password; PasswordUnreadable when the secret key changed since it was saved."""
     try:
-        return _password_cipher(settings).decrypt(token.encode("ascii")).decode("utf-8")
+        return decrypt_text(settings, _PASSWORD_KEY_INFO, token)
     except InvalidToken as error:
         raise PasswordUnreadable(
             "the stored SMTP password cannot be decrypted (was TALLY_SECRET_KEY changed?); "

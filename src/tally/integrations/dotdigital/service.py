@@ -9,16 +9,13 @@ network call in between. The caller still decides what a unit of work is and com
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken
 from pydantic import ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -26,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tally.config import Settings
+from tally.crypto import decrypt_text, encrypt_text
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
@@ -86,21 +84,15 @@ def close_client(client: DotdigitalApi) -> None:
 # --------------------------------------------------------------------------- secrets
 
 
-def _fernet(settings: Settings) -> Fernet:
-    secret = settings.secret_key.get_secret_value().encode()
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(secret)
-    return Fernet(base64.urlsafe_b64encode(key))
-
-
 def encrypt_password(settings: Settings, password: str) -> str:
     """The password as a Fernet token under a key derived from the application secret."""
-    return _fernet(settings).encrypt(password.encode()).decode()
+    return encrypt_text(settings, _KEY_INFO, password)
 
 
 def decrypt_password(settings: Settings, token: str) -> str:
     """The password back; a clear error when the application secret changed since."""
     try:
-        return _fernet(settings).decrypt(token.encode()).decode()
+        return decrypt_text(settings, _KEY_INFO, token)
     except InvalidToken:
         raise Conflict(
             "the stored Dotdigital password cannot be decrypted (the application secret key "
