@@ -33,7 +33,7 @@ from tally.integrations.dotdigital.handlers import register
 from tally.integrations.dotdigital.orm import DotdigitalConnection, PendingContact
 from tally.integrations.dotdigital.sync import SyncOptions
 from tally.ledger.orm import EntryKind, LedgerEntry
-from tally.outbox.events import CustomerUpdated
+from tally.outbox.events import CustomersImported, CustomerUpdated
 from tally.outbox.registry import Registry, default_registry
 from tally.outbox.service import emit
 from tally.outbox.worker import Worker
@@ -573,6 +573,50 @@ def test_changes_are_marked_only_while_syncing_is_on_and_coalesce(
             worker.handle(message)
     # A name change is not synced; the birthday and email changes coalesce into one row.
     assert pending_rows(session_factory) == [(customer_id, 2, 0)]
+
+
+def test_an_import_batch_marks_all_its_customers_in_one_message(
+    session_factory: sessionmaker[Session], dd_settings: Settings
+) -> None:
+    m = make_merchant(session_factory)
+    other = make_merchant(session_factory)
+    with plugin_subscribed():
+        ids = [make_customer(session_factory, m.id) for _ in range(5)]
+        stranger = make_customer(session_factory, other.id)
+        worker = sync_worker(dd_settings, session_factory)
+        worker.drain()
+        connect(session_factory, dd_settings, m.id)
+        with unit_of_work(session_factory, merchant_id=m.id) as session:
+            service.mark_dirty(session, merchant_id=m.id, customer_id=ids[0])
+            emit(
+                session,
+                CustomersImported(
+                    merchant_id=m.id,
+                    import_id=7,
+                    # A customer deleted since and another merchant's customer are left out.
+                    customer_ids=(*ids[:4], 999_999, stranger),
+                ),
+            )
+        messages = worker.claim(100)
+        assert [message.event_type for message in messages] == ["CustomersImported"]
+        worker.handle(messages[0])
+    # ids[0] was already waiting: its row is bumped, not doubled; ids[4] was not in the batch.
+    assert pending_rows(session_factory) == [(ids[0], 2, 0)] + [(cid, 1, 0) for cid in ids[1:4]]
+
+
+def test_an_import_batch_marks_nothing_while_syncing_is_off(
+    session_factory: sessionmaker[Session], dd_settings: Settings
+) -> None:
+    m = make_merchant(session_factory)
+    with plugin_subscribed():
+        ids = [make_customer(session_factory, m.id) for _ in range(2)]
+        connect(session_factory, dd_settings, m.id, enable=False)
+        worker = sync_worker(dd_settings, session_factory)
+        worker.drain()
+        with unit_of_work(session_factory, merchant_id=m.id) as session:
+            emit(session, CustomersImported(merchant_id=m.id, import_id=1, customer_ids=tuple(ids)))
+        worker.drain()
+    assert pending_rows(session_factory) == []
 
 
 def test_status_reports_backlog_failures_and_jobs(

@@ -9,10 +9,10 @@ stopped at any point has applied whole batches only and continues after its curs
 
 Writes are bulk statements on the session's own connection, not one ORM object per row:
 ``executemany`` of plain tuples, ids allocated up front (so rows can be linked without
-``RETURNING``), one ``IN`` query per batch for whatever must be looked up, events built only when
-a handler listens for them. Values are converted once to what the driver stores (SQLite keeps
-timestamps as text and ``Numeric`` as floats, as SQLAlchemy does), so the rows read back
-exactly like rows written through the ORM.
+``RETURNING``), one ``IN`` query per batch for whatever must be looked up, and one
+``CustomersImported`` event per batch rather than an event per customer. Values are converted
+once to what the driver stores (SQLite keeps timestamps as text and ``Numeric`` as floats, as
+SQLAlchemy does), so the rows read back exactly like rows written through the ORM.
 
 Orders earn exactly what ``tally.program.service.record_order`` gives them (without per-period
 limits), VIP tiers moving order by order in file order (changing the multiplier of the next
@@ -49,14 +49,9 @@ from tally.imports.orders_csv import OrderRow, OrderStatus
 from tally.ledger import service as ledger
 from tally.ledger.errors import InsufficientPoints
 from tally.ledger.orm import EntryKind, LedgerEntry
-from tally.outbox.events import (
-    CustomerEnrolled,
-    CustomerUpdated,
-    DomainEvent,
-    PointsBalanceChanged,
-    VipTierChanged,
-)
+from tally.outbox.events import CustomersImported
 from tally.outbox.registry import default_registry
+from tally.outbox.service import emit
 from tally.program import earning, tiers
 from tally.program import service as program_service
 from tally.program.orm import Order
@@ -403,73 +398,23 @@ def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
         yield part
 
 
-def listened(event_type: str) -> bool:
-    """Whether any outbox handler receives this type of event (else building them is waste)."""
-    return bool(default_registry.handler_names(event_type))
+def announce(session: Session, merchant_id: int, import_id: int, customer_ids: set[int]) -> None:
+    """One ``CustomersImported`` for the customers a batch created or changed, in its transaction.
 
-
-EventRow = tuple[str, int, str]
-"""An event as the outbox stores it: type, merchant id, payload as JSON text."""
-
-
-def event_row(event: DomainEvent) -> EventRow:
-    """Any event as an outbox row (``emit``'s payload: the event's fields as JSON)."""
-    return (event.event_type, event.merchant_id, json.dumps(event.payload()))
-
-
-def enrolled_row(merchant_id: int, customer_id: int) -> EventRow:
-    """``CustomerEnrolled`` as an outbox row, its JSON written directly (imports make many)."""
-    payload = f'{{"merchant_id": {merchant_id}, "customer_id": {customer_id}}}'
-    return (CustomerEnrolled.event_type, merchant_id, payload)
-
-
-def balance_row(
-    merchant_id: int, customer_id: int, entry_id: int, points: int, kind: str, balance: int
-) -> EventRow:
-    """``PointsBalanceChanged`` as an outbox row, its JSON written directly."""
-    payload = (
-        f'{{"merchant_id": {merchant_id}, "customer_id": {customer_id}, '
-        f'"entry_id": {entry_id}, "points": {points}, "kind": "{kind}", "balance": {balance}}}'
-    )
-    return (PointsBalanceChanged.event_type, merchant_id, payload)
-
-
-def tier_row(merchant_id: int, customer_id: int, old: str | None, new: str | None) -> EventRow:
-    """``VipTierChanged`` as an outbox row, its JSON written directly."""
-    payload = json.dumps(
-        {"merchant_id": merchant_id, "customer_id": customer_id, "old_tier": old, "new_tier": new}
-    )
-    return (VipTierChanged.event_type, merchant_id, payload)
-
-
-_OUTBOX_COLUMNS = (
-    "merchant_id",
-    "event_type",
-    "handler",
-    "payload",
-    "status",
-    "attempts",
-    "available_at",
-    "created_at",
-)
-
-
-def write_events(bulk: Bulk, events: Sequence[EventRow], now: datetime) -> None:
-    """One outbox row per event and subscribed handler, as ``emit_many`` writes them."""
-    if not events:
+    It stands in for the per-customer events (``CustomerEnrolled``, ``PointsBalanceChanged``,
+    ``VipTierChanged``, ``CustomerUpdated``) the same changes made one at a time would emit:
+    receivers read the customers' current values when they run.
+    """
+    if not customer_ids or not default_registry.handler_names(CustomersImported.event_type):
         return
-    stamp = bulk.timestamp(now)
-    handlers: dict[str, list[str]] = {}
-    rows = []
-    for event_type, merchant_id, payload in events:
-        names = handlers.get(event_type)
-        if names is None:
-            names = handlers[event_type] = default_registry.handler_names(event_type)
-        value = bulk.json_text(payload)
-        rows += [
-            (merchant_id, event_type, name, value, "pending", 0, stamp, stamp) for name in names
-        ]
-    bulk.insert("outbox_messages", _OUTBOX_COLUMNS, rows)
+    emit(
+        session,
+        CustomersImported(
+            merchant_id=merchant_id,
+            import_id=import_id,
+            customer_ids=tuple(sorted(customer_ids)),
+        ),
+    )
 
 
 _CODE_TABLE = bytes(
@@ -1024,18 +969,11 @@ def write_customers(
     result.new = len(created)
     result.points = sum(entry[3] for entry in entries)
 
-    # A customer the import creates is announced once, by CustomerEnrolled: handlers read the
-    # customer (balance included) when they run, so a PointsBalanceChanged for the opening
-    # balance would only double the outbox. Balances of existing customers that move do get
-    # their PointsBalanceChanged.
-    events: list[EventRow] = []
-    if listened(CustomerEnrolled.event_type):
-        events += [enrolled_row(merchant_id, cid) for cid in created.values()]
-
+    changed = set(created.values())
     leftover = [rows[p] for p in range(len(rows)) if p not in created]
     if leftover:
-        _update_existing(session, bulk, run, leftover, labels, result, events)
-    write_events(bulk, events, now)
+        changed |= _update_existing(session, bulk, run, leftover, labels, result)
+    announce(session, merchant_id, run.job_id, changed)
     if bonus and created:
         welcomed = {cid: bonus + int(rows[p][C_POINTS] or 0) for p, cid in created.items()}
         result.emails += _welcome(session, run, welcomed)
@@ -1049,8 +987,8 @@ def _update_existing(
     rows: Sequence[Sequence[Any]],
     labels: dict[str, str],
     result: CustomerBatchResult,
-    events: list[EventRow],
-) -> None:
+) -> set[int]:
+    """Update the customers that exist already; the ids of those that changed."""
     now = run.now
     existing = load_existing(session, run, [row[C_EMAIL] for row in rows])
     expires_at = program_service.credit_expiry(run.program, now)
@@ -1090,26 +1028,12 @@ def _update_existing(
         if not values and not points:
             result.skipped += 1
 
-    _write_profiles(bulk, run, updates, events)
+    _write_profiles(bulk, run, updates)
     written = insert_entries(bulk, run.merchant_id, credits, now, skip_conflicts=True)
     amounts: dict[int, int] = defaultdict(int)
     for _, spec in written:
         amounts[spec.customer_id] += spec.points
     move_balances(bulk, amounts, now)
-    if listened(PointsBalanceChanged.event_type):
-        balances = {c.id: c.points_balance for c in existing.values()}
-        for entry_id, spec in written:
-            balances[spec.customer_id] += spec.points
-            events.append(
-                balance_row(
-                    run.merchant_id,
-                    spec.customer_id,
-                    entry_id,
-                    spec.points,
-                    str(spec.kind),
-                    balances[spec.customer_id],
-                )
-            )
     result.points += sum(amounts.values())
     changed = {customer.id for customer, _ in updates} | set(amounts)
 
@@ -1136,13 +1060,13 @@ def _update_existing(
             result.points += points
             changed.add(customer.id)
     result.updated += len(changed)
+    return changed
 
 
 def _write_profiles(
     bulk: Bulk,
     run: CustomerRun,
     updates: Sequence[tuple[Existing, dict[str, Any]]],
-    events: list[EventRow],
 ) -> None:
     stamp = bulk.timestamp(run.now)
     # One statement for every row: COALESCE keeps what a row does not change.
@@ -1163,28 +1087,6 @@ def _write_profiles(
                 customer.id,
             )
         )
-        profile = tuple(name for name in values if name not in {"vip_tier", "state"})
-        if profile:
-            events.append(
-                event_row(
-                    CustomerUpdated(
-                        merchant_id=run.merchant_id, customer_id=customer.id, fields=profile
-                    )
-                )
-            )
-        if "vip_tier" in values:
-            events.append(
-                event_row(
-                    VipTierChanged(
-                        merchant_id=run.merchant_id,
-                        customer_id=customer.id,
-                        old_tier=customer.vip_tier,
-                        new_tier=values["vip_tier"],
-                    )
-                )
-            )
-        if "state" in values:
-            events.append(enrolled_row(run.merchant_id, customer.id))
     bulk.execute_many(
         "UPDATE customers SET first_name = COALESCE(?, first_name), "
         "last_name = COALESCE(?, last_name), birthday = COALESCE(?, birthday), "
@@ -1675,32 +1577,15 @@ def write_orders(
     ]
     bulk.insert("ledger_entries", ENTRY_COLUMNS, entries)
 
-    events: list[EventRow] = []
-    rewards = _write_tier_changes(bulk, run, planner, plan, ids, events)
+    rewards = _write_tier_changes(bulk, run, planner, plan, ids)
     amounts: dict[int, int] = defaultdict(int)
-    last_entry: dict[int, int] = {}
     for entry in entries:
         amounts[entry[2]] += entry[3]
-        last_entry[entry[2]] = entry[0]
-    for entry_id, spec in rewards:
+    for _entry_id, spec in rewards:
         amounts[spec.customer_id] += spec.points
-        last_entry[spec.customer_id] = entry_id
     move_balances(bulk, amounts, now)
-    if listened(PointsBalanceChanged.event_type):
-        before = {customer.id: customer.points_balance for customer in plan.customers.values()}
-        # One event per customer and batch: receivers read the balance when they send.
-        events += [
-            balance_row(
-                merchant_id,
-                customer_id,
-                last_entry[customer_id],
-                amount,
-                "earn",
-                before.get(customer_id, 0) + amount,
-            )
-            for customer_id, amount in amounts.items()
-        ]
-    write_events(bulk, events, now)
+    moved_tier = {ids[email] for email, state in plan.states.items() if state.changes}
+    announce(session, merchant_id, run.job_id, set(amounts) | moved_tier)
     return result
 
 
@@ -1716,13 +1601,11 @@ def _write_tier_changes(
     planner: OrderPlanner,
     plan: OrderPlan,
     ids: dict[str, int],
-    events: list[EventRow],
 ) -> list[tuple[int, EntrySpec]]:
     """Tier moves as ``recompute_tier`` records them, and the entry rewards they earned."""
     merchant_id = run.merchant_id
     stamp = bulk.timestamp(run.now)
     change_rows = []
-    tier_events = listened(VipTierChanged.event_type)
     current: dict[int, str | None] = {}
     rewards: list[EntrySpec] = []
     for email, state in plan.states.items():
@@ -1732,8 +1615,6 @@ def _write_tier_changes(
         current[customer_id] = state.tier
         for old, new, value in state.changes:
             change_rows.append((merchant_id, customer_id, old, new, bulk.money(value), stamp))
-            if tier_events:
-                events.append(tier_row(merchant_id, customer_id, old, new))
         rewards += [
             EntrySpec(
                 customer_id=customer_id,

@@ -32,10 +32,10 @@ Decisions worth knowing:
   measures them again. With ``award_create_account`` each *new* customer gets the
   create-account action's points (when the action is enabled) and, if the action sends
   emails, one queued ``create_account_points`` email.
-- **Events**: a customer the import creates is announced by one ``CustomerEnrolled`` (handlers
-  read its balance when they run); changes to existing customers emit what the services emit
-  (``CustomerUpdated``, ``VipTierChanged``, ``PointsBalanceChanged``), orders one
-  ``PointsBalanceChanged`` per customer and batch.
+- **Events**: each committed batch (and a revert) emits one ``CustomersImported`` naming the
+  customers it created or changed, instead of the per-customer events the same changes made one
+  at a time would emit; receivers read the customers' current values when they run (the
+  Dotdigital integration marks them all for its next send in one statement).
 - **Orders** follow ``record_order``'s rules without the per-period limits: refunded and
   cancelled orders earn nothing, partial refunds earn on what was kept (a partially refunded
   order without a refunded amount earns nothing, since what was kept is unknown), an order id
@@ -87,7 +87,6 @@ from tally.imports.orders_csv import OrderCsvReader, OrderRow
 from tally.imports.orm import ImportJob, ImportKind, ImportRejectedRow, ImportStatus
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
-from tally.outbox.events import PointsBalanceChanged
 from tally.program import service as program_service
 from tally.program.orm import Order
 
@@ -1293,7 +1292,7 @@ def revert_import(factory: sessionmaker[Session], *, merchant_id: int, job_id: i
                     for customer_id, amount in short[:MAX_REPORTED_ERRORS]
                 ],
             )
-        _write_reversals(session, job, credits, per_customer, balances, now)
+        _write_reversals(session, job, credits, per_customer, now)
         if job.kind == ImportKind.ORDERS:
             session.execute(
                 update(Order)
@@ -1327,7 +1326,6 @@ def _write_reversals(
     job: ImportJob,
     credits: Sequence[_Credit],
     per_customer: dict[int, int],
-    balances: dict[int, tuple[int, str]],
     now: datetime,
 ) -> None:
     bulk = jobs.Bulk(session)
@@ -1345,7 +1343,7 @@ def _write_reversals(
         )
         for credit in credits
     ]
-    written = jobs.insert_entries(bulk, job.merchant_id, specs, now)
+    jobs.insert_entries(bulk, job.merchant_id, specs, now)
     # The reversed credits have nothing left; what was already spent from them is taken from
     # the customer's other credits instead, soonest-expiring first (as a spend would).
     reversed_ids = [credit.id for credit in credits if credit.points > 0]
@@ -1371,21 +1369,6 @@ def _write_reversals(
             left -= taken
     session.flush()
     jobs.move_balances(bulk, {cid: -amount for cid, amount in per_customer.items()}, now)
-    last_entry: dict[int, int] = {}
-    for entry_id, spec in written:
-        last_entry[spec.customer_id] = entry_id
-    kind = "import" if job.kind == ImportKind.CUSTOMERS else "adjust"
-    if jobs.listened(PointsBalanceChanged.event_type):
-        events = [
-            jobs.balance_row(
-                job.merchant_id,
-                customer_id,
-                last_entry[customer_id],
-                -amount,
-                kind,
-                balances[customer_id][0] - amount,
-            )
-            for customer_id, amount in per_customer.items()
-            if amount and customer_id in last_entry
-        ]
-        jobs.write_events(bulk, events, now)
+    jobs.announce(
+        session, job.merchant_id, job.id, {cid for cid, amount in per_customer.items() if amount}
+    )

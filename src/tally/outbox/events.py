@@ -55,3 +55,17 @@ class VipTierChanged(DomainEvent):
     customer_id: int
     old_tier: str | None
     new_tier: str | None
+
+
+@dataclass(frozen=True)
+class CustomersImported(DomainEvent):
+    """An import batch created these customers or changed their balance, tier or profile.
+
+    Imports announce each committed batch with this one event instead of a per-customer event
+    for every row: a million-row file then writes a few dozen outbox rows, and a receiver can
+    handle a whole batch in one statement.
+    """
+
+    event_type: ClassVar[str] = "CustomersImported"
+    import_id: int
+    customer_ids: tuple[int, ...]

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from tally.db.engine import unit_of_work
-from tally.integrations.dotdigital.service import is_sync_enabled, mark_dirty
+from tally.integrations.dotdigital.service import is_sync_enabled, mark_dirty, mark_dirty_many
 from tally.integrations.dotdigital.sync import (
     DEFAULT_OPTIONS,
     SyncOptions,
@@ -20,6 +20,7 @@ from tally.integrations.dotdigital.sync import (
 )
 from tally.outbox.events import (
     CustomerEnrolled,
+    CustomersImported,
     CustomerUpdated,
     PointsBalanceChanged,
     VipTierChanged,
@@ -48,6 +49,18 @@ def mark_contact(context: HandlerContext, payload: dict[str, Any]) -> None:
             return
 
 
+def mark_imported_contacts(context: HandlerContext, payload: dict[str, Any]) -> None:
+    """Mark every customer of an import batch in one statement, if the merchant syncs."""
+    merchant_id = int(payload["merchant_id"])
+    with unit_of_work(context.session_factory) as session:
+        if is_sync_enabled(session, merchant_id):
+            mark_dirty_many(
+                session,
+                merchant_id=merchant_id,
+                customer_ids=[int(value) for value in payload["customer_ids"]],
+            )
+
+
 def mark_updated_contact(context: HandlerContext, payload: dict[str, Any]) -> None:
     """Like ``mark_contact``, for profile changes that touch a synced fact."""
     if SYNCED_PROFILE_FIELDS.isdisjoint(payload.get("fields") or ()):
@@ -60,6 +73,7 @@ def register(registry: Registry, options: SyncOptions = DEFAULT_OPTIONS) -> None
     for event in (PointsBalanceChanged, VipTierChanged, CustomerEnrolled):
         registry.subscribe(event.event_type, HANDLER_NAME, mark_contact)
     registry.subscribe(CustomerUpdated.event_type, HANDLER_NAME, mark_updated_contact)
+    registry.subscribe(CustomersImported.event_type, HANDLER_NAME, mark_imported_contacts)
 
     def flush(context: JobContext) -> None:
         run_flush(context, options)

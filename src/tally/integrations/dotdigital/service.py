@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -497,6 +497,53 @@ def mark_dirty(
         set_={"version": PendingContact.version + 1, "last_marked_at": now},
     )
     session.execute(stmt)
+
+
+def mark_dirty_many(
+    session: Session,
+    *,
+    merchant_id: int,
+    customer_ids: Sequence[int],
+    now: datetime | None = None,
+    chunk: int = 2000,
+) -> None:
+    """``mark_dirty`` for many customers at once; ids of customers deleted since are skipped."""
+    now = now or utcnow()
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    ids = sorted(set(customer_ids))
+    stamp = literal(now, PendingContact.first_marked_at.type)
+    for start in range(0, len(ids), chunk):
+        present = (
+            select(
+                Customer.merchant_id,
+                Customer.id,
+                literal(1),
+                stamp,
+                stamp,
+                literal(0),
+                stamp,
+            )
+            .where(Customer.merchant_id == merchant_id, Customer.id.in_(ids[start : start + chunk]))
+            .order_by(Customer.id)
+        )
+        stmt = insert(PendingContact).from_select(
+            [
+                "merchant_id",
+                "customer_id",
+                "version",
+                "first_marked_at",
+                "last_marked_at",
+                "attempts",
+                "next_attempt_at",
+            ],
+            present,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["merchant_id", "customer_id"],
+            set_={"version": PendingContact.version + 1, "last_marked_at": now},
+        )
+        session.execute(stmt)
 
 
 # --------------------------------------------------------------------------- manual sync
