@@ -862,6 +862,76 @@ def _varied_orders(count: int, customers: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_orders_count_in_date_order_whatever_the_file_order(
+    session_factory: sessionmaker[Session], tmp_path: Path, batch_size: int
+) -> None:
+    header = "order_id,email,total,status,placed_at"
+    orders = [  # oldest first: 50 and 50 reach Silver at 100, 300 then reaches Gold (x2 after)
+        "A1,ana@example.com,50.00,paid,2025-01-05T10:00:00Z",
+        "A2,ana@example.com,50.00,paid,2025-02-05T10:00:00Z",
+        "A3,ana@example.com,300.00,paid,2025-03-05T10:00:00Z",
+        "A4,ana@example.com,10.00,paid,2025-04-05T10:00:00Z",
+    ]
+    results = []
+    for name, lines in (("oldest-first", orders), ("newest-first", orders[::-1])):
+        m = make_merchant(session_factory)
+        _program(
+            session_factory,
+            m.id,
+            place_order={"enabled": True},
+            vip={
+                "enabled": True,
+                "metric": "amount_spent",
+                "tiers": [
+                    {"id": "silver", "name": "Silver", "threshold": "100"},
+                    {"id": "gold", "name": "Gold", "threshold": "400", "multiplier": "2"},
+                ],
+            },
+        )
+        path = _write(tmp_path, f"{name}.csv", "\n".join([header, *lines]) + "\n")
+        preview = imports.preview_import(
+            session_factory, merchant_id=m.id, path=path, options=OrderOptions()
+        )
+        job = imports.run_import(
+            session_factory,
+            merchant_id=m.id,
+            path=path,
+            options=OrderOptions(),
+            batch_size=batch_size,
+        )
+        with session_factory() as session:
+            points = dict(
+                session.execute(
+                    select(Order.order_id, Order.points_awarded).where(Order.merchant_id == m.id)
+                ).all()
+            )
+            moves = [
+                (old, new, changed_at.date())
+                for old, new, changed_at in session.execute(
+                    select(
+                        TierChangeRecord.old_tier,
+                        TierChangeRecord.new_tier,
+                        TierChangeRecord.changed_at,
+                    )
+                    .where(TierChangeRecord.merchant_id == m.id)
+                    .order_by(TierChangeRecord.changed_at)
+                )
+            ]
+        results.append((points, moves, _balances(session_factory, m.id), preview.points_issued))
+        assert job.points_issued == preview.points_issued
+    oldest_first, newest_first = results
+    # Gold is reached by A3 itself, so only A4 (placed after it) earns double.
+    assert oldest_first[0] == {"A1": 50, "A2": 50, "A3": 300, "A4": 20}
+    assert oldest_first[1] == [
+        (None, "silver", date(2025, 2, 5)),
+        ("silver", "gold", date(2025, 3, 5)),
+    ]
+    assert oldest_first[2] == {"ana@example.com": 420}
+    assert oldest_first[3] == 420
+    assert newest_first == oldest_first
+
+
 @pytest.mark.parametrize("metric", ["amount_spent", "points_earned"])
 def test_bulk_orders_match_record_order_one_by_one(
     session_factory: sessionmaker[Session], tmp_path: Path, metric: str

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -65,7 +65,15 @@ class ImportJobOut(BaseModel):
     error_count: int
     points_issued: int
     emails_queued: int
-    last_row_applied: int
+    last_row_applied: int | None = Field(
+        description="Customer imports: the last row of the file applied (a resume goes on after)."
+    )
+    rows_applied: int | None = Field(
+        description=(
+            "Order imports: how many rows are applied - rejected rows first, then the orders "
+            "by date, the order they are applied in."
+        )
+    )
     failure_reason: str | None
     errors: list[ImportErrorOut]
     rejected_rows_url: str | None
@@ -109,7 +117,8 @@ def job_out(job: ImportJob) -> ImportJobOut:
         error_count=job.error_count,
         points_issued=job.points_issued,
         emails_queued=job.emails_queued,
-        last_row_applied=job.cursor,
+        last_row_applied=job.cursor if job.kind == ImportKind.CUSTOMERS else None,
+        rows_applied=job.cursor if job.kind == ImportKind.ORDERS else None,
         failure_reason=job.failure_reason,
         errors=[ImportErrorOut.model_validate(error) for error in job.errors],
         rejected_rows_url=rejected if job.status != "previewed" else None,

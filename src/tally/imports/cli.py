@@ -373,6 +373,7 @@ def show(job_id: int, merchant: MerchantOption = None) -> None:
     """Show one import: its options, counts, checksum and errors."""
     from tally import cli
     from tally.imports import service
+    from tally.imports.orm import ImportKind
 
     with cli.unit_of_work() as session:
         merchant_id = cli.resolve_merchant(session, merchant)
@@ -380,7 +381,10 @@ def show(job_id: int, merchant: MerchantOption = None) -> None:
     _print_summary(job, dry_run=False)
     console.print(f"checksum (SHA-256): {job.checksum}")
     console.print(f"started by {job.created_by} at {job.created_at.isoformat(timespec='seconds')}")
-    console.print(f"last row applied: {job.cursor}")
+    if job.kind == ImportKind.ORDERS:
+        console.print(f"rows applied (rejected rows, then orders by date): {job.cursor}")
+    else:
+        console.print(f"last row applied: {job.cursor}")
     if job.failure_reason:
         console.print(f"[red]{job.failure_reason}[/]")
     if job.reverted_at:

@@ -15,7 +15,7 @@ once to what the driver stores (SQLite keeps timestamps as text and ``Numeric`` 
 SQLAlchemy does), so the rows read back exactly like rows written through the ORM.
 
 Orders earn exactly what ``tally.program.service.record_order`` gives them (without per-period
-limits), VIP tiers moving order by order in file order (changing the multiplier of the next
+limits), VIP tiers moving order by order in date order (changing the multiplier of the next
 order) with their entry rewards; ``ENGINE_RECORD_ORDER`` sends every order through
 ``record_order`` instead, which is how the tests check that both give the same balances. Two
 things ``record_order`` does are left out on purpose: imported (historical) orders queue no
@@ -24,6 +24,7 @@ things ``record_order`` does are left out on purpose: imported (historical) orde
 
 from __future__ import annotations
 
+import heapq
 import json
 import marshal
 import os
@@ -158,6 +159,53 @@ class Spool:
         while header := self._file.read(size):
             (length,) = self._HEADER.unpack(header)
             yield marshal.loads(self._file.read(length))  # noqa: S302 - our own temp file
+
+    def close(self) -> None:
+        """Delete the temporary file."""
+        self._file.close()
+
+
+def _date_order(row: Sequence[Any]) -> tuple[str, int]:
+    return row[O_PLACED], row[O_ROW]
+
+
+class OrdersByDate:
+    """Checked orders read back by date (then file row), whatever order the file has them in.
+
+    Orders must be counted in the order they were placed - a VIP tier reached by an early order
+    multiplies the later ones - and stores export newest first. An external merge sort keeps
+    memory flat: each batch is sorted and written as a run of small blocks to a temporary file,
+    and reading merges the runs with one block of each in memory.
+    """
+
+    BLOCK = 1000
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile(prefix="tally-orders-")  # noqa: SIM115
+        self._runs: list[list[tuple[int, int]]] = []
+        self.count = 0
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        """One batch of spooled orders."""
+        ordered = sorted(rows, key=_date_order)
+        blocks = []
+        self._file.seek(0, os.SEEK_END)
+        for start in range(0, len(ordered), self.BLOCK):
+            blob = marshal.dumps(ordered[start : start + self.BLOCK])
+            blocks.append((self._file.tell(), len(blob)))
+            self._file.write(blob)
+        if blocks:
+            self._runs.append(blocks)
+        self.count += len(ordered)
+
+    def _run(self, blocks: list[tuple[int, int]]) -> Iterator[Sequence[Any]]:
+        for offset, length in blocks:
+            self._file.seek(offset)
+            yield from marshal.loads(self._file.read(length))  # noqa: S302 - our own temp file
+
+    def __iter__(self) -> Iterator[Sequence[Any]]:
+        self._file.flush()
+        return heapq.merge(*(self._run(blocks) for blocks in self._runs), key=_date_order)
 
     def close(self) -> None:
         """Delete the temporary file."""
@@ -1187,12 +1235,13 @@ def reached_award_status(status: str, award_on_status: str) -> bool:
 
 @dataclass
 class TierState:
-    """A customer's VIP standing while the batch's orders are counted, in file order."""
+    """A customer's VIP standing while the batch's orders are counted, in date order."""
 
     tier: str | None
     value: Decimal
     rewarded: set[str] = field(default_factory=set)
-    changes: list[tuple[str | None, str | None, Decimal]] = field(default_factory=list)
+    changes: list[tuple[str | None, str | None, Decimal, str]] = field(default_factory=list)
+    """(old tier, new tier, value, UTC date text of the order that moved it)."""
     rewards: list[Tier] = field(default_factory=list)
 
 
@@ -1200,7 +1249,7 @@ class TierState:
 class OrderPlan:
     """What a batch of orders will do, before anything is written.
 
-    ``orders`` holds (spooled row, points, points basis, multiplier) in file order.
+    ``orders`` holds (spooled row, points, points basis, multiplier) in date order.
     """
 
     orders: list[tuple[Sequence[Any], int, Decimal | None, Decimal]] = field(default_factory=list)
@@ -1371,13 +1420,13 @@ class OrderPlanner:
             vip = self.vip
             if points > 0 and vip.metric == VipMetric.POINTS_EARNED:
                 state.value += points
-                self._settle(state)
+                self._settle(state, row[O_PLACED])
             if vip.metric == VipMetric.AMOUNT_SPENT and (
                 status in program_service.PAID_STATUSES
                 and (self.window_text is None or row[O_PLACED] >= self.window_text)
             ):
                 state.value += Decimal(row[O_TOTAL]) - _refunded(row)
-            self._settle(state)
+            self._settle(state, row[O_PLACED])
         return row, points, basis, multiplier
 
     def _points(self, row: Sequence[Any], multiplier: Decimal) -> tuple[int, Decimal]:
@@ -1419,7 +1468,7 @@ class OrderPlanner:
             )
             return earning.order_points(amounts, rule, multiplier), paid_total
 
-    def _settle(self, state: TierState) -> None:
+    def _settle(self, state: TierState, placed: str) -> None:
         """``recompute_tier``, including the entry rewards (which count for a points metric)."""
         while True:
             new_tier = None
@@ -1432,7 +1481,7 @@ class OrderPlanner:
             change = tiers.tier_change(self.vip.tiers, state.tier, new_tier)
             if change is None:
                 return
-            state.changes.append((state.tier, change.new_tier_id, state.value))
+            state.changes.append((state.tier, change.new_tier_id, state.value, placed))
             state.tier = change.new_tier_id
             if (
                 change.direction is not tiers.TierDirection.UP
@@ -1613,8 +1662,10 @@ def _write_tier_changes(
             continue
         customer_id = ids[email]
         current[customer_id] = state.tier
-        for old, new, value in state.changes:
-            change_rows.append((merchant_id, customer_id, old, new, bulk.money(value), stamp))
+        for old, new, value, placed in state.changes:
+            change_rows.append(
+                (merchant_id, customer_id, old, new, bulk.money(value), bulk.timestamp_text(placed))
+            )
         rewards += [
             EntrySpec(
                 customer_id=customer_id,

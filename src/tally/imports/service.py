@@ -548,15 +548,17 @@ def _first_pass(
     preview: bool,
     progress: ProgressCallback | None,
     estimate: int,
+    orders: jobs.OrdersByDate | None = None,
 ) -> _Check:
-    """Parse and check every row (after ``after_row``); spool the batches; count for a preview."""
+    """Parse and check every row (after ``after_row``); spool the batches; count for a preview.
+
+    Orders are not counted here: valid ones go to ``orders`` (to be read back by date) and only
+    their rejected rows to the spool.
+    """
     check = _Check(file_format=reader.format_name, headers=[h.strip() for h in reader.headers])
     external_seen = SeenKeys()
     raw: _RawRecords | None = None
     want_records = spool is not None and context.options.skip_invalid
-    planner = jobs.OrderPlanner(context.order_run()) if context.kind is ImportKind.ORDERS else None
-    carry: dict[str, jobs.TierState] = {}
-    guests_seen = SeenKeys()
     tier_ids = jobs.tier_lookup(context.program)
     done = 0
     try:
@@ -577,20 +579,9 @@ def _first_pass(
                     more += refused
             else:
                 kept_orders, more = _check_orders(context, rows)
-                plain = [jobs.order_plain(row) for row in kept_orders]
-                if preview:
-                    assert planner is not None
-                    with unit_of_work(factory, merchant_id=context.merchant_id) as session:
-                        plan = planner.plan(
-                            session,
-                            plain,
-                            carry=carry if planner.vip.enabled else None,
-                            guests_seen=guests_seen,
-                        )
-                    check.new += len(plan.orders)
-                    check.skipped += plan.skipped
-                    check.customers_created += len(plan.new_guests)
-                    check.points += plan.points
+                assert orders is not None
+                orders.add([jobs.order_plain(row) for row in kept_orders])
+                plain = []
             rejected = sorted([*parse_rejected, *more], key=lambda item: item.row)
             check.add_rejected(rejected)
             check.total_rows += len(rows) + len(parse_rejected)
@@ -599,7 +590,7 @@ def _first_pass(
                     raw = _RawRecords(path)
                 for item in rejected:
                     item.record = raw.get(item.row)
-            if spool is not None:
+            if spool is not None and (plain or rejected):
                 last_row = max(
                     [row[0] for row in plain] + [item.row for item in rejected], default=after_row
                 )
@@ -696,17 +687,25 @@ def preview_import(
             generation=0,
             batch_size=batch_size,
         )
-        check = _first_pass(
-            factory,
-            context,
-            reader,
-            path,
-            after_row=0,
-            spool=None,
-            preview=True,
-            progress=progress,
-            estimate=facts.lines,
-        )
+        orders = jobs.OrdersByDate() if kind is ImportKind.ORDERS else None
+        try:
+            check = _first_pass(
+                factory,
+                context,
+                reader,
+                path,
+                after_row=0,
+                spool=None,
+                preview=True,
+                progress=progress,
+                estimate=facts.lines,
+                orders=orders,
+            )
+            if orders is not None:
+                _preview_orders(factory, context, orders, check)
+        finally:
+            if orders is not None:
+                orders.close()
     finally:
         reader.close()
     with unit_of_work(factory, merchant_id=merchant_id) as session:
@@ -729,6 +728,63 @@ def preview_import(
         job.points_issued = check.points
         job.finished_at = utcnow()
     return job
+
+
+def _preview_orders(
+    factory: sessionmaker[Session], context: _Context, orders: jobs.OrdersByDate, check: _Check
+) -> None:
+    """Count what the checked orders would do, in date order as the import applies them."""
+    planner = jobs.OrderPlanner(context.order_run())
+    carry: dict[str, jobs.TierState] = {}
+    guests_seen = SeenKeys()
+    for batch in _date_batches(orders, context.batch_size, 0):
+        with unit_of_work(factory, merchant_id=context.merchant_id) as session:
+            plan = planner.plan(
+                session,
+                batch,
+                carry=carry if planner.vip.enabled else None,
+                guests_seen=guests_seen,
+            )
+        check.new += len(plan.orders)
+        check.skipped += plan.skipped
+        check.customers_created += len(plan.new_guests)
+        check.points += plan.points
+
+
+def _date_batches(
+    orders: jobs.OrdersByDate, size: int, applied: int
+) -> Iterator[list[Sequence[Any]]]:
+    """The orders by date in lists of ``size``, leaving out the first ``applied``."""
+    batch: list[Sequence[Any]] = []
+    for position, row in enumerate(orders, start=1):
+        if position <= applied:
+            continue
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _order_batches(
+    spool: jobs.Spool, orders: jobs.OrdersByDate, size: int, applied: int
+) -> Iterator[tuple[list[Any], list[Any], int]]:
+    """What an orders import applies, as spooled batches: (rows, rejected, position after).
+
+    The rejected rows first (in file order), then the valid orders by date. A position counts
+    both; the job's cursor is the position reached, so a resumed import leaves out the first
+    ``applied`` of the same sequence (the same file and checks give the same sequence).
+    """
+    position = 0
+    for _rows, rejected, _last_row in spool.read():
+        end = position + len(rejected)
+        if end > applied:
+            yield [], rejected[max(applied - position, 0) :], end
+        position = end
+    for batch in _date_batches(orders, size, max(applied - position, 0)):
+        position = max(position, applied) + len(batch)
+        yield batch, [], position
 
 
 def _store_check(job: ImportJob, check: _Check) -> None:
@@ -901,17 +957,21 @@ def run_import(
         known_orders_possible=had_orders is not None,
     )
     spool = jobs.Spool()
+    orders = jobs.OrdersByDate() if kind is ImportKind.ORDERS else None
     try:
         check = _first_pass(
             factory,
             context,
             reader,
             path,
-            after_row=after_row,
+            # Orders are applied by date, so their cursor is a position in that sequence (made
+            # again from the whole file), not a row of the file.
+            after_row=after_row if orders is None else 0,
             spool=spool,
             preview=False,
             progress=progress,
             estimate=facts.lines,
+            orders=orders,
         )
         if check.invalid_rows and not options.skip_invalid:
             with unit_of_work(factory, merchant_id=merchant_id) as session:
@@ -928,9 +988,13 @@ def run_import(
             job.file_format = check.file_format
             job.headers = check.headers
             job.total_rows = check.total_rows + check.resumed_rows
-        _second_pass(
-            factory, context, spool, progress, after_batch, check.resumed_rows, job.total_rows
-        )
+        if orders is None:
+            batches: Iterator[Any] = spool.read()
+            done = check.resumed_rows
+        else:
+            batches = _order_batches(spool, orders, batch_size, after_row)
+            done = after_row
+        _second_pass(factory, context, batches, progress, after_batch, done, job.total_rows)
         _finish(factory, context)
     except ImportRefused:
         raise
@@ -939,6 +1003,8 @@ def run_import(
         raise
     finally:
         spool.close()
+        if orders is not None:
+            orders.close()
     with unit_of_work(factory, merchant_id=merchant_id) as session:
         return session.get_one(ImportJob, job_id)
 
@@ -968,13 +1034,13 @@ def _has_prior_imports(session: Session, merchant_id: int, job_id: int) -> bool:
 def _second_pass(
     factory: sessionmaker[Session],
     context: _Context,
-    spool: jobs.Spool,
+    batches: Iterator[Any],
     progress: ProgressCallback | None,
     after_batch: Callable[[int], None] | None,
     done: int,
     total: int,
 ) -> None:
-    """Apply the spooled batches, one transaction each, the cursor moving with them."""
+    """Apply the batches, one transaction each, the cursor moving with them."""
     customer_run = context.customer_run() if context.kind is ImportKind.CUSTOMERS else None
     order_run = context.order_run() if context.kind is ImportKind.ORDERS else None
     planner = jobs.OrderPlanner(order_run) if order_run is not None else None
@@ -987,7 +1053,7 @@ def _second_pass(
             _set_checkpoints(connection, SQLITE_CHECKPOINT_PAGES)
         try:
             pinned = sessionmaker(bind=connection, expire_on_commit=False)
-            for committed, batch in enumerate(spool.read(), start=1):
+            for committed, batch in enumerate(batches, start=1):
                 done += _apply_batch(pinned, context, batch, customer_run, order_run, planner)
                 if progress is not None:
                     progress("importing", done, max(total, done))
