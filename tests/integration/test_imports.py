@@ -25,6 +25,7 @@ from tally.notifications.orm import EmailMessage
 from tally.outbox.events import CustomersImported
 from tally.outbox.orm import OutboxMessage
 from tally.outbox.registry import default_registry, load_plugins
+from tally.program import service as program_service
 from tally.program.config_service import update_program
 from tally.program.orm import Order, TierChangeRecord
 from tests.support.factories import make_customer, make_merchant
@@ -1259,25 +1260,84 @@ def test_reverting_an_orders_import(session_factory: sessionmaker[Session]) -> N
     )
     imports.revert_import(session_factory, merchant_id=m.id, job_id=job.id)
     assert set(_balances(session_factory, m.id).values()) == {0}
-    with session_factory() as session:
-        orders = session.scalars(select(Order).where(Order.merchant_id == m.id)).all()
-        assert {(o.points_awarded, o.points_clawed_back) for o in orders} == {
-            (0, 0),
-            (44, 44),
-            (63, 63),
-        }
+    # The orders are gone (they no longer count toward tiers) ...
+    assert _count(session_factory, Order, m.id) == 0
     _assert_ledger_consistent(session_factory, m.id)
-    # The orders stay known: importing the file again skips them.
+    # ... so the (corrected) file can be imported again.
     again = imports.run_import(
         session_factory,
         merchant_id=m.id,
         path=FIXTURES / "orders_shopify.csv",
         options=OrderOptions(),
     )
-    assert (again.new_count, again.skipped_count) == (0, 5)
+    assert (again.new_count, again.skipped_count) == (5, 0)
+    assert again.points_issued == job.points_issued > 0
+    _assert_ledger_consistent(session_factory, m.id)
 
 
-def test_only_a_completed_import_can_be_reverted(session_factory: sessionmaker[Session]) -> None:
+def test_reverting_an_orders_import_takes_back_tier_rewards_and_tiers(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    m = make_merchant(session_factory)
+    vip = {
+        "enabled": True,
+        "metric": "amount_spent",
+        "tiers": [
+            {"id": "silver", "name": "Silver", "threshold": "100", "entry_reward_points": 50}
+        ],
+    }
+    _program(session_factory, m.id, place_order={"enabled": True}, vip=vip)
+    kept = make_customer(session_factory, m.id, email="kept@example.com", points=7)
+    path = _write(
+        tmp_path,
+        "orders.csv",
+        "order_id,email,total,placed_at\n"
+        "A1,ana@example.com,80.00,2025-01-05\n"
+        "A2,ana@example.com,40.00,2025-02-05\n"
+        "K1,kept@example.com,30.00,2025-02-06\n",
+    )
+    job = imports.run_import(session_factory, merchant_id=m.id, path=path, options=OrderOptions())
+    customers = _customers(session_factory, m.id)
+    assert (customers["ana@example.com"].points_balance, customers["ana@example.com"].vip_tier) == (
+        80 + 40 + 50,
+        "silver",
+    )
+    imports.revert_import(session_factory, merchant_id=m.id, job_id=job.id)
+    customers = _customers(session_factory, m.id)
+    assert (customers["ana@example.com"].points_balance, customers["ana@example.com"].vip_tier) == (
+        0,
+        None,
+    )
+    assert customers["kept@example.com"].points_balance == 7
+    assert customers["kept@example.com"].id == kept
+    _assert_ledger_consistent(session_factory, m.id)
+
+
+def test_an_orders_import_with_refunds_recorded_since_is_not_reverted(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    m = make_merchant(session_factory)
+    _program(session_factory, m.id, place_order={"enabled": True})
+    path = _write(
+        tmp_path, "orders.csv", "order_id,email,total,placed_at\nA1,a@example.com,80,2025-01-05\n"
+    )
+    job = imports.run_import(session_factory, merchant_id=m.id, path=path, options=OrderOptions())
+    with unit_of_work(session_factory, merchant_id=m.id) as session:
+        program_service.refund_order(
+            session, merchant_id=m.id, order_id="A1", refund_id="R1", amount=Decimal("20")
+        )
+    before = _balances(session_factory, m.id)
+    with pytest.raises(imports.RevertRefused) as refused:
+        imports.revert_import(session_factory, merchant_id=m.id, job_id=job.id)
+    assert "refunds were recorded for some of its orders" in refused.value.detail
+    assert "A1" in refused.value.detail
+    assert _balances(session_factory, m.id) == before
+    assert _count(session_factory, Order, m.id) == 1
+
+
+def test_only_a_completed_or_failed_import_can_be_reverted(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
     m = make_merchant(session_factory)
     preview = imports.preview_import(
         session_factory,
@@ -1288,8 +1348,30 @@ def test_only_a_completed_import_can_be_reverted(session_factory: sessionmaker[S
     with pytest.raises(imports.RevertRefused) as refused:
         imports.revert_import(session_factory, merchant_id=m.id, job_id=preview.id)
     assert refused.value.detail == (
-        f"import {preview.id} is previewed: only a completed import can be reverted"
+        f"import {preview.id} is previewed: only a completed import, or one that stopped part "
+        "way (failed), can be reverted"
     )
+    # An import that stopped part way is reverted for what it applied.
+    lines = ["email,points"] + [f"c{n}@example.com,{n + 1}" for n in range(25)]
+    path = _write(tmp_path, "customers.csv", "\n".join(lines) + "\n")
+    with pytest.raises(Crash):
+        imports.run_import(
+            session_factory,
+            merchant_id=m.id,
+            path=path,
+            options=CustomerOptions(),
+            batch_size=10,
+            after_batch=_crash_after(1),
+        )
+    with session_factory() as session:
+        failed = session.scalars(
+            select(ImportJob).where(ImportJob.merchant_id == m.id, ImportJob.status == "failed")
+        ).one()
+    assert sum(_balances(session_factory, m.id).values()) == sum(range(1, 11))
+    reverted = imports.revert_import(session_factory, merchant_id=m.id, job_id=failed.id)
+    assert reverted.status == "reverted"
+    assert set(_balances(session_factory, m.id).values()) == {0}
+    _assert_ledger_consistent(session_factory, m.id)
 
 
 # --- jobs are the merchant's own -------------------------------------------------------------------

@@ -1603,28 +1603,42 @@ def write_orders(
 
     entry_ids = bulk.allocate_ids("ledger_entries", len(earned))
     json_value = bulk.json if bulk.postgres else _details_json
-    entries = [
-        (
+    source_ref = job_source_ref(run.job_id)
+
+    def earn_entry(entry_id: int, earned_row: tuple[Any, ...], key: str) -> tuple[Any, ...]:
+        customer_id, points, order_id, basis, multiplier = earned_row
+        return (
             entry_id,
             merchant_id,
             customer_id,
             points,
             "earn",
             f"Order {order_id}",
-            f"order:{order_id}",
+            source_ref,
             "place_order",
             version,
-            f"order:{order_id}",
+            key,
             points,
             expires_at,
             json_value({"basis": str(basis), "multiplier": str(multiplier)}),
             stamp,
         )
-        for entry_id, (customer_id, points, order_id, basis, multiplier) in zip(
-            entry_ids, earned, strict=True
-        )
+
+    entries = [
+        earn_entry(entry_id, row, f"order:{row[2]}")
+        for entry_id, row in zip(entry_ids, earned, strict=True)
     ]
-    bulk.insert("ledger_entries", ENTRY_COLUMNS, entries)
+    # ``order:<id>`` is taken only when an earlier import of the order was reverted (a known
+    # order is skipped): the order imported again gets its points under a key of this job.
+    bulk.insert("ledger_entries", ENTRY_COLUMNS, entries, skip_conflicts=True)
+    present = bulk.present_ids("ledger_entries", entry_ids)
+    if present is not None:
+        again = [
+            earn_entry(entry_id, row, f"order:{row[2]}:import-{run.job_id}")
+            for entry_id, row in zip(entry_ids, earned, strict=True)
+            if entry_id not in present
+        ]
+        bulk.insert("ledger_entries", ENTRY_COLUMNS, again)
 
     rewards = _write_tier_changes(bulk, run, planner, plan, ids)
     amounts: dict[int, int] = defaultdict(int)
@@ -1673,6 +1687,8 @@ def _write_tier_changes(
                 kind=EntryKind.EARN,
                 reason=f"Welcome to {tier.name}",
                 idempotency_key=f"tier-entry:{customer_id}:{tier.id}",
+                # Marked with the job, so that a revert takes it back with the orders' points.
+                source_ref=job_source_ref(run.job_id),
                 rule_id=f"tier:{tier.id}",
                 rule_version=run.program.settings.version,
                 expires_at=planner.expires_at,

@@ -47,8 +47,11 @@ Decisions worth knowing:
 - **Revert** is all or nothing: it writes a reversing entry for every credit the import made
   (import entries and create-account points; the points of the imported orders), or refuses,
   naming every customer whose balance is now lower than what is to be taken back (the points
-  were spent). Customers and orders the import created stay; reverted orders count their
-  points as taken back, and importing the same order file again skips them.
+  were spent). A failed import (stopped part way) can be reverted too: what it applied is
+  taken back. Customers the import created stay. The orders of a reverted orders import are
+  deleted (refused if a refund was recorded for one since) and their customers' VIP tiers
+  recomputed, so the corrected file can be imported again; tier entry rewards are taken back
+  with the orders' points but, given once per tier ever, are not given again by a re-import.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.customers.orm import Customer, CustomerState
@@ -88,7 +91,7 @@ from tally.imports.orm import ImportJob, ImportKind, ImportRejectedRow, ImportSt
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.program import service as program_service
-from tally.program.orm import Order
+from tally.program.orm import Order, Refund
 
 __all__ = [
     "ENGINE_BULK",
@@ -1282,38 +1285,62 @@ class _Credit:
 
 
 def _job_entries(session: Session, job: ImportJob) -> list[_Credit]:
-    if job.kind == ImportKind.ORDERS:
-        stmt = (
-            select(
-                LedgerEntry.id,
-                LedgerEntry.customer_id,
-                LedgerEntry.points,
-                LedgerEntry.kind,
-                LedgerEntry.remaining,
-            )
-            .join(
-                Order,
-                (Order.merchant_id == LedgerEntry.merchant_id)
-                & (LedgerEntry.idempotency_key == literal("order:") + Order.order_id),
-            )
-            .where(Order.merchant_id == job.merchant_id, Order.import_id == job.id)
-        )
-    else:
-        stmt = select(
-            LedgerEntry.id,
-            LedgerEntry.customer_id,
-            LedgerEntry.points,
-            LedgerEntry.kind,
-            LedgerEntry.remaining,
-        ).where(
-            LedgerEntry.merchant_id == job.merchant_id,
-            LedgerEntry.source_ref == jobs.job_source_ref(job.id),
-        )
+    """What the import credited: the entries it wrote are marked with the job."""
+    stmt = select(
+        LedgerEntry.id,
+        LedgerEntry.customer_id,
+        LedgerEntry.points,
+        LedgerEntry.kind,
+        LedgerEntry.remaining,
+    ).where(
+        LedgerEntry.merchant_id == job.merchant_id,
+        LedgerEntry.source_ref == jobs.job_source_ref(job.id),
+    )
     return [_Credit(*row) for row in session.execute(stmt.order_by(LedgerEntry.id))]
 
 
+def _refunded_since(session: Session, job: ImportJob) -> list[str]:
+    """Order ids of the import's orders that had a refund recorded after the import."""
+    return list(
+        session.scalars(
+            select(Order.order_id)
+            .join(Refund, Refund.order_pk == Order.id)
+            .where(Order.merchant_id == job.merchant_id, Order.import_id == job.id)
+            .distinct()
+            .order_by(Order.order_id)
+            .limit(MAX_REPORTED_ERRORS)
+        )
+    )
+
+
+def _remove_orders(session: Session, job: ImportJob, now: datetime) -> None:
+    """Delete a reverted import's orders and move their customers' tiers back.
+
+    The orders go (rather than stay, marked) so that they stop counting toward VIP tiers and
+    the corrected file can be imported again.
+    """
+    customer_ids = list(
+        session.scalars(
+            select(Order.customer_id)
+            .where(Order.merchant_id == job.merchant_id, Order.import_id == job.id)
+            .distinct()
+        )
+    )
+    session.execute(
+        delete(Order)
+        .where(Order.merchant_id == job.merchant_id, Order.import_id == job.id)
+        .execution_options(synchronize_session=False)
+    )
+    program = program_service.load(session, job.merchant_id)
+    if not program.settings.vip.enabled:
+        return
+    for part in jobs.chunks(customer_ids):
+        for customer in session.scalars(select(Customer).where(Customer.id.in_(part))):
+            program_service.recompute_tier(session, program, customer, now=now)
+
+
 def revert_import(factory: sessionmaker[Session], *, merchant_id: int, job_id: int) -> ImportJob:
-    """Take back every point a completed import credited, all or nothing.
+    """Take back every point a completed (or part-applied, failed) import credited, all or nothing.
 
     Refuses (``RevertRefused``, naming each customer) when a customer's balance is now lower
     than what the import credited them: those points were spent.
@@ -1323,10 +1350,16 @@ def revert_import(factory: sessionmaker[Session], *, merchant_id: int, job_id: i
         job = get_import(session, merchant_id=merchant_id, job_id=job_id)
         if job.status == ImportStatus.REVERTED:
             raise RevertRefused(f"import {job.id} was already reverted")
-        if job.status != ImportStatus.COMPLETED:
+        if job.status not in (ImportStatus.COMPLETED, ImportStatus.FAILED):
             raise RevertRefused(
-                f"import {job.id} is {job.status}: only a completed import can be reverted"
-                + (" (run the same file again to finish it first)" if job.cursor else "")
+                f"import {job.id} is {job.status}: only a completed import, or one that stopped "
+                "part way (failed), can be reverted"
+            )
+        if job.kind == ImportKind.ORDERS and (refunded := _refunded_since(session, job)):
+            raise RevertRefused(
+                f"import {job.id} cannot be reverted: refunds were recorded for some of its "
+                "orders since it ran, and reverting would delete those orders; nothing was "
+                f"changed (orders: {', '.join(refunded)})"
             )
         credits = _job_entries(session, job)
         per_customer: dict[int, int] = defaultdict(int)
@@ -1360,12 +1393,7 @@ def revert_import(factory: sessionmaker[Session], *, merchant_id: int, job_id: i
             )
         _write_reversals(session, job, credits, per_customer, now)
         if job.kind == ImportKind.ORDERS:
-            session.execute(
-                update(Order)
-                .where(Order.merchant_id == merchant_id, Order.import_id == job.id)
-                .values(points_clawed_back=Order.points_awarded, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
+            _remove_orders(session, job, now)
         job.status = ImportStatus.REVERTED
         job.reverted_at = now
         session.flush()
