@@ -709,13 +709,58 @@ def test_shopify_order_export_with_line_items_refunds_and_a_bom(
             for o in session.scalars(select(Order).where(Order.merchant_id == m.id))
         }
     assert orders == {
-        "#1001": ("paid", "EUR", Decimal("49.85"), Decimal("0"), Decimal("58.17")),
+        "#1001": ("fulfilled", "EUR", Decimal("49.85"), Decimal("0"), Decimal("58.17")),
         "#1002": ("refunded", "NZD", Decimal("120"), Decimal("120"), None),
         "#1003": ("partially_refunded", "EUR", Decimal("80.9"), Decimal("15"), Decimal("78.82")),
         "#1004": ("cancelled", "GBP", Decimal("35.99"), Decimal("0"), None),
         "#1005": ("pending", "EUR", Decimal("19.9"), Decimal("0"), None),
     }
     _assert_ledger_consistent(session_factory, m.id)
+
+
+def test_a_program_that_awards_on_fulfilment_rewards_fulfilled_orders(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    m = make_merchant(session_factory)
+    _program(session_factory, m.id, place_order={"enabled": True, "award_on_status": "fulfilled"})
+    path = _write(
+        tmp_path,
+        "orders.csv",
+        "order_id,email,total,status,placed_at\n"
+        "F1,ana@example.com,40.00,fulfilled,2025-01-05\n"
+        "P1,ana@example.com,30.00,paid,2025-01-06\n",
+    )
+    job = imports.run_import(session_factory, merchant_id=m.id, path=path, options=OrderOptions())
+    with session_factory() as session:
+        points = dict(
+            session.execute(
+                select(Order.order_id, Order.points_awarded).where(Order.merchant_id == m.id)
+            ).all()
+        )
+    # Paid but not yet shipped earns nothing under this rule, as it would live.
+    assert points == {"F1": 40, "P1": 0}
+    assert job.points_issued == 40
+    # Shopify: "paid" with Fulfillment Status "fulfilled" is a fulfilled order.
+    other = make_merchant(session_factory)
+    _program(
+        session_factory, other.id, place_order={"enabled": True, "award_on_status": "fulfilled"}
+    )
+    shopify = imports.run_import(
+        session_factory,
+        merchant_id=other.id,
+        path=FIXTURES / "orders_shopify.csv",
+        options=OrderOptions(),
+    )
+    with session_factory() as session:
+        earned = {
+            order_id
+            for order_id, awarded in session.execute(
+                select(Order.order_id, Order.points_awarded).where(Order.merchant_id == other.id)
+            )
+            if awarded
+        }
+    assert earned == {"#1001", "#1003"}
+    assert shopify.points_issued > 0
 
 
 def test_known_orders_are_skipped_and_a_second_import_changes_nothing(
@@ -823,7 +868,7 @@ def test_order_preview_lists_every_error(
     assert expected[3] == "an amount without a currency sign, like 49.90"
     assert expected[4] == 'an amount with a "." decimal point, like 49.90'
     assert expected[5] == "a 3-letter ISO 4217 currency code like USD or EUR"
-    assert expected[6].startswith("one of paid, pending, refunded")
+    assert expected[6].startswith("one of paid, fulfilled, pending, refunded")
     assert expected[8] == "an order id not already used in this file (it is on row 2)"
     assert expected[9] == "an order id (required)"
     assert expected[10] == "a date that is not in the future"

@@ -25,7 +25,9 @@ BAD_TIME = (
     "an ISO 8601 date or date-time like 2024-03-05, 2024-03-05T14:22:10Z "
     "or 2024-03-05 14:22:10 -0500"
 )
-STATUSES = "one of paid, pending, refunded, partially_refunded, cancelled (blank means paid)"
+STATUSES = (
+    "one of paid, fulfilled, pending, refunded, partially_refunded, cancelled (blank means paid)"
+)
 SHOPIFY_HEADER = "Name,Email,Financial Status,Total,Created at,Cancelled at,Refunded Amount,Id\n"
 
 
@@ -142,6 +144,8 @@ def test_shopify_export_groups_line_items_into_orders() -> None:
             shipping=Decimal("4.95"),
             tax=Decimal("8.32"),
             currency="EUR",
+            # Paid, and its Fulfillment Status is fulfilled.
+            status=OrderStatus.FULFILLED,
             placed_at=datetime(2024, 3, 5, 19, 22, 10, tzinfo=UTC),
             refunded_amount=Decimal("0.00"),
             external_id="5620112343201",

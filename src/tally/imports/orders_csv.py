@@ -4,15 +4,17 @@ Accepted files (headers are matched ignoring case, surrounding spaces and ``_`` 
 
 - the Tally template ``order_id,email,total,subtotal,discounts,shipping,tax,currency,status,
   placed_at``: ``order_id``, ``email``, ``total`` and ``placed_at`` are required; ``status`` is
-  one of paid (the default when blank), pending, refunded, partially_refunded or cancelled; an
-  optional ``refunded_amount`` column may be added;
+  one of paid (the default when blank), fulfilled (paid and shipped), pending, refunded,
+  partially_refunded or cancelled; an optional ``refunded_amount`` column may be added;
 - Shopify's order export, as downloaded. It has one row per line item and the order's own
   values on its first row only, so consecutive rows with the same ``Name`` are one order. The
   order id is the ``Name`` (``#1001``, the number the merchant sees) and ``Id`` becomes the
   external id. The status comes from ``Financial Status`` (authorized and partially_paid count
-  as pending, voided and expired as cancelled), and any ``Cancelled at`` value makes the order
-  cancelled. The amounts are ``Total``, ``Subtotal``, ``Discount Amount``, ``Shipping``,
-  ``Taxes`` and ``Refunded Amount``; ``Created at`` is when it was placed.
+  as pending, voided and expired as cancelled; a paid order whose ``Fulfillment Status`` is
+  fulfilled is fulfilled, which matters to programs that award points on fulfilment), and any
+  ``Cancelled at`` value makes the order cancelled. The amounts are ``Total``, ``Subtotal``,
+  ``Discount Amount``, ``Shipping``, ``Taxes`` and ``Refunded Amount``; ``Created at`` is when
+  it was placed.
 
 Amounts are non-negative decimals written with digits and ``.`` (no thousands separators, at
 most 4 decimal places) and read as ``Decimal``. Currencies are 3-letter ISO 4217 codes (the
@@ -61,6 +63,7 @@ class OrderStatus(StrEnum):
     """Payment state of an imported order."""
 
     PAID = "paid"
+    FULFILLED = "fulfilled"
     PENDING = "pending"
     REFUNDED = "refunded"
     PARTIALLY_REFUNDED = "partially_refunded"
@@ -94,6 +97,7 @@ _FIELDS = (
     "refunded_amount",
     "cancelled_at",
     "external_id",
+    "fulfillment",
 )
 
 
@@ -170,6 +174,7 @@ SHOPIFY_ORDERS = OrderFormat(
         "refunded_amount": "refunded amount",
         "cancelled_at": "cancelled at",
         "external_id": "id",
+        "fulfillment": "fulfillment status",
     },
     required=frozenset({"name", "email", "financial status", "total", "created at"}),
     line_items=True,
@@ -315,6 +320,7 @@ class OrderCsvReader:
                     raw_refunded,
                     raw_cancelled_at,
                     raw_external_id,
+                    raw_fulfillment,
                 ) = pick(record)
                 errors: list[ImportRowError] = []
 
@@ -396,6 +402,11 @@ class OrderCsvReader:
                     if status is None:
                         expected = _SHOPIFY_STATUS_EXPECTED if shopify else _STATUS_EXPECTED
                         errors.append(ImportRowError(row, label["status"], raw_status, expected))
+                    elif (
+                        status is OrderStatus.PAID
+                        and raw_fulfillment.strip().lower() == "fulfilled"
+                    ):
+                        status = OrderStatus.FULFILLED  # Shopify: paid and shipped
 
                 text = raw_placed_at.strip()
                 placed_at = parse_timestamp(text) if text else None
@@ -444,7 +455,7 @@ _ID_REQUIRED = "an order id (required)"
 _ID_TOO_LONG = f"an order id of at most {MAX_TEXT_LENGTH} characters"
 _CURRENCY_EXPECTED = "a 3-letter ISO 4217 currency code like USD or EUR"
 _STATUS_EXPECTED = (
-    "one of paid, pending, refunded, partially_refunded, cancelled (blank means paid)"
+    "one of paid, fulfilled, pending, refunded, partially_refunded, cancelled (blank means paid)"
 )
 _SHOPIFY_STATUS_EXPECTED = "a Shopify financial status: " + ", ".join(_SHOPIFY_STATUSES)
 
