@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -421,6 +424,46 @@ def test_skip_invalid_imports_the_rest_and_keeps_the_rejected_rows(
         10,
         11,
     ]
+
+
+@pytest.mark.parametrize("kind", ["customers", "orders"])
+def test_a_corrected_rejected_rows_file_imports(
+    session_factory: sessionmaker[Session], tmp_path: Path, kind: str
+) -> None:
+    m = make_merchant(session_factory)
+    _program(session_factory, m.id, place_order={"enabled": True})
+    options: imports.ImportOptions
+    if kind == "customers":
+        text = 'email,points\nana@example.com,10\nwei@example.com,"1,200"\n'
+        options, fixed = CustomerOptions(skip_invalid=True), "1200"
+    else:
+        text = (
+            "order_id,email,total,placed_at\n"
+            "A1,ana@example.com,10.00,2025-01-05\n"
+            'A2,wei@example.com,"1,200.00",2025-01-06\n'
+        )
+        options, fixed = OrderOptions(skip_invalid=True), "1200.00"
+    job = imports.run_import(
+        session_factory, merchant_id=m.id, path=_write(tmp_path, "in.csv", text), options=options
+    )
+    assert (job.new_count, job.invalid_count) == (1, 1)
+    with session_factory() as session:
+        rejected = "".join(imports.rejected_csv(session, merchant_id=m.id, job_id=job.id))
+    # The merchant fixes the value and imports the file as it is, reason column included.
+    records = list(csv.reader(io.StringIO(rejected)))
+    assert records[0][-1] == "reason"
+    records[1] = [fixed if value.startswith("1,200") else value for value in records[1]]
+    out = io.StringIO()
+    csv.writer(out).writerows(records)
+    corrected = out.getvalue()
+    again = imports.run_import(
+        session_factory,
+        merchant_id=m.id,
+        path=_write(tmp_path, "fixed.csv", corrected),
+        options=replace(options, skip_invalid=False),
+    )
+    assert (again.status, again.new_count, again.invalid_count) == ("completed", 1, 0)
+    assert _balances(session_factory, m.id) == {"ana@example.com": 10, "wei@example.com": 1200}
 
 
 def _rejected(factory: sessionmaker[Session], job_id: int) -> list[tuple[int, str]]:

@@ -29,6 +29,7 @@ from tally.imports.formats import (
     EMAIL_PATTERN,
     MAX_EMAIL_LENGTH,
     MAX_TEXT_LENGTH,
+    REJECTED_REASON_HEADERS,
     BinarySource,
     CsvInput,
     ImportFileError,
@@ -151,7 +152,9 @@ CUSTOMER_FORMATS: tuple[CustomerFormat, ...] = (
 
 def detect_customer_format(headers: Sequence[str]) -> CustomerFormat:
     """The layout of a customer file from its header row; ``ImportFileError`` if none fits."""
-    normalised = normalised_headers(headers)
+    normalised = [
+        "" if name in REJECTED_REASON_HEADERS else name for name in normalised_headers(headers)
+    ]
     present = {name for name in normalised if name}
     if "email" not in present:
         raise ImportFileError(

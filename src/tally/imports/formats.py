@@ -336,6 +336,11 @@ def is_blank(record: Iterable[str]) -> bool:
 # --- headers and formats ---------------------------------------------------------------------
 
 
+REJECTED_REASON_HEADERS = frozenset({"reason", "import reason"})
+"""Normalised headers of the column a rejected-rows file adds: ignored when the corrected file
+is imported again."""
+
+
 def normalise_header(header: str) -> str:
     """Header text compared across formats: trimmed, lowercase, ``_`` read as a space."""
     return " ".join(header.replace("_", " ").split()).lower()

@@ -40,6 +40,7 @@ from tally.imports.formats import (
     EMAIL_PATTERN,
     MAX_EMAIL_LENGTH,
     MAX_TEXT_LENGTH,
+    REJECTED_REASON_HEADERS,
     BinarySource,
     CsvInput,
     ImportFileError,
@@ -191,7 +192,9 @@ _TEMPLATE_COLUMNS = (
 
 def detect_order_format(headers: Sequence[str]) -> OrderFormat:
     """The layout of an order file from its header row; ``ImportFileError`` if none fits."""
-    normalised = normalised_headers(headers)
+    normalised = [
+        "" if name in REJECTED_REASON_HEADERS else name for name in normalised_headers(headers)
+    ]
     present = {name for name in normalised if name}
     for layout in ORDER_FORMATS:
         if layout.matches(present):
