@@ -28,6 +28,7 @@ from tally.notifications.orm import EmailMessage
 from tally.outbox.events import CustomersImported
 from tally.outbox.orm import OutboxMessage
 from tally.outbox.registry import default_registry, load_plugins
+from tally.program import jobs as program_jobs
 from tally.program import service as program_service
 from tally.program.config_service import update_program
 from tally.program.orm import Order, TierChangeRecord
@@ -759,6 +760,48 @@ def test_shopify_order_export_with_line_items_refunds_and_a_bom(
         "#1005": ("pending", "EUR", Decimal("19.9"), Decimal("0"), None),
     }
     _assert_ledger_consistent(session_factory, m.id)
+
+
+def test_a_tier_from_the_customer_file_is_kept_for_a_year(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    m = make_merchant(session_factory)
+    _program(session_factory, m.id, place_order={"enabled": True}, vip=TIERS)
+    path = _write(
+        tmp_path,
+        "customers.csv",
+        "email,points,vip_tier\ngold@example.com,0,Gold\nnone@example.com,0,\n",
+    )
+    job = imports.run_import(
+        session_factory, merchant_id=m.id, path=path, options=CustomerOptions()
+    )
+    # The daily tier review does not take it away although no spending backs it ...
+    program_jobs.review_tiers(session_factory, merchant_id=m.id, now=utcnow() + timedelta(days=1))
+    assert _customers(session_factory, m.id)["gold@example.com"].vip_tier == "gold"
+    # ... nor does an orders import: the order earns Gold's double points.
+    orders = _write(
+        tmp_path,
+        "orders.csv",
+        "order_id,email,total,placed_at\n"
+        "G1,gold@example.com,10.00,2025-01-05\n"
+        "N1,none@example.com,120.00,2025-01-05\n",
+    )
+    imports.run_import(session_factory, merchant_id=m.id, path=orders, options=OrderOptions())
+    customers = _customers(session_factory, m.id)
+    assert (
+        customers["gold@example.com"].vip_tier,
+        customers["gold@example.com"].points_balance,
+    ) == (
+        "gold",
+        20,
+    )
+    assert customers["none@example.com"].vip_tier == "silver"
+    # A year after the import the tier is measured like any other.
+    later = job.created_at + timedelta(days=366)
+    program_jobs.review_tiers(session_factory, merchant_id=m.id, now=later)
+    customers = _customers(session_factory, m.id)
+    assert customers["gold@example.com"].vip_tier is None
+    assert customers["none@example.com"].vip_tier == "silver"
 
 
 def test_a_program_that_awards_on_fulfilment_rewards_fulfilled_orders(

@@ -20,6 +20,7 @@ from tally.program.tiers import (
     select_tier,
     tier_change,
     window_start,
+    with_kept_tier,
 )
 
 AUCKLAND = ZoneInfo("Pacific/Auckland")
@@ -212,3 +213,26 @@ def test_points_thresholds_are_whole_numbers() -> None:
 def test_an_enabled_program_needs_tiers() -> None:
     with pytest.raises(ValidationError, match="needs at least one tier"):
         VipProgram(enabled=True)
+
+
+# --- kept tiers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reached", "kept", "until", "held"),
+    [
+        (None, "silver", utc(2026, 6, 1), SILVER),  # kept: no tier reached yet
+        (BRONZE, "gold", utc(2026, 6, 1), GOLD),  # kept above what is reached
+        (GOLD, "silver", utc(2026, 6, 1), GOLD),  # reached above the kept tier
+        (SILVER, "silver", utc(2026, 6, 1), SILVER),
+        (BRONZE, "gold", utc(2026, 1, 1), BRONZE),  # no longer kept (until is now)
+        (BRONZE, "gold", utc(2025, 12, 1), BRONZE),
+        (BRONZE, "platinum", utc(2026, 6, 1), BRONZE),  # a tier no longer configured
+        (BRONZE, None, utc(2026, 6, 1), BRONZE),
+        (BRONZE, "gold", None, BRONZE),
+    ],
+)
+def test_a_kept_tier_is_a_minimum_until_its_date(
+    reached: Tier | None, kept: str | None, until: datetime | None, held: Tier | None
+) -> None:
+    assert with_kept_tier(TIERS, reached, kept, until, utc(2026, 1, 1)) == held

@@ -44,6 +44,10 @@ class Customer(TenantScoped, Base):
     )
     points_balance: Mapped[int] = mapped_column(BigInteger, default=0)
     vip_tier: Mapped[str | None] = mapped_column(String(64), default=None)
+    # A tier given outside the VIP metric (imported from the previous provider), held as a
+    # minimum until `vip_tier_kept_until` (see program.tiers.with_kept_tier).
+    vip_tier_kept: Mapped[str | None] = mapped_column(String(64), default=None)
+    vip_tier_kept_until: Mapped[datetime | None] = mapped_column(default=None)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(default=None)
     enrolled_at: Mapped[datetime | None] = mapped_column(default=None)
     last_activity_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -33,7 +33,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Context, Decimal, Inexact
 from enum import StrEnum
 from typing import IO, Any, Final
@@ -503,6 +503,9 @@ _CUSTOMER_COLUMNS = (
     "created_at",
     "updated_at",
 )
+# A customer the file gives a VIP tier keeps it (as a minimum) this long after the import.
+KEPT_TIER_DAYS = 365
+_MEMBER_COLUMNS = (*_CUSTOMER_COLUMNS, "vip_tier_kept", "vip_tier_kept_until")
 ENTRY_COLUMNS = (
     "id",
     "merchant_id",
@@ -707,6 +710,11 @@ class CustomerRun:
         return job_source_ref(self.job_id)
 
     @property
+    def kept_until(self) -> datetime:
+        """Until when a tier the file gives is kept (``tiers.with_kept_tier``)."""
+        return self.now + timedelta(days=KEPT_TIER_DAYS)
+
+    @property
     def create_account_points(self) -> int:
         """Points for each customer the import creates (0 when not awarded)."""
         action = self.program.settings.create_account
@@ -750,6 +758,8 @@ class Existing:
     """Net points of earlier ``import`` entries (what ``replace`` measures against)."""
     key_used: bool = False
     """The import entry of this file is already written (the file was imported before)."""
+    kept_tier: str | None = None
+    """A tier kept as a minimum (``tiers.with_kept_tier``), if still kept (orders imports)."""
 
 
 _EXISTING_COLUMNS = (
@@ -784,28 +794,23 @@ def load_customers(
 
 
 def order_customers(
-    session: Session, merchant_id: int, emails: Sequence[str]
+    session: Session, merchant_id: int, emails: Sequence[str], now: datetime
 ) -> dict[str, Existing]:
-    """What an orders batch needs of the customers with these emails (id, tier, balance)."""
+    """What an orders batch needs of the customers with these emails (id, tiers, balance)."""
     found: dict[str, Existing] = {}
-    connection = session.connection()
-    postgres = connection.dialect.name == "postgresql"
+    bulk = Bulk(session)
     for part in chunks(list(emails)):
-        if postgres:
-            sql = (
-                "SELECT id, email, vip_tier, state, points_balance FROM customers "
-                "WHERE merchant_id = %s AND email = ANY(%s)"
+        where, params = bulk.in_list("email", part)
+        sql = (
+            "SELECT id, email, vip_tier, state, points_balance, CASE WHEN vip_tier_kept_until > "
+            f"{bulk.mark} THEN vip_tier_kept END FROM customers WHERE merchant_id = {bulk.mark} "
+            f"AND {where}"
+        )
+        rows = bulk.connection.exec_driver_sql(sql, (bulk.timestamp(now), merchant_id, *params))
+        for cid, email, tier, state, balance, kept in rows.all():
+            found[email] = Existing(
+                cid, email, None, None, None, None, tier, state, balance, kept_tier=kept
             )
-            params: tuple[Any, ...] = (merchant_id, list(part))
-        else:
-            marks = ", ".join("?" * len(part))
-            sql = (
-                "SELECT id, email, vip_tier, state, points_balance FROM customers "
-                f"WHERE merchant_id = ? AND email IN ({marks})"
-            )
-            params = (merchant_id, *part)
-        for cid, email, tier, state, balance in connection.exec_driver_sql(sql, params).all():
-            found[email] = Existing(cid, email, None, None, None, None, tier, state, balance)
     return found
 
 
@@ -910,6 +915,7 @@ def write_customers(
     bonus = run.create_account_points
     merchant_id = run.merchant_id
     stamp = bulk.timestamp(now)
+    kept_until = bulk.timestamp(run.kept_until)
     day = bulk.day_text
     created: dict[int, int] = {}  # position in rows -> customer id
     # In email order, so the batch goes into the email index (and, with ids given in that
@@ -921,7 +927,7 @@ def write_customers(
         codes = sorted(referral_codes(len(pending)))
         bulk.insert(
             "customers",
-            _CUSTOMER_COLUMNS,
+            _MEMBER_COLUMNS,
             [
                 (
                     cid,
@@ -940,6 +946,8 @@ def write_customers(
                     stamp if (row[C_POINTS] or 0) + bonus else None,
                     stamp,
                     stamp,
+                    row[C_TIER],
+                    kept_until if row[C_TIER] is not None else None,
                 )
                 for cid, code, row in zip(ids, codes, (rows[p] for p in pending), strict=True)
             ],
@@ -1117,6 +1125,7 @@ def _write_profiles(
     updates: Sequence[tuple[Existing, dict[str, Any]]],
 ) -> None:
     stamp = bulk.timestamp(run.now)
+    kept_until = bulk.timestamp(run.kept_until)
     # One statement for every row: COALESCE keeps what a row does not change.
     params = []
     for customer, values in updates:
@@ -1128,6 +1137,8 @@ def _write_profiles(
                 bulk.day(birthday),
                 stamp if birthday is not None else None,
                 values.get("vip_tier"),
+                values.get("vip_tier"),
+                kept_until if "vip_tier" in values else None,
                 values.get("external_id"),
                 values.get("state"),
                 stamp if "state" in values else None,
@@ -1139,6 +1150,8 @@ def _write_profiles(
         "UPDATE customers SET first_name = COALESCE(?, first_name), "
         "last_name = COALESCE(?, last_name), birthday = COALESCE(?, birthday), "
         "birthday_set_at = COALESCE(?, birthday_set_at), vip_tier = COALESCE(?, vip_tier), "
+        "vip_tier_kept = COALESCE(?, vip_tier_kept), "
+        "vip_tier_kept_until = COALESCE(?, vip_tier_kept_until), "
         "external_id = COALESCE(?, external_id), state = COALESCE(?, state), "
         "enrolled_at = COALESCE(?, enrolled_at), updated_at = ? WHERE id = ?",
         params,
@@ -1240,6 +1253,8 @@ class TierState:
     tier: str | None
     value: Decimal
     rewarded: set[str] = field(default_factory=set)
+    kept: Tier | None = None
+    """A tier kept as a minimum (imported), whatever the value."""
     changes: list[tuple[str | None, str | None, Decimal, str]] = field(default_factory=list)
     """(old tier, new tier, value, UTC date text of the order that moved it)."""
     rewards: list[Tier] = field(default_factory=list)
@@ -1297,7 +1312,7 @@ class OrderPlanner:
                 fresh = [row for row in rows if row[O_ID] not in known]
         plan.skipped = len(rows) - len(fresh)
         emails = list(dict.fromkeys(row[O_EMAIL] for row in fresh))
-        plan.customers = order_customers(session, run.merchant_id, emails)
+        plan.customers = order_customers(session, run.merchant_id, emails, run.now)
         for email in emails:
             if email not in plan.customers and (
                 guests_seen is None or guests_seen.first_row(email, 1) is None
@@ -1330,7 +1345,9 @@ class OrderPlanner:
         for email in emails:
             if carry is not None and email in carry:
                 previous = carry[email]
-                states[email] = TierState(previous.tier, previous.value, set(previous.rewarded))
+                states[email] = TierState(
+                    previous.tier, previous.value, set(previous.rewarded), previous.kept
+                )
                 continue
             customer = customers.get(email)
             if customer is None:
@@ -1340,6 +1357,7 @@ class OrderPlanner:
                     customer.vip_tier,
                     values.get(customer.id, _ZERO),
                     rewarded.get(customer.id, set()),
+                    self.tiers.get(customer.kept_tier) if customer.kept_tier else None,
                 )
         return states
 
@@ -1476,6 +1494,9 @@ class OrderPlanner:
                 if tier.threshold > state.value:
                     break
                 new_tier = tier
+            kept = state.kept  # tiers.with_kept_tier (still kept: checked when it was read)
+            if kept is not None and (new_tier is None or new_tier.threshold < kept.threshold):
+                new_tier = kept
             if (new_tier.id if new_tier is not None else None) == state.tier:
                 return
             change = tiers.tier_change(self.vip.tiers, state.tier, new_tier)
@@ -1550,7 +1571,7 @@ def write_orders(
         missing = [email for email in plan.new_guests if email not in created]
         if missing:
             # Created by someone else since the plan was made: use them as they are.
-            for email, customer in order_customers(session, merchant_id, missing).items():
+            for email, customer in order_customers(session, merchant_id, missing, now).items():
                 ids[email] = customer.id
                 plan.customers[email] = customer
 

@@ -610,7 +610,13 @@ def recompute_tier(
         return None
     now = now or utcnow()
     value = tier_value(session, program, customer.id, now=now)
-    new_tier = tiers.select_tier(vip.tiers, value)
+    new_tier = tiers.with_kept_tier(
+        vip.tiers,
+        tiers.select_tier(vip.tiers, value),
+        customer.vip_tier_kept,
+        customer.vip_tier_kept_until,
+        now,
+    )
     change = tiers.tier_change(vip.tiers, customer.vip_tier, new_tier)
     if change is None:
         return None

@@ -40,6 +40,27 @@ def select_tier(tiers: Sequence[Tier], value: Decimal | int) -> Tier | None:
     return max(reached, key=lambda tier: tier.threshold, default=None)
 
 
+def with_kept_tier(
+    tiers: Sequence[Tier],
+    reached: Tier | None,
+    kept_tier_id: str | None,
+    kept_until: datetime | None,
+    now: datetime,
+) -> Tier | None:
+    """The tier a customer holds: the one the metric reaches, or a kept tier if that is higher.
+
+    A tier given outside the metric (imported from the previous loyalty provider) is kept until
+    ``kept_until``: until then the customer does not drop below it, and moves above it as soon
+    as the metric reaches a higher tier. A kept tier no longer configured is ignored.
+    """
+    if kept_tier_id is None or kept_until is None or now >= kept_until:
+        return reached
+    kept = next((tier for tier in tiers if tier.id == kept_tier_id), None)
+    if kept is None or (reached is not None and reached.threshold >= kept.threshold):
+        return reached
+    return kept
+
+
 def multiplier_for(tier: Tier | None) -> Decimal:
     """The earning multiplier of a tier (1 for customers without one)."""
     return Decimal(1) if tier is None else tier.multiplier
