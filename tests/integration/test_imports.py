@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
@@ -129,7 +130,7 @@ def test_tally_template_creates_members_with_balances_birthdays_and_tiers(
     assert (job.status, job.file_format, job.total_rows) == ("completed", "Tally template", 4)
     assert (job.new_count, job.updated_count, job.skipped_count, job.invalid_count) == (4, 0, 0, 0)
     assert job.points_issued == 1550
-    assert job.created_by == "cli"
+    assert job.created_by == "cli"  # what the service records unless told who
     assert job.cursor == 5
     customers = _customers(session_factory, m.id)
     assert {
@@ -1262,6 +1263,45 @@ def test_a_killed_order_import_resumes_once_its_heartbeat_is_stale(
     assert resumed.points_issued == expected
     assert expected
     _assert_ledger_consistent(session_factory, m.id)
+
+
+def test_a_long_check_keeps_its_job_alive(
+    session_factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = make_merchant(session_factory)
+    lines = ["email,points"] + [f"c{n}@example.com,{n}" for n in range(30)]
+    path = _write(tmp_path, "customers.csv", "\n".join(lines) + "\n")
+    monkeypatch.setattr(imports, "HEARTBEAT_SECONDS", 0.0)
+    second: list[BaseException] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase != "checking":
+            return
+        if done == 10:
+            time.sleep(1.2)  # a slow first batch: the claim is now older than stale_after
+        elif done == 20:
+            # The same file again while the first run is still checking: it must not take over.
+            try:
+                imports.run_import(
+                    session_factory,
+                    merchant_id=m.id,
+                    path=path,
+                    options=CustomerOptions(),
+                    stale_after=timedelta(seconds=1),
+                )
+            except imports.ImportInProgress as exc:
+                second.append(exc)
+
+    job = imports.run_import(
+        session_factory,
+        merchant_id=m.id,
+        path=path,
+        options=CustomerOptions(),
+        batch_size=10,
+        progress=progress,
+    )
+    assert len(second) == 1
+    assert (job.status, job.new_count) == ("completed", 30)
 
 
 def test_resuming_with_other_options_is_refused(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -153,6 +154,8 @@ def _run(
             task = tasks[phase]
             progress.update(task, completed=done, total=total)  # type: ignore[arg-type]
 
+        # Who ran it, as the job records it: the operating system account at the terminal.
+        created_by = f"cli:{getpass.getuser()}"
         try:
             if dry_run:
                 job = service.preview_import(
@@ -162,6 +165,7 @@ def _run(
                     options=options,
                     progress=report,
                     batch_size=size,
+                    created_by=created_by,
                 )
             else:
                 job = service.run_import(
@@ -171,6 +175,7 @@ def _run(
                     options=options,
                     progress=report,
                     batch_size=size,
+                    created_by=created_by,
                 )
         except DomainError as exc:
             progress.stop()

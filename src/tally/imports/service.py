@@ -60,6 +60,7 @@ import csv
 import hashlib
 import io
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -116,6 +117,9 @@ DEFAULT_BATCH_SIZE = 20_000
 """Rows per transaction."""
 STALE_AFTER = timedelta(minutes=2)
 """A running job without progress for this long was stopped, and may be resumed."""
+HEARTBEAT_SECONDS = 20.0
+"""How often a running import shows it is alive while it checks its file (well within
+``STALE_AFTER``)."""
 MAX_REPORTED_ERRORS = 100
 """Errors kept in a job's report (all are counted)."""
 SQLITE_CHECKPOINT_PAGES = 10_000
@@ -564,6 +568,7 @@ def _first_pass(
     want_records = spool is not None and context.options.skip_invalid
     tier_ids = jobs.tier_lookup(context.program)
     done = 0
+    beat_at = time.monotonic() + HEARTBEAT_SECONDS
     try:
         for rows, parse_rejected in _batches(reader, context.batch_size, after_row, check):
             if context.kind is ImportKind.CUSTOMERS:
@@ -601,6 +606,10 @@ def _first_pass(
             done += len(rows) + len(parse_rejected)
             if progress is not None:
                 progress("checking", done, max(estimate, done))
+            if spool is not None and time.monotonic() >= beat_at:
+                # A long check is not a stopped import: keep the job from looking stale.
+                _heartbeat(factory, context)
+                beat_at = time.monotonic() + HEARTBEAT_SECONDS
     finally:
         reader.close()
         if raw is not None:
@@ -608,6 +617,16 @@ def _first_pass(
     if progress is not None:
         progress("checking", done, done)
     return check
+
+
+def _heartbeat(factory: sessionmaker[Session], context: _Context) -> None:
+    with unit_of_work(factory, merchant_id=context.merchant_id) as session:
+        session.execute(
+            update(ImportJob)
+            .where(ImportJob.id == context.job_id)
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
 
 # --- jobs ------------------------------------------------------------------------------------
