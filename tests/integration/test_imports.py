@@ -1410,7 +1410,9 @@ def test_revert_is_refused_when_points_were_spent_and_changes_nothing(
     balances, entries = _balances(session_factory, m.id), _entries(session_factory, m.id)
     with pytest.raises(imports.RevertRefused) as refused:
         imports.revert_import(session_factory, merchant_id=m.id, job_id=job.id)
-    assert "1 customers have already spent" in refused.value.detail
+    assert "1 customer has already spent points it credited (the balance is lower" in (
+        refused.value.detail
+    )
     assert [(p.field, p.message, p.value) for p in refused.value.errors] == [
         ("ana.souza@example.com", "balance 250 is lower than the 1250 points to take back", 250)
     ]

@@ -214,14 +214,32 @@ def _print_summary(job: object, *, dry_run: bool) -> None:
     table.add_row(f"points {verb}issued", f"{job.points_issued:,}")
     if not dry_run:
         table.add_row("emails queued", f"{job.emails_queued:,}")
+    if job.kind == ImportKind.CUSTOMERS:
+        mode = job.options.get("points", "replace")
+        table.add_row(
+            "points mode",
+            "add: the file's points are added to balances"
+            if mode == "add"
+            else "replace: the file's points become the migrated balance",
+        )
     options = ", ".join(f"{name}={value}" for name, value in sorted(job.options.items()))
     table.add_row("options", options)
     console.print(table)
+    if dry_run and job.invalid_count and not job.options.get("skip_invalid"):
+        console.print(
+            f"[yellow]Importing this file as it is would be refused: {job.invalid_count:,} "
+            f"invalid {'row' if job.invalid_count == 1 else 'rows'}. Correct the file, or add "
+            "--skip-invalid to import the other rows and get the rejected ones as a CSV.[/]"
+        )
 
 
 def _print_errors(errors: list[dict[str, object]], count: int, *, stderr: bool = False) -> None:
     table = Table(
-        "row", "column", "value", "expected", title=f"{count} errors (first {len(errors)})"
+        "row",
+        "column",
+        "value",
+        "expected",
+        title="1 error" if count == 1 else f"{count} errors (first {len(errors)})",
     )
     for error in errors[:50]:
         table.add_row(

@@ -1397,8 +1397,14 @@ def revert_import(factory: sessionmaker[Session], *, merchant_id: int, job_id: i
                 else f" (the first {MAX_REPORTED_ERRORS} are listed)"
             )
             raise RevertRefused(
-                f"import {job.id} cannot be reverted: {len(short)} customers have already spent "
-                "points it credited (their balance is lower than what it would take back); "
+                f"import {job.id} cannot be reverted: "
+                + (
+                    "1 customer has already spent points it credited (the balance is"
+                    if len(short) == 1
+                    else f"{len(short)} customers have already spent points it credited (their "
+                    "balance is"
+                )
+                + " lower than what it would take back); "
                 f"nothing was changed{listed}",
                 [
                     FieldProblem(
