@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
@@ -667,6 +667,45 @@ def test_per_grant_expiry_dates_imported_points_from_the_import(
     for entry in entries:
         assert entry.expires_at is not None
         assert before + timedelta(days=90) <= entry.expires_at <= utcnow() + timedelta(days=90)
+
+
+def test_rolling_expiry_counts_from_the_import(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    m = make_merchant(session_factory)
+    # Expiry has been on for long: a customer silent for 90 days loses the balance.
+    enabled = utcnow() - timedelta(days=400)
+    _program(
+        session_factory,
+        m.id,
+        expiry={"mode": "rolling", "days": 90, "enabled_at": enabled.isoformat()},
+    )
+    make_customer(session_factory, m.id, email="dormant@example.com", points=5)
+    with unit_of_work(session_factory, merchant_id=m.id) as session:
+        # The existing customer's last activity was long ago...
+        session.execute(
+            update(Customer)
+            .where(Customer.merchant_id == m.id)
+            .values(last_activity_at=utcnow() - timedelta(days=200))
+        )
+    path_text = "email,points\ndormant@example.com,100\nfresh@example.com,40\n"
+    started = utcnow()
+    imports.run_import(
+        session_factory,
+        merchant_id=m.id,
+        path=_write(tmp_path, "customers.csv", path_text),
+        options=CustomerOptions(points=imports.PointsMode.ADD),
+    )
+    # ... but the import is a balance change: 89 days on, nothing has expired ...
+    program_jobs.expire_points(session_factory, merchant_id=m.id, now=started + timedelta(days=89))
+    assert _balances(session_factory, m.id) == {
+        "dormant@example.com": 105,
+        "fresh@example.com": 40,
+    }
+    # ... and 91 days after the import both balances expire.
+    program_jobs.expire_points(session_factory, merchant_id=m.id, now=utcnow() + timedelta(days=91))
+    assert _balances(session_factory, m.id) == {"dormant@example.com": 0, "fresh@example.com": 0}
+    _assert_ledger_consistent(session_factory, m.id)
 
 
 # --- orders --------------------------------------------------------------------------------------
