@@ -1634,6 +1634,7 @@ def test_an_import_batch_is_announced_by_one_customers_imported_event(
     )
     # One event for the batch: the two new customers and the guest the file made a member.
     event = CustomersImported(merchant_id=m.id, import_id=job.id, customer_ids=tuple(changed))
+    assert event.payload() == {"merchant_id": m.id, "import_id": job.id, "customer_ids": changed}
     handlers = default_registry.handler_names(event.event_type)
     assert handlers, "the built-in plugins subscribe to imported customers"
     assert [(t, h, p) for t, h, p in rows] == [

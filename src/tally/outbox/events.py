@@ -69,3 +69,11 @@ class CustomersImported(DomainEvent):
     event_type: ClassVar[str] = "CustomersImported"
     import_id: int
     customer_ids: tuple[int, ...]
+
+    def payload(self) -> dict[str, Any]:
+        """As ``asdict`` gives it, without copying thousands of ids one by one."""
+        return {
+            "merchant_id": self.merchant_id,
+            "import_id": self.import_id,
+            "customer_ids": list(self.customer_ids),
+        }
