@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     smtp_sender: str = "loyalty@localhost"
     mail_send_per_second: float = 10.0
 
+    # Largest CSV file an import accepts over HTTP (API and admin); the CLI reads any size.
+    import_max_upload_mb: int = Field(default=1024, ge=1)
+
     dotdigital_base_url: str = "https://r1-api.dotdigital.com"
     dotdigital_calls_per_minute: int = 30
 

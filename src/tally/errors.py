@@ -49,6 +49,13 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class TooLarge(DomainError):
+    """An upload over the size limit."""
+
+    status_code = 413
+    title = "Content too large"
+
+
 class ValidationFailed(DomainError):
     """Input that is well-formed but not acceptable."""
 

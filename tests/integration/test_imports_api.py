@@ -262,3 +262,31 @@ def test_a_merchant_cannot_see_another_merchants_imports(
     assert api.get(f"/api/v1/imports/{job['id']}", headers=a.headers).json()["status"] == (
         "completed"
     )
+
+
+def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_recorded(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    small = settings.model_copy(update={"import_max_upload_mb": 1})
+    app = create_app(small, AppState(settings=small, session_factory=session_factory))
+    m = make_merchant(session_factory)
+    lines = [f"customer{n:07d}@example.com,{n % 1000}\n" for n in range(40_000)]
+    big = ("email,points\n" + "".join(lines)).encode()
+    assert len(big) > 1024 * 1024
+    with TestClient(app) as client:
+        r = client.post(
+            "/api/v1/imports/customers",
+            files=_upload("big.csv", big),
+            headers={**m.headers, "Idempotency-Key": "big-1"},
+        )
+        assert r.status_code == 413
+        assert r.json()["detail"].startswith("the file is larger than 1 MB")
+        assert client.get("/api/v1/imports", headers=m.headers).json()["total"] == 0
+        # Under the limit, the same kind of file goes through.
+        r = client.post(
+            "/api/v1/imports/customers",
+            files=_upload("small.csv", ("email,points\n" + "".join(lines[:1500])).encode()),
+            headers={**m.headers, "Idempotency-Key": "small-1"},
+        )
+        assert r.status_code == 201, r.text
+    assert _customer_count(session_factory, m.id) == 1500

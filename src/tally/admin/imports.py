@@ -49,7 +49,6 @@ from tally.imports.orm import ImportJob, ImportKind, ImportStatus
 router = APIRouter(route_class=AdminRoute)
 
 KINDS = {"customers": "Import customers", "orders": "Import orders"}
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 SAMPLE_ROWS = 10
 HISTORY_SIZE = 20
 CREATED_BY_LIMIT = 100
@@ -131,7 +130,7 @@ def store_upload(admin: Admin, stream: IO[bytes]) -> Path:
         try:
             while chunk := stream.read(1 << 20):
                 size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
+                if size > admin.state.settings.import_max_upload_mb * 1024 * 1024:
                     raise UploadTooLarge
                 digest.update(chunk)
                 out.write(chunk)
@@ -377,7 +376,10 @@ def import_preview(request: Request, admin: AdminDep, form: FormDep, kind: str) 
             request,
             admin,
             import_kind,
-            file_error=f"The file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB.",
+            file_error=(
+                f"The file is larger than {admin.state.settings.import_max_upload_mb} MB "
+                "(TALLY_IMPORT_MAX_UPLOAD_MB); split it, or import it with the CLI."
+            ),
             options=options,
             status_code=413,
         )

@@ -8,7 +8,6 @@ problem response listing them (unless ``skip_invalid``), and the job keeps its r
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
+from tally.errors import TooLarge
 from tally.imports import service
 from tally.imports.orm import ImportJob, ImportKind
 from tally.merchants.orm import ApiKey
@@ -137,12 +137,20 @@ def _caller_label(request: Request, session: Session) -> str:
 
 
 @contextmanager
-def _saved(upload: UploadFile) -> Iterator[Path]:
+def _saved(upload: UploadFile, max_mb: int) -> Iterator[Path]:
     """The upload as a file on disk (an import reads it twice), deleted afterwards."""
     handle, name = tempfile.mkstemp(prefix="tally-upload-", suffix=".csv")
     try:
         with os.fdopen(handle, "wb") as out:
-            shutil.copyfileobj(upload.file, out, 1 << 20)
+            size = 0
+            while chunk := upload.file.read(1 << 20):
+                size += len(chunk)
+                if size > max_mb * 1024 * 1024:
+                    raise TooLarge(
+                        f"the file is larger than {max_mb} MB (TALLY_IMPORT_MAX_UPLOAD_MB); "
+                        "split it, or import it with the CLI (`tally import`)"
+                    )
+                out.write(chunk)
         yield Path(name)
     finally:
         Path(name).unlink(missing_ok=True)
@@ -215,7 +223,7 @@ def preview(
     )
     with caller.state.session_factory() as session:
         created_by = _caller_label(request, session)
-    with _saved(file) as path:
+    with _saved(file, caller.state.settings.import_max_upload_mb) as path:
         job = service.preview_import(
             caller.state.session_factory,
             merchant_id=caller.merchant_id,
@@ -250,7 +258,7 @@ def run(
     )
     with caller.state.session_factory() as session:
         created_by = _caller_label(request, session)
-    with _saved(file) as path:
+    with _saved(file, caller.state.settings.import_max_upload_mb) as path:
         job = service.run_import(
             caller.state.session_factory,
             merchant_id=caller.merchant_id,

@@ -198,9 +198,10 @@ class ImportRefused(ValidationFailed):
             for error in job.errors
         ]
         super().__init__(
-            f"{job.invalid_count} of the {job.total_rows} rows of {job.file_name} are not valid, "
-            f"so nothing was imported (job {job.id}). Correct them, or import with skip-invalid "
-            "to import the valid rows and get the others back in a file.",
+            f"{job.invalid_count} of the {job.total_rows} rows of {job.file_name} "
+            f"{'is' if job.invalid_count == 1 else 'are'} not valid, so nothing was imported "
+            f"(job {job.id}). Correct the file, or import with skip-invalid to import the valid "
+            "rows and get the others back in a file.",
             errors,
         )
         self.job = job
