@@ -15,6 +15,7 @@ from tally.api.deps import AppState
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.merchants.orm import ApiKey
+from tally.program.config_service import update_program
 from tests.support.factories import MerchantFixture, make_merchant
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "imports"
@@ -290,3 +291,46 @@ def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_recorded(
         )
         assert r.status_code == 201, r.text
     assert _customer_count(session_factory, m.id) == 1500
+
+
+def test_a_preview_says_what_in_the_program_holds_the_import_back(
+    api: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    m = make_merchant(session_factory)  # a new program: place-order rule and VIP tiers are off
+    orders = b"order_id,email,total,placed_at\nA1,ana@example.com,40.00,2025-01-05\n"
+    r = api.post(
+        "/api/v1/imports/orders/preview",
+        files=_upload("orders.csv", orders),
+        headers={**m.headers, "Idempotency-Key": "p-1"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["points_issued"] == 0
+    assert r.json()["notes"] == [
+        "the place-order rule is off in the program: the orders would earn no points (they "
+        "still count toward VIP tiers)",
+        "VIP tiers are off in the program: the orders move no tiers",
+    ]
+    with session_factory() as session:
+        update_program(
+            session,
+            merchant_id=m.id,
+            changes={"place_order": {"enabled": True, "award_on_status": "fulfilled"}},
+        )
+        session.commit()
+    r = api.post(
+        "/api/v1/imports/orders/preview",
+        files=_upload("orders.csv", orders),
+        data={"vip_only": "false"},
+        headers={**m.headers, "Idempotency-Key": "p-2"},
+    )
+    assert r.json()["notes"][0].startswith("the program awards order points at status 'fulfilled'")
+    r = api.post(
+        "/api/v1/imports/customers/preview",
+        files=_upload("customers.csv", b"email,points\nana@example.com,5\n"),
+        data={"award_create_account": "true"},
+        headers={**m.headers, "Idempotency-Key": "p-3"},
+    )
+    assert r.json()["notes"] == [
+        "create-account points are asked for, but the create-account action is off in the "
+        "program: new customers would get none"
+    ]

@@ -77,6 +77,10 @@ class ImportJobOut(BaseModel):
     failure_reason: str | None
     errors: list[ImportErrorOut]
     rejected_rows_url: str | None
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Previews: settings of the program that make the import do less than asked.",
+    )
 
 
 class ImportJobPage(BaseModel):
@@ -232,7 +236,10 @@ def preview(
             file_name=file.filename or "upload.csv",
             created_by=created_by,
         )
-    return job_out(job)
+    out = job_out(job)
+    with caller.state.session_factory() as session:
+        out.notes = service.import_notes(session, merchant_id=caller.merchant_id, options=options)
+    return out
 
 
 @router.post("/{kind}", status_code=201, response_model=ImportJobOut)

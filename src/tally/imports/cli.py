@@ -181,6 +181,9 @@ def _run(
             progress.stop()
             _domain_failure(exc)
     _print_summary(job, dry_run=dry_run)
+    with factory() as session:
+        for note in service.import_notes(session, merchant_id=merchant_id, options=options):
+            console.print(f"[yellow]Note: {note}.[/]")
     if job.errors:
         _print_errors(job.errors, job.error_count)
     if not dry_run and job.invalid_count:

@@ -105,6 +105,7 @@ __all__ = [
     "PointsMode",
     "RevertRefused",
     "get_import",
+    "import_notes",
     "list_imports",
     "preview_import",
     "rejected_csv",
@@ -808,6 +809,34 @@ def _order_batches(
     for batch in _date_batches(orders, size, max(applied - position, 0)):
         position = max(position, applied) + len(batch)
         yield batch, [], position
+
+
+def import_notes(session: Session, *, merchant_id: int, options: ImportOptions) -> list[str]:
+    """What about the program makes an import do less than a merchant may expect, in words."""
+    settings = program_service.load(session, merchant_id).settings
+    notes: list[str] = []
+    if isinstance(options, CustomerImportOptions):
+        if options.award_create_account and not settings.create_account.enabled:
+            notes.append(
+                "create-account points are asked for, but the create-account action is off in "
+                "the program: new customers would get none"
+            )
+        return notes
+    if not options.vip_only:
+        rule = settings.place_order
+        if not rule.enabled:
+            notes.append(
+                "the place-order rule is off in the program: the orders would earn no points "
+                "(they still count toward VIP tiers)"
+            )
+        elif rule.award_on_status != "paid":
+            notes.append(
+                f"the program awards order points at status {rule.award_on_status!r}: orders "
+                "in the file with another status earn nothing"
+            )
+    if not settings.vip.enabled:
+        notes.append("VIP tiers are off in the program: the orders move no tiers")
+    return notes
 
 
 def _store_check(job: ImportJob, check: _Check) -> None:
