@@ -28,7 +28,7 @@ from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants import service as merchants
 from tally.merchants.orm import AdminUser, ApiKey
-from tally.program.config_service import load_program
+from tally.program.config_service import load_program, update_program
 from tests.support.factories import make_customer, make_merchant
 
 PASSWORD = "correct horse battery"
@@ -678,6 +678,29 @@ def test_a_file_with_errors_is_previewed_and_not_applied(
     assert "lots" in response.text
     assert 'name="job_id"' not in response.text
     assert balances(session_factory) == {}
+
+
+def test_an_orders_preview_notes_what_the_program_leaves_out(
+    client: TestClient, store: Store, session_factory: sessionmaker[Session]
+) -> None:
+    with unit_of_work(session_factory, merchant_id=store.merchant_id) as session:
+        update_program(
+            session, merchant_id=store.merchant_id, changes={"place_order": {"enabled": False}}
+        )
+    response = client.post(
+        "/admin/imports/orders/preview",
+        data={"csrf_token": token(client)},
+        files={
+            "file": (
+                "orders.csv",
+                b"order_id,email,total,placed_at\nA1,ana@example.com,40.00,2025-01-05\n",
+                "text/csv",
+            )
+        },
+    )
+    assert response.status_code == 200, response.text[-2000:]
+    notes = re.findall(r'data-testid="preview-note">([^<]*)<', response.text)
+    assert any("the place-order rule is off in the program" in note for note in notes), notes
 
 
 def test_an_import_is_applied_and_reverted(

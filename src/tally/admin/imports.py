@@ -297,6 +297,7 @@ def _page(
     run: Run | None = None,
     history_error: str | None = None,
     history_problems: list[str] | None = None,
+    notes: list[str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     history, total = _history(admin)
@@ -323,6 +324,7 @@ def _page(
             "history_error": history_error,
             "history_problems": history_problems or [],
             "currency": admin.currency,
+            "notes": notes or [],
         },
         status_code=status_code,
     )
@@ -404,6 +406,8 @@ def import_preview(request: Request, admin: AdminDep, form: FormDep, kind: str) 
             status_code=error.status_code,
         )
     status = 422 if job.invalid_count and not options.skip_invalid else 200
+    with admin.state.session_factory() as session:
+        notes = imports.import_notes(session, merchant_id=admin.merchant_id, options=options)
     return _page(
         request,
         admin,
@@ -411,6 +415,7 @@ def import_preview(request: Request, admin: AdminDep, form: FormDep, kind: str) 
         job=job,
         sample=sample_rows(import_kind, path),
         options=options,
+        notes=notes,
         status_code=status,
     )
 
