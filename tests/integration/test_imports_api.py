@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -32,6 +34,16 @@ def api(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[
 def _upload(name: str, content: bytes | None = None) -> dict[str, tuple[str, bytes, str]]:
     data = content if content is not None else (FIXTURES / name).read_bytes()
     return {"file": (name, data, "text/csv")}
+
+
+def _finished(api: TestClient, location: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The job at ``location`` once it is no longer running."""
+    for _ in range(200):
+        job: dict[str, Any] = api.get(location, headers=headers).json()
+        if job["status"] != "running":
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"{location} is still running")
 
 
 def _customer_count(factory: sessionmaker[Session], merchant_id: int) -> int:
@@ -90,9 +102,13 @@ def test_preview_then_import_then_status(
     run = api.post(
         "/api/v1/imports/customers", files=_upload("customers_smile_io.csv"), headers=m.headers
     )
-    assert run.status_code == 201, run.text
-    job = run.json()
-    assert job["id"] == body["id"]  # the previewed job of the same file is the one that ran
+    # Accepted at once; the import goes on in the background and the job tells how it ends.
+    assert run.status_code == 202, run.text
+    started = run.json()
+    assert started["id"] == body["id"]  # the previewed job of the same file is the one that runs
+    assert started["status"] in {"running", "completed"}
+    assert run.headers["location"] == f"/api/v1/imports/{started['id']}"
+    job = _finished(api, run.headers["location"], m.headers)
     assert (job["status"], job["new_count"], job["points_issued"]) == ("completed", 3, 1550)
     assert (job["file_name"], job["file_format"], job["total_rows"]) == (
         "customers_smile_io.csv",
@@ -113,7 +129,7 @@ def test_order_import_over_the_api(api: TestClient, session_factory: sessionmake
     m = make_merchant(session_factory)
     api.patch("/api/v1/program", json={"place_order": {"enabled": True}}, headers=m.headers)
     r = api.post(
-        "/api/v1/imports/orders",
+        "/api/v1/imports/orders?wait=true",
         files=_upload("orders_shopify.csv"),
         data={"send_create_account_emails": "true"},
         headers=m.headers,
@@ -138,7 +154,9 @@ def test_a_file_with_errors_is_refused_with_a_problem(
 ) -> None:
     m = make_merchant(session_factory)
     content = b"email,points\nok@example.com,5\nbad-email,5\nx@example.com,1.200\n"
-    r = api.post("/api/v1/imports/customers", files=_upload("bad.csv", content), headers=m.headers)
+    r = api.post(
+        "/api/v1/imports/customers?wait=true", files=_upload("bad.csv", content), headers=m.headers
+    )
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
     problem = r.json()
@@ -158,10 +176,18 @@ def test_a_file_with_errors_is_refused_with_a_problem(
         },
     ]
     assert _customer_count(session_factory, m.id) == 0
+    # Without wait the refusal is on the job: failed, with the same errors.
+    r = api.post("/api/v1/imports/customers", files=_upload("bad.csv", content), headers=m.headers)
+    assert r.status_code == 202, r.text
+    failed = _finished(api, r.headers["location"], m.headers)
+    assert failed["status"] == "failed"
+    assert failed["failure_reason"] == "refused: 2 invalid rows, nothing was imported"
+    assert [(e["row"], e["column"]) for e in failed["errors"]] == [(3, "email"), (4, "points")]
+    assert _customer_count(session_factory, m.id) == 0
 
     # With skip_invalid the valid row goes in and the others come back as CSV.
     r = api.post(
-        "/api/v1/imports/customers",
+        "/api/v1/imports/customers?wait=true",
         files=_upload("bad.csv", content),
         data={"skip_invalid": "true"},
         headers=m.headers,
@@ -196,7 +222,7 @@ def test_unreadable_file_is_a_problem(
     assert r.json()["title"] == "Import file refused"
     assert "not UTF-8" in r.json()["detail"]
     bad_option = api.post(
-        "/api/v1/imports/customers",
+        "/api/v1/imports/customers?wait=true",
         files=_upload("customers_smile_io.csv"),
         data={"points": "double"},
         headers=m.headers,
@@ -208,7 +234,9 @@ def test_unreadable_file_is_a_problem(
 def test_revert_over_the_api(api: TestClient, session_factory: sessionmaker[Session]) -> None:
     m = make_merchant(session_factory)
     job = api.post(
-        "/api/v1/imports/customers", files=_upload("customers_smile_io.csv"), headers=m.headers
+        "/api/v1/imports/customers?wait=true",
+        files=_upload("customers_smile_io.csv"),
+        headers=m.headers,
     ).json()
     customer = api.get(
         "/api/v1/customers/by-email",
@@ -247,7 +275,7 @@ def test_a_merchant_cannot_see_another_merchants_imports(
 ) -> None:
     a, b = make_merchant(session_factory), make_merchant(session_factory)
     job = api.post(
-        "/api/v1/imports/customers",
+        "/api/v1/imports/customers?wait=true",
         files=_upload("bad.csv", b"email,points\nok@example.com,5\nbad,1\n"),
         data={"skip_invalid": "true"},
         headers=a.headers,
@@ -276,7 +304,7 @@ def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_recorded(
     assert len(big) > 1024 * 1024
     with TestClient(app) as client:
         r = client.post(
-            "/api/v1/imports/customers",
+            "/api/v1/imports/customers?wait=true",
             files=_upload("big.csv", big),
             headers={**m.headers, "Idempotency-Key": "big-1"},
         )
@@ -285,7 +313,7 @@ def test_an_upload_over_the_size_limit_is_refused_and_nothing_is_recorded(
         assert client.get("/api/v1/imports", headers=m.headers).json()["total"] == 0
         # Under the limit, the same kind of file goes through.
         r = client.post(
-            "/api/v1/imports/customers",
+            "/api/v1/imports/customers?wait=true",
             files=_upload("small.csv", ("email,points\n" + "".join(lines[:1500])).encode()),
             headers={**m.headers, "Idempotency-Key": "small-1"},
         )

@@ -228,7 +228,12 @@ CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int | str]] = 
         None,
         200,
     ),
-    ("POST", "/api/v1/imports/{kind}"): ("upload_import", "/api/v1/imports/customers", None, 201),
+    ("POST", "/api/v1/imports/{kind}"): (
+        "upload_import",
+        "/api/v1/imports/customers?wait=true",
+        None,
+        201,
+    ),
     # Creating: A's own customer or order with the same email or order id, separate from B's.
     ("POST", "/api/v1/orders"): (
         "post",
@@ -344,7 +349,7 @@ IMPORT_FILE = b"email,points\nvictim@example.com,10\nnew@example.com,5\n"
 
 def _import_for_victim(client: TestClient, headers: dict[str, str]) -> int:
     files = {"file": ("customers.csv", IMPORT_FILE, "text/csv")}
-    r = client.post("/api/v1/imports/customers", files=files, headers=headers)
+    r = client.post("/api/v1/imports/customers?wait=true", files=files, headers=headers)
     assert r.status_code == 201, r.text
     return int(r.json()["id"])
 

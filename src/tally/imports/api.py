@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
-from tally.errors import TooLarge
+from tally.errors import DomainError, TooLarge
 from tally.imports import service
 from tally.imports.orm import ImportJob, ImportKind
 from tally.merchants.orm import ApiKey
@@ -140,9 +141,8 @@ def _caller_label(request: Request, session: Session) -> str:
     return "api"
 
 
-@contextmanager
-def _saved(upload: UploadFile, max_mb: int) -> Iterator[Path]:
-    """The upload as a file on disk (an import reads it twice), deleted afterwards."""
+def _kept(upload: UploadFile, max_mb: int) -> Path:
+    """The upload copied to a temporary file the caller deletes; ``TooLarge`` over the limit."""
     handle, name = tempfile.mkstemp(prefix="tally-upload-", suffix=".csv")
     try:
         with os.fdopen(handle, "wb") as out:
@@ -155,9 +155,20 @@ def _saved(upload: UploadFile, max_mb: int) -> Iterator[Path]:
                         "split it, or import it with the CLI (`tally import`)"
                     )
                 out.write(chunk)
-        yield Path(name)
-    finally:
+    except BaseException:
         Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+@contextmanager
+def _saved(upload: UploadFile, max_mb: int) -> Iterator[Path]:
+    """The upload as a file on disk (an import reads it twice), deleted afterwards."""
+    path = _kept(upload, max_mb)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _options(
@@ -242,19 +253,34 @@ def preview(
     return out
 
 
-@router.post("/{kind}", status_code=201, response_model=ImportJobOut)
+@router.post(
+    "/{kind}",
+    status_code=202,
+    response_model=ImportJobOut,
+    responses={201: {"model": ImportJobOut, "description": "with wait=true: the finished job"}},
+)
 def run(
     kind: ImportKind,
     caller: CallerDep,
     request: Request,
+    response: Response,
     file: UploadField,
     points: PointsField = "replace",
     award_create_account: FlagField = False,
     skip_invalid: FlagField = False,
     vip_only: FlagField = False,
     send_create_account_emails: FlagField = False,
+    wait: Annotated[
+        bool, Query(description="Answer when the import has finished (201) instead of at once")
+    ] = False,
 ) -> ImportJobOut:
-    """Import a file (or finish the stopped import of the same file) and return the job."""
+    """Start importing a file (or finishing the stopped import of the same file).
+
+    Answers 202 with the running job as soon as it is recorded; follow it with
+    ``GET /imports/{id}`` (``Location``). A file that cannot be read at all is refused at once.
+    The import runs in this server process: if the process stops, the job can be finished by
+    uploading the same file again (after two minutes without progress).
+    """
     options = _options(
         kind,
         points=points,
@@ -265,16 +291,57 @@ def run(
     )
     with caller.state.session_factory() as session:
         created_by = _caller_label(request, session)
-    with _saved(file, caller.state.settings.import_max_upload_mb) as path:
-        job = service.run_import(
-            caller.state.session_factory,
-            merchant_id=caller.merchant_id,
-            path=path,
-            options=options,
-            file_name=file.filename or "upload.csv",
-            created_by=created_by,
-        )
-    return job_out(job)
+    factory = caller.state.session_factory
+    file_name = file.filename or "upload.csv"
+    if wait:
+        with _saved(file, caller.state.settings.import_max_upload_mb) as path:
+            job = service.run_import(
+                factory,
+                merchant_id=caller.merchant_id,
+                path=path,
+                options=options,
+                file_name=file_name,
+                created_by=created_by,
+            )
+        response.status_code = 201
+        return job_out(job)
+
+    path = _kept(file, caller.state.settings.import_max_upload_mb)
+    claimed = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def on_claimed(job_id: int) -> None:
+        outcome["job_id"] = job_id
+        claimed.set()
+
+    def work() -> None:
+        try:
+            service.run_import(
+                factory,
+                merchant_id=caller.merchant_id,
+                path=path,
+                options=options,
+                file_name=file_name,
+                created_by=created_by,
+                on_claimed=on_claimed,
+            )
+        except BaseException as error:  # recorded on the job once claimed; else answered
+            outcome.setdefault("error", error)
+        finally:
+            path.unlink(missing_ok=True)
+            claimed.set()
+
+    threading.Thread(target=work, name="tally-api-import", daemon=True).start()
+    claimed.wait()
+    if "job_id" not in outcome:
+        error = outcome.get("error")
+        if isinstance(error, DomainError):
+            raise error
+        raise RuntimeError("the import did not start") from error
+    with caller.unit_of_work() as session:
+        job = service.get_import(session, merchant_id=caller.merchant_id, job_id=outcome["job_id"])
+        response.headers["Location"] = f"/api/v1/imports/{job.id}"
+        return job_out(job)
 
 
 @router.get("", response_model=ImportJobPage)

@@ -957,6 +957,7 @@ def run_import(
     after_batch: Callable[[int], None] | None = None,
     stale_after: timedelta = STALE_AFTER,
     engine: Literal["bulk", "record_order"] = ENGINE_BULK,
+    on_claimed: Callable[[int], None] | None = None,
 ) -> ImportJob:
     """Import a file, or finish the stopped import of the same file; returns the finished job.
 
@@ -964,7 +965,8 @@ def run_import(
     rows without ``skip_invalid``: the job is recorded as failed with its errors) and
     ``ImportInProgress``. ``after_batch`` is called with the number of batches committed so far
     (tests stop the import there); ``engine="record_order"`` records orders one at a time
-    through ``record_order`` (to check the bulk writes against it).
+    through ``record_order`` (to check the bulk writes against it). ``on_claimed`` is called with
+    the job's id as soon as the job is recorded as running (before the file is checked).
     """
     kind = _kind_of(options)
     now = utcnow()
@@ -993,6 +995,8 @@ def run_import(
     except BaseException:
         reader.close()
         raise
+    if on_claimed is not None:
+        on_claimed(job_id)
     context = _Context(
         merchant_id=merchant_id,
         job_id=job_id,
