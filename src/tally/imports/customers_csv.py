@@ -22,7 +22,6 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from operator import itemgetter
-from types import TracebackType
 from typing import NamedTuple
 
 from tally.imports.formats import (
@@ -31,7 +30,7 @@ from tally.imports.formats import (
     MAX_TEXT_LENGTH,
     REJECTED_REASON_HEADERS,
     BinarySource,
-    CsvInput,
+    CsvReader,
     ImportFileError,
     ImportRowError,
     SeenKeys,
@@ -190,7 +189,7 @@ def _unknown_columns(unknown: list[str], closest: CustomerFormat) -> ImportFileE
     )
 
 
-class CustomerCsvReader:
+class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
     """Reads a customer import file row by row, in constant memory.
 
     Opening it reads the header and detects the layout (``format``), raising ``ImportFileError``
@@ -201,55 +200,17 @@ class CustomerCsvReader:
     """
 
     def __init__(self, source: BinarySource, *, today: date | None = None) -> None:
-        self._input = CsvInput(source)
-        try:
-            self.format = detect_customer_format(self._input.headers)
-        except BaseException:
-            self._input.close()
-            raise
-        self.headers = self._input.headers
         self._today = today if today is not None else datetime.now(UTC).date()
-        self._rows = self._parse()
-
-    @property
-    def format_name(self) -> str:
-        """Human name of the detected layout, e.g. ``"Yotpo export"``."""
-        return self.format.name
-
-    def __iter__(self) -> Iterator[CustomerRow | ImportRowError]:
-        return self._rows
-
-    def close(self) -> None:
-        """Stop reading and release the file."""
-        self._rows.close()
-        self._input.close()
-
-    def __enter__(self) -> CustomerCsvReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().__init__(source, detect_customer_format)
 
     def _parse(self) -> Generator[CustomerRow | ImportRowError, None, None]:
         source = self._input
         width = source.width
-        position = {name: index for index, name in enumerate(normalised_headers(self.headers))}
-        columns = self.format.columns
-        split_name = "name" in columns
+        split_name = "name" in self.format.columns
         fields = tuple(
             "name" if field == "first_name" and split_name else field for field in _FIELDS
         )
-        # Absent columns read the blank value appended after the row's last one.
-        indexes = [position.get(columns.get(field, ""), width) for field in fields]
-        label = {
-            field: self.headers[index] if index < width else field
-            for field, index in zip(fields, indexes, strict=True)
-        }
+        indexes, label = self._field_columns(fields)
         pick = itemgetter(*indexes)
         valid_email = EMAIL_PATTERN.fullmatch
         today = self._today

@@ -14,10 +14,11 @@ import re
 import shutil
 import tempfile
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import IO, NamedTuple, TypeAlias
+from types import TracebackType
+from typing import IO, Generic, NamedTuple, Protocol, Self, TypeAlias, TypeVar
 
 BinarySource: TypeAlias = IO[bytes] | str | os.PathLike[str]
 """A file opened in binary mode, or the path of one."""
@@ -279,6 +280,87 @@ class CsvInput:
         if self._owned is not None:
             self._owned.close()
             self._owned = None
+
+
+class FileLayout(Protocol):
+    """What a reader needs of a recognised layout."""
+
+    @property
+    def name(self) -> str:
+        """Human name of the layout, for messages."""
+        ...
+
+    @property
+    def columns(self) -> Mapping[str, str]:
+        """Field -> normalised header holding it."""
+        ...
+
+
+_Row = TypeVar("_Row")
+_Layout = TypeVar("_Layout", bound=FileLayout)
+
+
+class CsvReader(Generic[_Row, _Layout]):
+    """An import file read row by row in constant memory: the part every kind of file shares.
+
+    Opening it reads the header and detects the layout (``format``) with ``detect``, which
+    raises ``ImportFileError`` for a file that cannot be imported. Iterating yields what the
+    subclass's ``_parse`` makes of the rows. Iterate once; use as a context manager (or call
+    ``close``) to release a file opened by path.
+    """
+
+    def __init__(self, source: BinarySource, detect: Callable[[tuple[str, ...]], _Layout]) -> None:
+        self._input = CsvInput(source)
+        try:
+            self.format = detect(self._input.headers)
+        except BaseException:
+            self._input.close()
+            raise
+        self.headers = self._input.headers
+        self._rows = self._parse()
+
+    @property
+    def format_name(self) -> str:
+        """Human name of the detected layout, e.g. ``"Yotpo export"``."""
+        return self.format.name
+
+    def __iter__(self) -> Iterator[_Row | ImportRowError]:
+        return self._rows
+
+    def close(self) -> None:
+        """Stop reading and release the file."""
+        self._rows.close()
+        self._input.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _field_columns(self, fields: Sequence[str]) -> tuple[list[int], dict[str, str]]:
+        """Each field's position in a record, and the header to name it by in messages.
+
+        A field the file lacks reads position ``width``: readers append one blank value after a
+        record's last, so it reads as blank; it is named by the field itself.
+        """
+        width = self._input.width
+        position = {name: index for index, name in enumerate(normalised_headers(self.headers))}
+        columns = self.format.columns
+        indexes = [position.get(columns.get(field, ""), width) for field in fields]
+        label = {
+            field: self.headers[index] if index < width else field
+            for field, index in zip(fields, indexes, strict=True)
+        }
+        return indexes, label
+
+    def _parse(self) -> Generator[_Row | ImportRowError, None, None]:
+        raise NotImplementedError
 
 
 def _encoding_message(stream: IO[bytes], start: int, problem: tuple[int, int] | str) -> str:

@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from operator import itemgetter
-from types import TracebackType
 from typing import NamedTuple
 
 from tally.imports.formats import (
@@ -42,7 +41,7 @@ from tally.imports.formats import (
     MAX_TEXT_LENGTH,
     REJECTED_REASON_HEADERS,
     BinarySource,
-    CsvInput,
+    CsvReader,
     ImportFileError,
     ImportRowError,
     SeenKeys,
@@ -231,7 +230,7 @@ def detect_order_format(headers: Sequence[str]) -> OrderFormat:
     )
 
 
-class OrderCsvReader:
+class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
     """Reads an order import file order by order, in constant memory.
 
     Opening it reads the header and detects the layout (``format``), raising ``ImportFileError``
@@ -243,51 +242,13 @@ class OrderCsvReader:
     """
 
     def __init__(self, source: BinarySource, *, now: datetime | None = None) -> None:
-        self._input = CsvInput(source)
-        try:
-            self.format = detect_order_format(self._input.headers)
-        except BaseException:
-            self._input.close()
-            raise
-        self.headers = self._input.headers
         self._latest = (now if now is not None else datetime.now(UTC)) + FUTURE_TOLERANCE
-        self._rows = self._parse()
-
-    @property
-    def format_name(self) -> str:
-        """Human name of the detected layout, e.g. ``"Shopify order export"``."""
-        return self.format.name
-
-    def __iter__(self) -> Iterator[OrderRow | ImportRowError]:
-        return self._rows
-
-    def close(self) -> None:
-        """Stop reading and release the file."""
-        self._rows.close()
-        self._input.close()
-
-    def __enter__(self) -> OrderCsvReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().__init__(source, detect_order_format)
 
     def _parse(self) -> Generator[OrderRow | ImportRowError, None, None]:
         source = self._input
         width = source.width
-        position = {name: index for index, name in enumerate(normalised_headers(self.headers))}
-        columns = self.format.columns
-        # Absent columns read the blank value appended after the row's last one.
-        indexes = [position.get(columns.get(field, ""), width) for field in _FIELDS]
-        label = {
-            field: self.headers[index] if index < width else field
-            for field, index in zip(_FIELDS, indexes, strict=True)
-        }
+        indexes, label = self._field_columns(_FIELDS)
         pick = itemgetter(*indexes)
         shopify = self.format.line_items
         statuses = _SHOPIFY_STATUSES if shopify else _STATUSES
