@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
 from tally.db.engine import unit_of_work
 from tally.integrations.dotdigital.service import is_sync_enabled, mark_dirty, mark_dirty_many
 from tally.integrations.dotdigital.sync import (
@@ -39,14 +37,9 @@ def mark_contact(context: HandlerContext, payload: dict[str, Any]) -> None:
     merchant_id = int(payload["merchant_id"])
     customer_id = int(payload["customer_id"])
     with unit_of_work(context.session_factory) as session:
-        if not is_sync_enabled(session, merchant_id):
-            return
-        try:
-            with session.begin_nested():
-                mark_dirty(session, merchant_id=merchant_id, customer_id=customer_id)
-        except IntegrityError:
-            # The customer was deleted since the event: nothing left to send.
-            return
+        # A customer deleted since the event is skipped: nothing left to send.
+        if is_sync_enabled(session, merchant_id):
+            mark_dirty(session, merchant_id=merchant_id, customer_id=customer_id)
 
 
 def mark_imported_contacts(context: HandlerContext, payload: dict[str, Any]) -> None:

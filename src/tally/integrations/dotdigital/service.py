@@ -475,28 +475,8 @@ def update_mapping(
 def mark_dirty(
     session: Session, *, merchant_id: int, customer_id: int, now: datetime | None = None
 ) -> None:
-    """Note that a customer needs sending; many marks before a send make one row (an upsert).
-
-    A row already backing off after failures keeps its schedule; its version moves on, so the
-    next send carries the newest values and a send already under way will not remove it.
-    """
-    now = now or utcnow()
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(PendingContact).values(
-        merchant_id=merchant_id,
-        customer_id=customer_id,
-        version=1,
-        first_marked_at=now,
-        last_marked_at=now,
-        attempts=0,
-        next_attempt_at=now,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["merchant_id", "customer_id"],
-        set_={"version": PendingContact.version + 1, "last_marked_at": now},
-    )
-    session.execute(stmt)
+    """Note that a customer needs sending (``mark_dirty_many`` for one customer)."""
+    mark_dirty_many(session, merchant_id=merchant_id, customer_ids=[customer_id], now=now)
 
 
 def mark_dirty_many(
@@ -507,7 +487,12 @@ def mark_dirty_many(
     now: datetime | None = None,
     chunk: int = 2000,
 ) -> None:
-    """``mark_dirty`` for many customers at once; ids of customers deleted since are skipped."""
+    """Note that customers need sending; many marks before a send make one row each (an upsert).
+
+    A row already backing off after failures keeps its schedule; its version moves on, so the
+    next send carries the newest values and a send already under way will not remove it. Ids of
+    customers deleted since (or of another merchant) are skipped.
+    """
     now = now or utcnow()
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
