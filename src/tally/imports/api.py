@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -291,18 +292,17 @@ def run(
     )
     with caller.state.session_factory() as session:
         created_by = _caller_label(request, session)
-    factory = caller.state.session_factory
-    file_name = file.filename or "upload.csv"
+    start = partial(
+        service.run_import,
+        caller.state.session_factory,
+        merchant_id=caller.merchant_id,
+        options=options,
+        file_name=file.filename or "upload.csv",
+        created_by=created_by,
+    )
     if wait:
         with _saved(file, caller.state.settings.import_max_upload_mb) as path:
-            job = service.run_import(
-                factory,
-                merchant_id=caller.merchant_id,
-                path=path,
-                options=options,
-                file_name=file_name,
-                created_by=created_by,
-            )
+            job = start(path=path)
         response.status_code = 201
         return job_out(job)
 
@@ -316,15 +316,7 @@ def run(
 
     def work() -> None:
         try:
-            service.run_import(
-                factory,
-                merchant_id=caller.merchant_id,
-                path=path,
-                options=options,
-                file_name=file_name,
-                created_by=created_by,
-                on_claimed=on_claimed,
-            )
+            start(path=path, on_claimed=on_claimed)
         except BaseException as error:  # recorded on the job once claimed; else answered
             outcome.setdefault("error", error)
         finally:
