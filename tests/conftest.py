@@ -46,19 +46,32 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _recreate_database(server_url: str, name: str, *, create: bool) -> None:
+    admin = make_engine(server_url)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if create:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
-def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A URL for an empty database of the backend, migrated to head once per session."""
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL for an empty database of the backend, migrated to head once per session.
+
+    On PostgreSQL each pytest process gets a database of its own (named after its pid), so
+    two runs against one server cannot drop each other's tables.
+    """
     if backend == "sqlite":
         path = tmp_path_factory.mktemp("sqlite") / "tally.db"
-        return f"sqlite:///{path}"
+        yield f"sqlite:///{path}"
+        return
     url = _require_postgres()
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
+    server, _, base = url.rpartition("/")
+    name = f"{base}_{os.getpid()}"
+    _recreate_database(url, name, create=True)
+    yield f"{server}/{name}"
+    _recreate_database(url, name, create=False)
 
 
 @pytest.fixture(scope="session")

@@ -137,6 +137,7 @@ def serve(
     if workers > 1 and (settings.is_sqlite or settings.worker_mode == WorkerMode.INPROCESS):
         fail("several web processes need PostgreSQL and TALLY_WORKER_MODE=separate")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    trusted_proxies = settings.trusted_proxies.split(",") if settings.trusted_proxies else []
     uvicorn.run(
         "tally.api.asgi:app",
         host=host or settings.host,
@@ -144,6 +145,11 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=False,
+        # X-Forwarded-* only from the configured proxies. uvicorn's default believes any
+        # 127.0.0.1 peer, so anything local (or a proxy passing the header on) could choose
+        # the client address that the admin's login limit counts.
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=trusted_proxies or None,
     )
 
 
@@ -299,33 +305,52 @@ def points_adjust(
 
 @ledger_app.command("verify")
 def ledger_verify(merchant: MerchantOption = None) -> None:
-    """Recompute every balance from the ledger and report mismatches (exit 1 if any)."""
+    """Recompute every balance from the ledger and check the order rules (exit 1 on a problem)."""
     from tally.customers.orm import Customer
     from tally.ledger import service as ledger
+    from tally.program.integrity import order_violations
 
     with unit_of_work() as session:
         count = select(func.count(Customer.id))
         if merchant is not None:
             count = count.where(Customer.merchant_id == merchant)
         checked = session.scalar(count) or 0
+        corrupt = list(ledger.find_corrupt_customers(session, merchant_id=merchant))
         mismatches = list(ledger.verify_balances(session, merchant_id=merchant))
-    if not mismatches:
-        console.print(f"[green]ok[/]: {checked} balances equal the sum of their ledger entries")
-        return
-    table = Table("merchant", "customer", "email", "cached", "ledger sum", "difference")
-    for m in mismatches:
-        table.add_row(
-            str(m.merchant_id),
-            str(m.customer_id),
-            m.email,
-            str(m.cached),
-            str(m.computed),
-            f"{m.cached - m.computed:+d}",
+        violations = order_violations(session, merchant_id=merchant)
+    if not (corrupt or mismatches or violations):
+        console.print(
+            f"[green]ok[/]: {checked} balances equal the sum of their ledger entries, "
+            "and no order was refunded or clawed back beyond what it paid or earned"
         )
-    console.print(table)
-    err_console.print(
-        f"[bold red]{len(mismatches)} of {checked} balances do not match the ledger[/]"
-    )
+        return
+    if mismatches:
+        table = Table("merchant", "customer", "email", "cached", "ledger sum", "difference")
+        for m in mismatches:
+            table.add_row(
+                str(m.merchant_id),
+                str(m.customer_id),
+                m.email,
+                str(m.cached),
+                str(m.computed),
+                f"{m.cached - m.computed:+d}",
+            )
+        console.print(table)
+        err_console.print(
+            f"[bold red]{len(mismatches)} of {checked} balances do not match the ledger[/]"
+        )
+    if corrupt:
+        table = Table("merchant", "customer", "email", "problem", title="Corrupt points")
+        for c in corrupt:
+            table.add_row(str(c.merchant_id), str(c.customer_id), c.email, c.detail)
+        console.print(table)
+        err_console.print(f"[bold red]{len(corrupt)} customers have corrupt points[/]")
+    if violations:
+        table = Table("merchant", "order", "problem", title="Orders breaking a money rule")
+        for v in violations:
+            table.add_row(str(v.merchant_id), v.order_id, v.detail)
+        console.print(table)
+        err_console.print(f"[bold red]{len(violations)} order problems[/]")
     raise typer.Exit(1)
 
 

@@ -49,6 +49,13 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class PreconditionFailed(DomainError):
+    """The client changed a version it read, but the version has moved on since (If-Match)."""
+
+    status_code = 412
+    title = "Precondition failed"
+
+
 class TooLarge(DomainError):
     """An upload over the size limit."""
 

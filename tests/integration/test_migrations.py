@@ -25,12 +25,14 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str, backend: str, tm
     else:
         from sqlalchemy import text
 
+        server, _, name = database_url.rpartition("/")
+        roundtrip = f"{name}_roundtrip"
         admin = make_engine(database_url)
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("DROP DATABASE IF EXISTS tally_roundtrip"))
-            conn.execute(text("CREATE DATABASE tally_roundtrip"))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{roundtrip}"'))
+            conn.execute(text(f'CREATE DATABASE "{roundtrip}"'))
         admin.dispose()
-        engine = make_engine(database_url.rsplit("/", 1)[0] + "/tally_roundtrip")
+        engine = make_engine(f"{server}/{roundtrip}")
     try:
         migrate.upgrade(engine)
         assert "ledger_entries" in inspect(engine).get_table_names()

@@ -24,12 +24,14 @@ from tally.admin.web import (
     render,
     text,
 )
+from tally.api.edge import Id
 from tally.customers import service as customers
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.errors import DomainError, FieldProblem, ValidationFailed
 from tally.integrations.dotdigital.orm import DotdigitalConnection, PendingContact, SyncFailure
 from tally.ledger import service as ledger
+from tally.ledger.bounds import MAX_POINTS
 from tally.ledger.orm import LedgerEntry
 from tally.program import service as program_service
 from tally.program import tiers
@@ -285,7 +287,7 @@ def _new_adjustment_key() -> str:
 def customer_profile(
     request: Request,
     admin: AdminDep,
-    customer_id: int,
+    customer_id: Id,
     tab: Annotated[str, Query(pattern="^(earning|spending|vip|orders)$")] = "earning",
 ) -> Response:
     """A customer's profile (another merchant's customer is a 404, like a missing one)."""
@@ -299,7 +301,7 @@ def customer_profile(
 def customer_activity(
     request: Request,
     admin: AdminDep,
-    customer_id: int,
+    customer_id: Id,
     tab: Annotated[str, Query(pattern="^(earning|spending|vip|orders)$")] = "earning",
 ) -> Response:
     """One activity tab's panel (htmx), or the whole profile on that tab."""
@@ -322,15 +324,15 @@ def _parse_points(raw: str) -> int:
         raise ValidationFailed(
             "the points must not be zero", [FieldProblem("points", "must not be 0", raw)]
         )
-    if abs(points) > 1_000_000_000:
+    if abs(points) > MAX_POINTS:
         raise ValidationFailed(
-            "the points are too large", [FieldProblem("points", "at most 1,000,000,000", raw)]
+            "the points are too large", [FieldProblem("points", f"at most {MAX_POINTS:,}", raw)]
         )
     return points
 
 
 @router.post("/customers/{customer_id}/adjustments", include_in_schema=False)
-def adjust_points(request: Request, admin: AdminDep, form: FormDep, customer_id: int) -> Response:
+def adjust_points(request: Request, admin: AdminDep, form: FormDep, customer_id: Id) -> Response:
     """Add or take away points by hand, with a reason (a double submit posts once)."""
     raw_points, reason = text(form, "points"), text(form, "reason")
     key = text(form, "adjust_key") or _new_adjustment_key()

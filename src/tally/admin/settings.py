@@ -26,8 +26,9 @@ from tally.admin.web import (
     render,
     text,
 )
+from tally.api.edge import Id
 from tally.db.base import utcnow
-from tally.errors import FieldProblem, NotFound, ValidationFailed
+from tally.errors import FieldProblem, NotFound, PreconditionFailed, ValidationFailed
 from tally.merchants import service as merchants
 from tally.notifications import service as notifications
 from tally.notifications.templates import EmailTemplate, EmailType, RenderedEmail
@@ -224,7 +225,18 @@ def _save(
         with admin.unit_of_work() as session:
             current = program_service.load(session, admin.merchant_id).settings
             changes = build(current)
-            update_program(session, merchant_id=admin.merchant_id, changes=changes)
+            version = text(form, "version")
+            update_program(
+                session,
+                merchant_id=admin.merchant_id,
+                changes=changes,
+                # The version the page was rendered from: saving over a newer one is refused.
+                expected_version=int(version) if version.isdigit() and len(version) < 19 else None,
+            )
+    except PreconditionFailed as error:
+        message = f"{error.detail} (someone saved these settings after you opened the page)"
+        problems = [FieldProblem(section, message)]
+        return _page(request, admin, section, problems=problems, draft=draft, status_code=409)
     except ValidationFailed as error:
         problems = error.errors or [FieldProblem(section, error.detail)]
         return _page(request, admin, section, problems=problems, draft=draft, status_code=422)
@@ -744,7 +756,7 @@ def create_api_key(request: Request, admin: AdminDep, form: FormDep) -> Response
 
 
 @router.post("/settings/api-keys/{key_id}/revoke", include_in_schema=False)
-def revoke_api_key(admin: AdminDep, form: FormDep, key_id: int) -> Response:
+def revoke_api_key(admin: AdminDep, form: FormDep, key_id: Id) -> Response:
     """Revoke a key; requests with it are refused from now on."""
     del form
     with admin.unit_of_work() as session:

@@ -7,17 +7,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from tally.api.deps import AppState, CallerDep, app_state
+from tally.api.edge import Id, OrderId
 from tally.api.idempotency import idempotent_post
 from tally.customers import service as customers
 from tally.db.base import utcnow
 from tally.db.engine import bind_merchant
 from tally.errors import NotFound
+from tally.ledger.bounds import MAX_POINTS
 from tally.program import service as program_service
 from tally.program import tiers
 from tally.program.config_service import update_program
@@ -78,7 +80,9 @@ class ActionIn(BaseModel):
 
     email: str = Field(max_length=320)
     action_id: str = Field(max_length=64)
-    points: int | None = Field(default=None, description="overrides the action's points")
+    points: int | None = Field(
+        default=None, ge=1, le=MAX_POINTS, description="overrides the action's points"
+    )
 
 
 def order_out(order: Order) -> OrderOut:
@@ -96,19 +100,49 @@ def order_out(order: Order) -> OrderOut:
     )
 
 
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _if_match_version(header: str | None) -> int | None:
+    """The program version an If-Match header names; None when the client sent none (or *)."""
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip().removeprefix("W/").strip('"')
+    # A tag that is no version of ours can never match: -1 makes the check refuse it.
+    return int(tag) if tag.isdigit() and len(tag) < 19 else -1
+
+
 @router.get("/program")
-def get_program(caller: CallerDep) -> dict[str, Any]:
-    """The merchant's program settings (earning actions, rewards, VIP tiers, expiry)."""
+def get_program(caller: CallerDep, response: Response) -> dict[str, Any]:
+    """The merchant's program settings (earning actions, rewards, VIP tiers, expiry).
+
+    The ETag is the version: send it back in `If-Match` with a PATCH to refuse (412) a change
+    made on top of settings that someone else changed meanwhile.
+    """
     with caller.unit_of_work() as session:
-        return program_service.load(session, caller.merchant_id).settings.model_dump(mode="json")
+        settings = program_service.load(session, caller.merchant_id).settings
+    response.headers["ETag"] = _etag(settings.version)
+    return settings.model_dump(mode="json")
 
 
 @router.patch("/program")
-def change_program(changes: dict[str, Any], caller: CallerDep) -> dict[str, Any]:
+def change_program(
+    changes: dict[str, Any],
+    caller: CallerDep,
+    response: Response,
+    if_match: Annotated[str | None, Header(alias="If-Match", max_length=100)] = None,
+) -> dict[str, Any]:
     """Replace whole sections of the settings (e.g. {"vip": {...}}); the version goes up."""
     with caller.unit_of_work() as session:
-        updated = update_program(session, merchant_id=caller.merchant_id, changes=changes)
-        return updated.model_dump(mode="json")
+        updated = update_program(
+            session,
+            merchant_id=caller.merchant_id,
+            changes=changes,
+            expected_version=_if_match_version(if_match),
+        )
+    response.headers["ETag"] = _etag(updated.version)
+    return updated.model_dump(mode="json")
 
 
 @router.post("/orders", status_code=201, response_model=OrderOut)
@@ -141,7 +175,7 @@ def post_order(
 
 
 @router.get("/orders/{order_id}", response_model=OrderOut)
-def get_order(order_id: str, caller: CallerDep) -> OrderOut:
+def get_order(order_id: OrderId, caller: CallerDep) -> OrderOut:
     """One order."""
     from sqlalchemy import select
 
@@ -156,7 +190,7 @@ def get_order(order_id: str, caller: CallerDep) -> OrderOut:
 
 @router.post("/orders/{order_id}/refunds", status_code=201)
 def post_refund(
-    order_id: str,
+    order_id: OrderId,
     body: RefundIn,
     caller: CallerDep,
     idempotency_key: IdempotencyKey = None,
@@ -202,7 +236,7 @@ def post_action(
 
 
 @router.get("/customers/{customer_id}/tier")
-def get_tier(customer_id: int, caller: CallerDep) -> dict[str, Any]:
+def get_tier(customer_id: Id, caller: CallerDep) -> dict[str, Any]:
     """The customer's VIP tier, progress to the next one, and tier history."""
     from sqlalchemy import select
 

@@ -7,6 +7,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tally.ledger.bounds import MAX_POINTS
+
 T = TypeVar("T")
 
 
@@ -70,7 +72,11 @@ class AdjustmentCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    points: int = Field(description="positive to add, negative to remove; not zero")
+    points: int = Field(
+        ge=-MAX_POINTS,
+        le=MAX_POINTS,
+        description=f"positive to add, negative to remove; not zero; at most {MAX_POINTS:,}",
+    )
     reason: str = Field(min_length=1, max_length=500)
 
 

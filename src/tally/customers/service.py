@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tally.customers.emails import canonical_email, email_problem
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
 from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
@@ -22,22 +23,12 @@ REFERRAL_CODE_LENGTH = 8
 
 
 def normalize_email(raw: str) -> str:
-    """Trim and lower-case an email, refusing anything that is clearly not an address."""
-    email = raw.strip().lower()
-    local, sep, domain = email.partition("@")
-    if (
-        not sep
-        or not local
-        or "." not in domain
-        or domain.startswith(".")
-        or domain.endswith(".")
-        or "@" in domain
-        or any(c.isspace() for c in email)
-        or len(email) > 320
-    ):
+    """The canonical form of an email (see `customers.emails`), refusing what is no address."""
+    email = canonical_email(raw)
+    if email is None:
         raise ValidationFailed(
             f"{raw!r} is not a valid email address",
-            [FieldProblem("email", "expected an address like name@example.com", raw)],
+            [FieldProblem("email", f"expected {email_problem(raw)}", raw)],
         )
     return email
 

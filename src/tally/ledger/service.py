@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -21,6 +21,7 @@ from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.db.upsert import insert_unless_exists
 from tally.errors import FieldProblem
+from tally.ledger.bounds import MAX_POINTS
 from tally.ledger.errors import IdempotencyKeyReused, InsufficientPoints, InvalidPoints
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.outbox.events import PointsBalanceChanged
@@ -73,6 +74,11 @@ def post(
     """Write one entry of `points` (positive credits, negative debits) exactly once per key."""
     if points == 0:
         raise InvalidPoints("points must not be zero", [FieldProblem("points", "must not be 0", 0)])
+    if abs(points) > MAX_POINTS:
+        raise InvalidPoints(
+            f"at most {MAX_POINTS:,} points can move at once",
+            [FieldProblem("points", f"must be between -{MAX_POINTS} and {MAX_POINTS}", points)],
+        )
     merchant_id = customer.merchant_id
     now = created_at or utcnow()
     entry = insert_unless_exists(
@@ -242,12 +248,64 @@ class BalanceMismatch:
     computed: int
 
 
+@dataclass(frozen=True)
+class CorruptCustomer:
+    """A customer whose stored points cannot be checked by summing (out of every bound)."""
+
+    merchant_id: int
+    customer_id: int
+    email: str
+    detail: str
+
+
+# No sequence of bounded movements gets near this; a balance beyond it was written by something
+# that bypassed the bound (or overflowed SQLite's integers, which then stores a REAL).
+CORRUPT_BALANCE = MAX_POINTS * 1_000_000
+
+
+def _out_of_bounds_entries(merchant_id: int | None) -> Select[Any]:
+    stmt = select(LedgerEntry.customer_id).where(func.abs(LedgerEntry.points) > MAX_POINTS)
+    if merchant_id is not None:
+        stmt = stmt.where(LedgerEntry.merchant_id == merchant_id)
+    return stmt
+
+
+def find_corrupt_customers(
+    session: Session, *, merchant_id: int | None = None
+) -> Iterator[CorruptCustomer]:
+    """Customers with an entry beyond the points bound or a balance that no entries explain."""
+    balance = Customer.points_balance
+    broken = or_(
+        func.abs(balance) > CORRUPT_BALANCE,
+        Customer.id.in_(_out_of_bounds_entries(merchant_id)),
+    )
+    if session.get_bind().dialect.name == "sqlite":
+        broken = or_(broken, func.typeof(balance) != "integer")
+    stmt = select(Customer.merchant_id, Customer.id, Customer.email, balance).where(broken)
+    if merchant_id is not None:
+        stmt = stmt.where(Customer.merchant_id == merchant_id)
+    for mid, cid, email, cached in session.execute(stmt.order_by(Customer.id)):
+        yield CorruptCustomer(
+            mid,
+            cid,
+            email,
+            f"balance {cached!r} or one of its entries is beyond the bound of "
+            f"{MAX_POINTS:,} points per movement",
+        )
+
+
 def verify_balances(
     session: Session, *, merchant_id: int | None = None
 ) -> Iterator[BalanceMismatch]:
-    """Recompute every balance from the entries and yield each customer where they disagree."""
+    """Recompute every balance from the entries and yield each customer where they disagree.
+
+    Customers that `find_corrupt_customers` reports are left out: summing their entries may
+    overflow, and that must not stop every other customer from being checked.
+    """
+    corrupt = {c.customer_id for c in find_corrupt_customers(session, merchant_id=merchant_id)}
     sums = (
         select(LedgerEntry.customer_id, func.coalesce(func.sum(LedgerEntry.points), 0).label("s"))
+        .where(LedgerEntry.customer_id.not_in(_out_of_bounds_entries(merchant_id)))
         .group_by(LedgerEntry.customer_id)
         .subquery()
     )
@@ -262,7 +320,8 @@ def verify_balances(
         stmt = stmt.where(Customer.merchant_id == merchant_id)
     stmt = stmt.where(Customer.points_balance != func.coalesce(sums.c.s, 0))
     for mid, cid, email, cached, computed in session.execute(stmt.order_by(Customer.id)):
-        yield BalanceMismatch(mid, cid, email, int(cached), int(computed))
+        if cid not in corrupt:
+            yield BalanceMismatch(mid, cid, email, int(cached), int(computed))
 
 
 def list_entries(

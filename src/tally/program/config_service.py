@@ -6,9 +6,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tally.errors import FieldProblem, ValidationFailed
+from tally.errors import FieldProblem, NotFound, PreconditionFailed, ValidationFailed
 from tally.merchants.orm import Merchant
 from tally.merchants.service import get_merchant
 from tally.program.settings import ProgramSettings
@@ -38,10 +39,34 @@ def _problems(exc: ValidationError) -> list[FieldProblem]:
 
 
 def update_program(
-    session: Session, *, merchant_id: int, changes: dict[str, Any]
+    session: Session,
+    *,
+    merchant_id: int,
+    changes: dict[str, Any],
+    expected_version: int | None = None,
 ) -> ProgramSettings:
-    """Replace the given top-level sections, validate the whole, and bump the version."""
-    merchant, current = load_program(session, merchant_id)
+    """Replace the given top-level sections, validate the whole, and bump the version.
+
+    With `expected_version` (the version the client read), the change is refused when the
+    settings have moved on since, so two editors cannot silently overwrite each other.
+    """
+    # The merchant row is locked before the settings are read: concurrent changes queue up
+    # and each one merges into its predecessor's result, so versions go up one at a time and
+    # no accepted change is lost (SQLite's BEGIN IMMEDIATE already serialises writers).
+    merchant = session.scalar(
+        select(Merchant)
+        .where(Merchant.id == merchant_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if merchant is None:
+        raise NotFound(f"merchant {merchant_id} does not exist")
+    current = program_settings(merchant)
+    if expected_version is not None and expected_version != current.version:
+        raise PreconditionFailed(
+            f"the program settings are at version {current.version}, not {expected_version}: "
+            "reload them and apply your change again"
+        )
     unknown = set(changes) - set(ProgramSettings.model_fields) | ({"version"} & set(changes))
     if unknown:
         raise ValidationFailed(

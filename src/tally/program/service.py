@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tally.customers import service as customers
@@ -310,14 +311,57 @@ def _order_customer(session: Session, merchant_id: int, data: OrderInput) -> Cus
     if customer is None:
         if not data.email:
             raise NotFound(f"no customer with external id {data.external_customer_id!r}")
-        customer = customers.enroll_customer(
-            session,
-            merchant_id=merchant_id,
-            email=data.email,
-            external_id=data.external_customer_id,
-            state=CustomerState.GUEST,
-        ).customer
+        try:
+            customer = customers.enroll_customer(
+                session,
+                merchant_id=merchant_id,
+                email=data.email,
+                external_id=data.external_customer_id,
+                state=CustomerState.GUEST,
+            ).customer
+        except Conflict:
+            # A concurrent order (or enrolment) created this customer after we looked: it is
+            # the customer we wanted, not a reason to refuse the order.
+            customer = customers.find_by_email(session, merchant_id, data.email)
+            if customer is None:
+                raise
     return customer
+
+
+def _locked_order(session: Session, merchant_id: int, order_id: str) -> Order | None:
+    """The order, row-locked until the end of the transaction (PostgreSQL).
+
+    Refunds and status changes read running totals (refunded amount, points clawed back) and
+    write them back; without the lock, concurrent refunds of one order each see the old totals
+    and together take back more than was paid or awarded. SQLite needs no lock: its
+    transactions start with BEGIN IMMEDIATE, so writers already run one at a time.
+    """
+    return session.scalar(
+        select(Order)
+        .where(Order.merchant_id == merchant_id, Order.order_id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
+def _insert_order(session: Session, order: Order) -> bool:
+    """Insert a new order; False when a concurrent request inserted the same order id first."""
+    try:
+        with session.begin_nested():
+            session.add(order)
+            session.flush()
+    except IntegrityError:
+        if (
+            session.scalar(
+                select(Order.id).where(
+                    Order.merchant_id == order.merchant_id, Order.order_id == order.order_id
+                )
+            )
+            is None
+        ):
+            raise
+        return False
+    return True
 
 
 def _amounts(order: Order) -> earning.OrderAmounts:
@@ -352,9 +396,8 @@ def record_order(
     _validate_order(data)
     program = load(session, merchant_id)
     now = now or utcnow()
-    order = session.scalar(
-        select(Order).where(Order.merchant_id == merchant_id, Order.order_id == data.order_id)
-    )
+    order_id = data.order_id.strip()
+    order = _locked_order(session, merchant_id, order_id)
     created = order is None
     if order is None:
         customer = _order_customer(session, merchant_id, data)
@@ -362,7 +405,7 @@ def record_order(
         order = Order(
             merchant_id=merchant_id,
             customer_id=customer.id,
-            order_id=data.order_id.strip(),
+            order_id=order_id,
             subtotal=subtotal,
             discounts=data.discounts,
             shipping=data.shipping,
@@ -377,9 +420,13 @@ def record_order(
             created_at=now,
             updated_at=now,
         )
-        session.add(order)
-        session.flush()
-    else:
+        if not _insert_order(session, order):
+            # Lost the race to a concurrent report of the same order: carry on as an update
+            # of the winner's row, which answers what a retry after it would have answered.
+            created = False
+            order = _locked_order(session, merchant_id, order_id)
+            assert order is not None
+    if not created:
         customer = session.get_one(Customer, order.customer_id)
         if order.status != data.status:
             order.status = data.status
@@ -488,9 +535,7 @@ def refund_order(
     """Refund part or all of an order; claws back proportional points, even beyond the balance."""
     program = load(session, merchant_id)
     now = now or utcnow()
-    order = session.scalar(
-        select(Order).where(Order.merchant_id == merchant_id, Order.order_id == order_id)
-    )
+    order = _locked_order(session, merchant_id, order_id)
     if order is None:
         raise NotFound(f"order {order_id!r} does not exist")
     previous = session.scalar(

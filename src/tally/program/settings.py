@@ -20,14 +20,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tally.ledger.bounds import MAX_POINTS
+
 # Ids end up in ledger entries (`rule_id`) and on customers (`vip_tier`), so keep them short,
 # lower-case and URL-safe.
 IDENTIFIER_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-Points = Annotated[int, Field(ge=0)]
-Money = Annotated[Decimal, Field(ge=0)]
+Points = Annotated[int, Field(ge=0, le=MAX_POINTS)]
+# A price or a rate in points: at least one, and within the bound every movement keeps.
+PositivePoints = Annotated[int, Field(ge=1, le=MAX_POINTS)]
+# Amounts and rates: a trillion is beyond any order, and bounds what a rate can multiply into.
+Money = Annotated[Decimal, Field(ge=0, le=Decimal(10**12))]
 
 
 class _Frozen(BaseModel):
@@ -182,7 +187,7 @@ class FixedAmountReward(_RewardBase):
     """A fixed amount off the order."""
 
     type: Literal["fixed_amount"] = "fixed_amount"
-    points_cost: int = Field(ge=1)
+    points_cost: PositivePoints
     amount: Decimal = Field(gt=0)
 
 
@@ -190,7 +195,7 @@ class PercentageReward(_RewardBase):
     """A percentage off the order."""
 
     type: Literal["percentage"] = "percentage"
-    points_cost: int = Field(ge=1)
+    points_cost: PositivePoints
     percent: Decimal = Field(gt=0, le=100)
 
 
@@ -198,14 +203,14 @@ class FreeShippingReward(_RewardBase):
     """Free shipping on the order."""
 
     type: Literal["free_shipping"] = "free_shipping"
-    points_cost: int = Field(ge=1)
+    points_cost: PositivePoints
 
 
 class FreeProductReward(_RewardBase):
     """One free unit of a product."""
 
     type: Literal["free_product"] = "free_product"
-    points_cost: int = Field(ge=1)
+    points_cost: PositivePoints
     product_id: str = Field(min_length=1, max_length=200)
 
 
@@ -216,9 +221,9 @@ class VariableReward(_RewardBase):
     """
 
     type: Literal["variable"] = "variable"
-    points_per_unit: int = Field(ge=1)
-    min_points: int = Field(ge=1)
-    max_points: int | None = Field(default=None, ge=1)
+    points_per_unit: PositivePoints
+    min_points: PositivePoints
+    max_points: PositivePoints | None = None
 
     @model_validator(mode="after")
     def _check_bounds(self) -> VariableReward:
