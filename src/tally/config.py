@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "dev-insecure-change-me"  # noqa: S105 - the placeholder we refuse in production
@@ -42,6 +43,10 @@ class Settings(BaseSettings):
     public_base_url: str = Field(default="http://127.0.0.1:8000")
     host: str = "127.0.0.1"
     port: int = 8000
+    # Peers (IPs or CIDR networks, comma separated; "*" for any) whose X-Forwarded-For and
+    # X-Forwarded-Proto `tally serve` believes. Empty trusts none: the client address is the
+    # peer's, so a client cannot choose the address the admin's login limit counts.
+    trusted_proxies: str = ""
     var_dir: Path = Path("./var")
 
     worker_mode: WorkerMode = WorkerMode.INPROCESS
@@ -67,6 +72,23 @@ class Settings(BaseSettings):
 
     dotdigital_base_url: str = "https://r1-api.dotdigital.com"
     dotdigital_calls_per_minute: int = 30
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if "*" in entries:
+            # uvicorn trusts everyone only for a lone "*"; in a list it would match no peer.
+            return "*"
+        normalised = []
+        for entry in entries:
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+            # uvicorn reads "10.1.0.5/16" strictly, fails, and would silently trust nobody.
+            normalised.append(str(network) if "/" in entry else entry)
+        return ",".join(normalised)
 
     @model_validator(mode="after")
     def _trim(self) -> Settings:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from sqlalchemy import update
 
 from tally.admin.security import AdminSession
 from tally.admin.web import (
@@ -21,6 +22,7 @@ from tally.admin.web import (
     login_limiter,
     redirect,
     render,
+    signed_in_user,
     signer,
     start_session,
     static_root,
@@ -28,6 +30,7 @@ from tally.admin.web import (
 )
 from tally.db.engine import unit_of_work
 from tally.errors import NotFound
+from tally.merchants.orm import AdminUser
 from tally.merchants.service import authenticate_admin
 
 router = APIRouter(route_class=AdminRoute)
@@ -63,8 +66,12 @@ def safe_next(target: str | None) -> str:
 @router.get("/login", include_in_schema=False)
 def login_form(request: Request, session: SessionDep, next: str | None = None) -> Response:
     """The sign-in form."""
-    if session.signed_in:
+    if signed_in_user(request, session) is not None:
         return redirect(safe_next(next))
+    if session.signed_in:
+        # A session that was ended elsewhere: replace the dead cookie, or the pages and this
+        # form would send the browser back and forth between them.
+        start_session(request, signer(request).anonymous())
     return render(request, "login.html", {"title": "Sign in", "next": safe_next(next)})
 
 
@@ -78,7 +85,8 @@ def login(request: Request, form: FormDep) -> Response:
     limiter = login_limiter(request)
     address = client_address(request)
     context = {"title": "Sign in", "next": target, "email": email}
-    wait = limiter.retry_after(email, address)
+    # Counted before argon2 runs, so refused attempts (and floods) cost no hashing.
+    wait = limiter.try_attempt(email, address)
     if wait is not None:
         minutes = math.ceil(wait / 60)
         return render(
@@ -86,7 +94,7 @@ def login(request: Request, form: FormDep) -> Response:
             "login.html",
             context
             | {
-                "error": "Too many failed sign-ins for this email. "
+                "error": "Too many failed sign-ins. "
                 f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
             },
             status_code=429,
@@ -98,31 +106,48 @@ def login(request: Request, form: FormDep) -> Response:
         with unit_of_work(state.session_factory) as session:
             found = authenticate_admin(session, email=email, password=password)
             if found is not None:
-                user = (found.id, found.merchant_id, found.password_hash)
+                user = (found.id, found.merchant_id, found.password_hash, found.session_version)
     if user is None:
-        limiter.record_failure(email, address)
         return render(
             request,
             "login.html",
             context | {"error": "The email or password is not right."},
             status_code=401,
         )
-    limiter.reset(email, address)
-    user_id, merchant_id, password_hash = user
+    limiter.succeeded(email, address)
+    user_id, merchant_id, password_hash, session_version = user
     start_session(
         request,
         signer(request).signed_in(
-            user_id=user_id, merchant_id=merchant_id, password_hash=password_hash
+            user_id=user_id,
+            merchant_id=merchant_id,
+            password_hash=password_hash,
+            session_version=session_version,
         ),
     )
     return redirect(target)
 
 
 @router.post("/logout", include_in_schema=False)
-def logout(request: Request, form: FormDep) -> Response:
-    """End the session (the cookie is cleared)."""
+def logout(request: Request, form: FormDep, session: SessionDep) -> Response:
+    """Sign out: clear the cookie and end every session of this user, on every device."""
     del form  # checked for its CSRF token
     end_session(request)
+    # Clearing the cookie only reaches this browser; moving the user's session version on
+    # makes every cookie issued before (copied ones too) fail the check on each request. That
+    # signs the user out everywhere, which a stateless cookie cannot avoid and a sign-out on a
+    # shared computer wants. Only a still-valid session may do it, so an old cookie cannot be
+    # replayed to sign the user out of newer sessions.
+    if signed_in_user(request, session) is not None:
+        with unit_of_work(app_state(request).session_factory) as db:
+            db.execute(
+                update(AdminUser)
+                .where(
+                    AdminUser.id == session.user_id,
+                    AdminUser.session_version == session.session_version,
+                )
+                .values(session_version=AdminUser.session_version + 1)
+            )
     return redirect(LOGIN_PATH)
 
 

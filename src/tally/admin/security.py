@@ -3,17 +3,20 @@
 The session is a cookie, not a server-side row: ``base64url(json payload) "." base64url(HMAC)``,
 signed with HMAC-SHA256 under a key derived from ``settings.secret_key`` (so the same secret
 yields unrelated keys for other uses). The payload names the admin user, its merchant, the
-session's CSRF token, when it was issued, and a fingerprint of the user's password hash: a
-password change ends every session of that user. Signing out clears the cookie in the browser;
-a copied cookie stays valid until it expires (``SESSION_MAX_AGE``), which is why it is HttpOnly,
-SameSite=Lax, Secure on https, and short-lived.
+session's CSRF token, when it was issued, a fingerprint of the user's password hash and the
+user's ``session_version``. Every request compares the last two with the user's row, so a
+password change, a sign-out (which increments ``session_version``) or removing the user ends
+every session of that user, copied cookies included, without a table of sessions. The cookie is
+still HttpOnly, SameSite=Lax, Secure on https, and short-lived (``SESSION_MAX_AGE``).
 
 Before sign-in the cookie carries only a CSRF token (``user_id`` None), so the login form is
 protected too; signing in issues a new cookie with a new token (no session fixation).
 
-The login rate limit lives in the process's memory: with several web processes each counts on
-its own, and a restart forgets it. That bounds online password guessing per process without a
-table; a deployment that needs a global limit puts one in front (proxy or WAF).
+The login rate limit counts failures per client address and per account (email), each on its
+own: the address limit stops one client spraying many emails, the email limit stops many
+addresses guessing one account. It lives in the process's memory: with several web processes
+each counts on its own, and a restart forgets it. That bounds online password guessing per
+process without a table; a deployment that needs a global limit puts one in front (proxy or WAF).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 import threading
@@ -37,7 +41,8 @@ CSRF_HEADER = "X-CSRF-Token"
 
 _SESSION_KEY_INFO = b"tally/admin/session-cookie/v1"
 _PASSWORD_FINGERPRINT_INFO = b"tally/admin/password-fingerprint/v1"
-_PAYLOAD_VERSION = 1
+# 2 added the session version; older cookies are refused (their holders sign in again).
+_PAYLOAD_VERSION = 2
 
 
 def derive_key(secret: str, info: bytes) -> bytes:
@@ -67,6 +72,7 @@ class AdminSession:
     user_id: int | None = None
     merchant_id: int | None = None
     password_fingerprint: str | None = None
+    session_version: int | None = None
 
     @property
     def signed_in(self) -> bool:
@@ -98,7 +104,9 @@ class SessionSigner:
         """A session before sign-in: only a CSRF token for the login form."""
         return AdminSession(csrf_token=new_csrf_token(), issued_at=int(self._clock()))
 
-    def signed_in(self, *, user_id: int, merchant_id: int, password_hash: str) -> AdminSession:
+    def signed_in(
+        self, *, user_id: int, merchant_id: int, password_hash: str, session_version: int
+    ) -> AdminSession:
         """A new session for an admin user who just proved its password (with a new token)."""
         return AdminSession(
             csrf_token=new_csrf_token(),
@@ -106,6 +114,26 @@ class SessionSigner:
             user_id=user_id,
             merchant_id=merchant_id,
             password_fingerprint=self.password_fingerprint(password_hash),
+            session_version=session_version,
+        )
+
+    def matches_user(
+        self,
+        session: AdminSession,
+        *,
+        user_id: int,
+        merchant_id: int,
+        password_hash: str,
+        session_version: int,
+    ) -> bool:
+        """Whether a signed-in session still belongs to this user row as it is now."""
+        fingerprint = self.password_fingerprint(password_hash)
+        return (
+            session.user_id == user_id
+            and session.merchant_id == merchant_id
+            and session.session_version == session_version
+            and session.password_fingerprint is not None
+            and hmac.compare_digest(session.password_fingerprint, fingerprint)
         )
 
     def _signature(self, body: str) -> str:
@@ -120,6 +148,7 @@ class SessionSigner:
             "u": session.user_id,
             "m": session.merchant_id,
             "p": session.password_fingerprint,
+            "s": session.session_version,
         }
         body = _b64encode(json.dumps(payload, separators=(",", ":")).encode())
         return f"{body}.{self._signature(body)}"
@@ -144,7 +173,8 @@ class SessionSigner:
         if age > self.max_age or age < -60:
             return None
         user_id, merchant_id, fingerprint = payload.get("u"), payload.get("m"), payload.get("p")
-        if not all(isinstance(v, int | type(None)) for v in (user_id, merchant_id)):
+        version = payload.get("s")
+        if not all(isinstance(v, int | type(None)) for v in (user_id, merchant_id, version)):
             return None
         return AdminSession(
             csrf_token=csrf,
@@ -152,6 +182,7 @@ class SessionSigner:
             user_id=user_id,
             merchant_id=merchant_id,
             password_fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+            session_version=version,
         )
 
 
@@ -160,60 +191,119 @@ def csrf_matches(expected: str, given: str | None) -> bool:
     return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())
 
 
-class LoginRateLimiter:
-    """At most ``max_failures`` failed sign-ins per (email, client address) per ``window``.
+def limit_key_for_address(address: str) -> str:
+    """The key an address is counted under: itself, or its /64 network for IPv6.
 
-    In memory, per process (see the module docstring). A successful sign-in clears the count.
+    One IPv6 host usually holds a whole /64, so counting single addresses would let it rotate
+    through billions of them.
+    """
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+class LoginRateLimiter:
+    """Failed sign-ins counted per client address and per email, each against its own limit.
+
+    ``max_per_address`` failures per ``window_seconds`` from one address, whatever the emails
+    (password spraying), and ``max_per_email`` failures for one email, whatever the addresses
+    (guessing one account from many addresses). The email limit lets anyone lock an account out
+    of password sign-in for one window by failing on purpose; that is the price of a bound on
+    guesses that address rotation cannot lift, and the window is short.
+
+    ``try_attempt`` is called before the password hash is checked and counts the attempt as a
+    failure at once, so a flood of concurrent requests is refused before any of them spends
+    argon2 time; ``succeeded`` takes the count back for a right password. In memory, per
+    process (see the module docstring).
     """
 
     def __init__(
         self,
         *,
-        max_failures: int = 5,
+        max_per_address: int = 10,
+        max_per_email: int = 5,
         window_seconds: float = 15 * 60,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.max_failures = max_failures
+        self.max_per_address = max_per_address
+        self.max_per_email = max_per_email
         self.window_seconds = window_seconds
         self._clock = clock
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._by_address: dict[str, deque[float]] = {}
+        self._by_email: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(email: str, address: str) -> tuple[str, str]:
-        return email.strip().lower(), address
+    def _email_key(email: str) -> str:
+        return email.strip().lower()
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        times = self._failures.get(key, deque())
+    def _recent(self, table: dict[str, deque[float]], key: str, now: float) -> deque[float]:
+        times = table.get(key, deque())
         while times and now - times[0] >= self.window_seconds:
             times.popleft()
         if not times:
-            self._failures.pop(key, None)
+            table.pop(key, None)
         return times
 
+    def _wait(self, times: deque[float], limit: int, now: float) -> float | None:
+        if len(times) < limit:
+            return None
+        # The attempt may go once enough of the oldest failures have left the window.
+        freed_at = times[len(times) - limit] + self.window_seconds
+        return max(1.0, freed_at - now)
+
+    def _waits(self, email: str, address: str, now: float) -> tuple[float | None, float | None]:
+        by_address = self._recent(self._by_address, limit_key_for_address(address), now)
+        by_email = self._recent(self._by_email, self._email_key(email), now)
+        return (
+            self._wait(by_address, self.max_per_address, now),
+            self._wait(by_email, self.max_per_email, now),
+        )
+
     def retry_after(self, email: str, address: str) -> float | None:
-        """Seconds until this pair may try again, or None when it may try now."""
+        """Seconds until this email may be tried from this address, or None when it may now."""
         now = self._clock()
         with self._lock:
-            times = self._recent(self._key(email, address), now)
-            if len(times) < self.max_failures:
-                return None
-            return max(1.0, self.window_seconds - (now - times[0]))
+            waits = [w for w in self._waits(email, address, now) if w is not None]
+        return max(waits) if waits else None
 
-    def record_failure(self, email: str, address: str) -> None:
-        """Count one failed sign-in."""
+    def try_attempt(self, email: str, address: str) -> float | None:
+        """Count a sign-in attempt as failed, unless a limit is reached: then the seconds to wait.
+
+        Call it before checking the password; call ``succeeded`` when the password was right.
+        """
         now = self._clock()
-        key = self._key(email, address)
         with self._lock:
-            times = self._recent(key, now)
-            times.append(now)
-            self._failures[key] = times
-            if len(self._failures) > 100_000:
-                # Bound the memory an attacker can make us hold: forget the stalest keys.
-                for stale in list(self._failures)[:10_000]:
-                    self._failures.pop(stale, None)
+            waits = [w for w in self._waits(email, address, now) if w is not None]
+            if waits:
+                return max(waits)
+            self._append(self._by_address, limit_key_for_address(address), now)
+            self._append(self._by_email, self._email_key(email), now)
+        return None
 
-    def reset(self, email: str, address: str) -> None:
-        """Forget the failures of this pair (after a successful sign-in)."""
+    def _append(self, table: dict[str, deque[float]], key: str, now: float) -> None:
+        times = table.setdefault(key, deque())
+        times.append(now)
+        if len(table) > 100_000:
+            # Bound the memory an attacker can make us hold: forget the stalest keys.
+            for stale in list(table)[:10_000]:
+                table.pop(stale, None)
+
+    def succeeded(self, email: str, address: str) -> None:
+        """Take back the attempt ``try_attempt`` counted, and clear the email's failures.
+
+        The address keeps its earlier failures: otherwise anyone with one working account could
+        sign in between guesses at other accounts and never reach the address limit.
+        """
+        now = self._clock()
         with self._lock:
-            self._failures.pop(self._key(email, address), None)
+            self._by_email.pop(self._email_key(email), None)
+            times = self._recent(self._by_address, limit_key_for_address(address), now)
+            if times:
+                times.pop()

@@ -122,7 +122,11 @@ def login_limiter(request: Request) -> LoginRateLimiter:
 
 
 def client_address(request: Request) -> str:
-    """The client's address as the ASGI server reports it (see uvicorn's --proxy-headers)."""
+    """The client's address as the ASGI server reports it.
+
+    `tally serve` lets uvicorn take it from X-Forwarded-For only when the peer is one of
+    ``TALLY_TRUSTED_PROXIES``; otherwise anyone could pick the address the login limit counts.
+    """
     return request.client.host if request.client else "unknown"
 
 
@@ -214,12 +218,14 @@ class Admin:
         return self.unit_of_work()
 
 
-def current_admin(
-    request: Request, session: Annotated[AdminSession, Depends(cookie_session)]
-) -> Admin:
-    """The signed-in admin user, or SignInRequired."""
+def signed_in_user(request: Request, session: AdminSession) -> tuple[AdminUser, Merchant] | None:
+    """The admin user and merchant a signed-in session still belongs to, or None.
+
+    None when the user was removed, moved to another merchant, changed its password, or signed
+    out anywhere since the session began (``session_version`` moved on).
+    """
     if not session.signed_in:
-        raise SignInRequired
+        return None
     state = app_state(request)
     with state.session_factory() as db:
         row = db.execute(
@@ -228,14 +234,28 @@ def current_admin(
             .where(AdminUser.id == session.user_id)
         ).first()
     if row is None:
-        raise SignInRequired
+        return None
     user, merchant = row
-    sign = signer(request)
-    if user.merchant_id != session.merchant_id or session.password_fingerprint != (
-        sign.password_fingerprint(user.password_hash)
+    if not signer(request).matches_user(
+        session,
+        user_id=user.id,
+        merchant_id=user.merchant_id,
+        password_hash=user.password_hash,
+        session_version=user.session_version,
     ):
-        # The user moved to another merchant or changed its password since signing in.
+        return None
+    return user, merchant
+
+
+def current_admin(
+    request: Request, session: Annotated[AdminSession, Depends(cookie_session)]
+) -> Admin:
+    """The signed-in admin user, or SignInRequired."""
+    found = signed_in_user(request, session)
+    if found is None:
         raise SignInRequired
+    user, merchant = found
+    state = app_state(request)
     admin = Admin(
         user_id=user.id,
         email=user.email,

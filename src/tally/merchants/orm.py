@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tally.db.base import Base, BigId, utcnow
@@ -55,3 +55,6 @@ class AdminUser(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Carried in the session cookie and compared on every request; signing out increments it,
+    # which ends every session of the user that was issued before (the cookie is stateless).
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, func, select, true
 from sqlalchemy.orm import Session
 
 from tally.ledger.orm import EntryKind, LedgerEntry
@@ -27,12 +27,12 @@ class OrderViolation:
     detail: str
 
 
-def _scoped(stmt: Select[Any], column: Any, merchant_id: int | None) -> Select[Any]:
-    return stmt if merchant_id is None else stmt.where(column == merchant_id)
+def _of(column: Any, merchant_id: int | None) -> ColumnElement[bool]:
+    return true() if merchant_id is None else column == merchant_id
 
 
 def _order_totals(session: Session, merchant_id: int | None) -> Iterator[OrderViolation]:
-    stmt = _scoped(
+    stmt = (
         select(
             Order.merchant_id,
             Order.order_id,
@@ -43,10 +43,8 @@ def _order_totals(session: Session, merchant_id: int | None) -> Iterator[OrderVi
         ).where(
             (Order.refunded_amount > Order.total)
             | (Order.points_clawed_back > Order.points_awarded)
-        ),
-        Order.merchant_id,
-        merchant_id,
-    )
+        )
+    ).where(_of(Order.merchant_id, merchant_id))
     for mid, order_id, total, refunded, awarded, clawed in session.execute(stmt):
         if refunded > total:
             yield OrderViolation(mid, order_id, f"refunded {refunded} of a {total} order")
@@ -57,16 +55,14 @@ def _order_totals(session: Session, merchant_id: int | None) -> Iterator[OrderVi
 def _refund_rows(session: Session, merchant_id: int | None) -> Iterator[OrderViolation]:
     refunded = func.sum(Refund.amount)
     taken = func.sum(Refund.points_clawed_back)
-    stmt = _scoped(
+    stmt = (
         select(
             Order.merchant_id, Order.order_id, Order.total, Order.points_awarded, refunded, taken
         )
         .join(Refund, Refund.order_pk == Order.id)
         .group_by(Order.id, Order.merchant_id, Order.order_id, Order.total, Order.points_awarded)
-        .having((refunded > Order.total) | (taken > Order.points_awarded)),
-        Order.merchant_id,
-        merchant_id,
-    )
+        .having((refunded > Order.total) | (taken > Order.points_awarded))
+    ).where(_of(Order.merchant_id, merchant_id))
     for mid, order_id, total, awarded, amount, points in session.execute(stmt):
         yield OrderViolation(
             mid,
@@ -81,17 +77,15 @@ def _ledger_by_order(session: Session, merchant_id: int | None) -> Iterator[Orde
     # them, so this holds even if the order row itself was wrong.
     earned = func.sum(LedgerEntry.points).filter(LedgerEntry.kind == EntryKind.EARN)
     taken = -func.sum(LedgerEntry.points).filter(LedgerEntry.kind == EntryKind.REFUND)
-    stmt = _scoped(
+    stmt = (
         select(LedgerEntry.merchant_id, LedgerEntry.source_ref, earned, taken)
         .where(
             LedgerEntry.source_ref.like("order:%"),
             LedgerEntry.kind.in_([EntryKind.EARN, EntryKind.REFUND]),
         )
         .group_by(LedgerEntry.merchant_id, LedgerEntry.source_ref)
-        .having(func.coalesce(taken, 0) > func.coalesce(earned, 0)),
-        LedgerEntry.merchant_id,
-        merchant_id,
-    )
+        .having(func.coalesce(taken, 0) > func.coalesce(earned, 0))
+    ).where(_of(LedgerEntry.merchant_id, merchant_id))
     for mid, source_ref, earned_points, taken_points in session.execute(stmt):
         yield OrderViolation(
             mid,
