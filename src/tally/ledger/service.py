@@ -13,19 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
-from tally.db.upsert import insert_unless_exists
 from tally.errors import FieldProblem
+from tally.ledger.batch import Outcome, Transfer, post_transfers
 from tally.ledger.bounds import MAX_POINTS
-from tally.ledger.errors import IdempotencyKeyReused, InsufficientPoints, InvalidPoints
+from tally.ledger.errors import InsufficientPoints, InvalidPoints
 from tally.ledger.orm import EntryKind, LedgerEntry
-from tally.outbox.events import PointsBalanceChanged
-from tally.outbox.service import emit
 
 CREDIT_BATCH = 20
 CREDIT_KINDS = {EntryKind.EARN, EntryKind.IMPORT, EntryKind.ADJUST, EntryKind.REFUND}
@@ -37,23 +34,6 @@ class Posting:
 
     entry: LedgerEntry
     replayed: bool
-
-
-def _existing(session: Session, merchant_id: int, key: str) -> LedgerEntry | None:
-    return session.scalar(
-        select(LedgerEntry).where(
-            LedgerEntry.merchant_id == merchant_id, LedgerEntry.idempotency_key == key
-        )
-    )
-
-
-def _check_replay(entry: LedgerEntry, customer_id: int, points: int, kind: str) -> Posting:
-    if entry.customer_id != customer_id or entry.points != points or entry.kind != kind:
-        raise IdempotencyKeyReused(
-            f"idempotency key {entry.idempotency_key!r} was already used for another movement "
-            f"({entry.points:+d} points, {entry.kind}, customer {entry.customer_id})"
-        )
-    return Posting(entry, replayed=True)
 
 
 def post(
@@ -72,86 +52,33 @@ def post(
     created_at: datetime | None = None,
 ) -> Posting:
     """Write one entry of `points` (positive credits, negative debits) exactly once per key."""
-    if points == 0:
-        raise InvalidPoints("points must not be zero", [FieldProblem("points", "must not be 0", 0)])
-    if abs(points) > MAX_POINTS:
-        raise InvalidPoints(
-            f"at most {MAX_POINTS:,} points can move at once",
-            [FieldProblem("points", f"must be between -{MAX_POINTS} and {MAX_POINTS}", points)],
-        )
-    merchant_id = customer.merchant_id
     now = created_at or utcnow()
-    entry = insert_unless_exists(
+    result = post_transfers(
         session,
-        LedgerEntry,
-        {
-            "merchant_id": merchant_id,
-            "customer_id": customer.id,
-            "points": points,
-            "kind": kind,
-            "reason": reason,
-            "source_ref": source_ref,
-            "rule_id": rule_id,
-            "rule_version": rule_version,
-            "idempotency_key": idempotency_key,
-            "remaining": points if points > 0 else None,
-            "expires_at": expires_at if points > 0 else None,
-            "details": details,
-            "created_at": now,
-        },
-        ("merchant_id", "idempotency_key"),
-    )
-    if entry is None:
-        found = _existing(session, merchant_id, idempotency_key)
-        assert found is not None  # the conflict was on exactly this key
-        return _check_replay(found, customer.id, points, kind)
-    try:
-        balance = _move_balance(session, customer, points, now)
-    except InsufficientPoints:
-        # The refused entry was never visible to anyone else; take it out again so that a
-        # caller who goes on with the unit of work does not keep a debit without its effect.
-        session.execute(
-            delete(LedgerEntry)
-            .where(LedgerEntry.id == entry.id)
-            .execution_options(synchronize_session=False)
-        )
-        session.expunge(entry)
-        raise
-    if points < 0:
-        _consume_credits(session, customer.id, -points)
-    emit(
-        session,
-        PointsBalanceChanged(
-            merchant_id=merchant_id,
-            customer_id=customer.id,
-            entry_id=entry.id,
-            points=points,
-            kind=str(kind),
-            balance=balance,
-        ),
-    )
-    return Posting(entry, replayed=False)
-
-
-def _move_balance(session: Session, customer: Customer, points: int, now: datetime) -> int:
-    """Apply the movement to the cached balance atomically and return the new balance."""
-    stmt = (
-        update(Customer)
-        .where(Customer.id == customer.id)
-        .values(points_balance=Customer.points_balance + points, last_activity_at=now)
-        .returning(Customer.points_balance)
-        .execution_options(synchronize_session=False)
-    )
-    if points < 0:
-        stmt = stmt.where(Customer.points_balance >= -points)
-    balance = session.scalar(stmt)
-    if balance is None:
-        current = session.scalar(select(Customer.points_balance).where(Customer.id == customer.id))
-        raise InsufficientPoints(balance=current or 0, requested=-points)
-    # Keep the loaded object in step without another round trip.
-    set_committed_value(customer, "points_balance", int(balance))
-    set_committed_value(customer, "last_activity_at", now)
-    return int(balance)
+        merchant_id=customer.merchant_id,
+        transfers=[
+            Transfer(
+                customer_id=customer.id,
+                points=points,
+                kind=kind,
+                idempotency_key=idempotency_key,
+                reason=reason,
+                source_ref=source_ref,
+                rule_id=rule_id,
+                rule_version=rule_version,
+                expires_at=expires_at,
+                details=details,
+                created_at=now,
+            )
+        ],
+        now=now,
+    ).results[0]
+    if result.outcome == Outcome.INSUFFICIENT:
+        balance = session.scalar(select(Customer.points_balance).where(Customer.id == customer.id))
+        raise InsufficientPoints(balance=int(balance or 0), requested=-points)
+    assert result.entry_id is not None
+    entry = session.get_one(LedgerEntry, result.entry_id)
+    return Posting(entry, replayed=result.outcome == Outcome.REPLAYED)
 
 
 def _open_credits_query(customer_id: int) -> Select[LedgerEntry]:
@@ -165,28 +92,6 @@ def _open_credits_query(customer_id: int) -> Select[LedgerEntry]:
 def open_credits(session: Session, customer_id: int) -> Iterator[LedgerEntry]:
     """Credits with points left, soonest-expiring first, never-expiring last, then oldest."""
     yield from session.scalars(_open_credits_query(customer_id))
-
-
-def _consume_credits(session: Session, customer_id: int, amount: int) -> None:
-    """Take a debit out of the open credits, soonest-expiring first (per-grant expiry needs it).
-
-    Credits are read a few at a time: a customer may have thousands of small open credits, and
-    a debit usually needs only the first one or two.
-    """
-    left = amount
-    while left > 0:
-        # Autoflush writes the credits emptied by the previous batch, so they drop out here.
-        batch = list(session.scalars(_open_credits_query(customer_id).limit(CREDIT_BATCH)))
-        if not batch:
-            break
-        for credit in batch:
-            assert credit.remaining is not None
-            taken = min(credit.remaining, left)
-            credit.remaining -= taken
-            left -= taken
-            if left == 0:
-                break
-    session.flush()
 
 
 def credit(

@@ -56,7 +56,7 @@ def update_program(
     merchant = session.scalar(
         select(Merchant)
         .where(Merchant.id == merchant_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     if merchant is None:

@@ -9,24 +9,21 @@ no-op for what the first one already expired.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
+from tally.ledger.batch import Transfer, post_transfers
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants.orm import Merchant
 from tally.notifications.templates import EmailType
-from tally.outbox.events import PointsBalanceChanged
 from tally.outbox.registry import JobContext, Registry
-from tally.outbox.service import emit_many
 from tally.program import earning, expiry
 from tally.program import service as program_service
 from tally.program.settings import ExpiryMode
@@ -71,8 +68,10 @@ def expire_points(
 
 
 def _lock(stmt, session: Session):  # type: ignore[no-untyped-def]
+    # NO KEY UPDATE: it still keeps two expiry runs apart, without waiting on (or deadlocking
+    # with) the key-share locks that every new entry takes on its customer.
     if session.get_bind().dialect.name == "postgresql":
-        return stmt.with_for_update()
+        return stmt.with_for_update(key_share=True)
     return stmt
 
 
@@ -106,54 +105,29 @@ def _expire_rolling(
             if not rows:
                 return stats
             cursor = rows[-1][0]
-            ids = [r[0] for r in rows]
-            entry_ids = session.execute(
-                insert(LedgerEntry).returning(LedgerEntry.id, LedgerEntry.customer_id),
-                [
-                    {
-                        "merchant_id": merchant_id,
-                        "customer_id": cid,
-                        "points": -balance,
-                        "kind": EntryKind.EXPIRE,
-                        "reason": f"Points expired after {days} days without activity",
-                        "rule_id": "expiry",
-                        "rule_version": version,
-                        "idempotency_key": f"expire:{cid}:{last.isoformat()}",
-                        "created_at": now,
-                    }
+            result = post_transfers(
+                session,
+                merchant_id=merchant_id,
+                now=now,
+                transfers=[
+                    Transfer(
+                        customer_id=cid,
+                        points=-balance,
+                        kind=EntryKind.EXPIRE,
+                        idempotency_key=f"expire:{cid}:{last.isoformat()}",
+                        reason=f"Points expired after {days} days without activity",
+                        rule_id="expiry",
+                        rule_version=version,
+                        closes_credits=True,
+                        counts_as_activity=False,
+                    )
                     for cid, balance, last in rows
                 ],
-            ).all()
-            session.execute(
-                update(Customer)
-                .where(Customer.id.in_(ids))
-                .values(points_balance=0)
-                .execution_options(synchronize_session=False)
             )
-            session.execute(
-                update(LedgerEntry)
-                .where(LedgerEntry.customer_id.in_(ids), LedgerEntry.remaining > 0)
-                .values(remaining=0)
-                .execution_options(synchronize_session=False)
-            )
-            balances = {cid: balance for cid, balance, _ in rows}
-            emit_many(
-                session,
-                [
-                    PointsBalanceChanged(
-                        merchant_id=merchant_id,
-                        customer_id=cid,
-                        entry_id=entry_id,
-                        points=-balances[cid],
-                        kind=EntryKind.EXPIRE,
-                        balance=0,
-                    )
-                    for entry_id, cid in entry_ids
-                ],
-            )
-            stats.customers += len(rows)
-            stats.entries += len(rows)
-            stats.points += sum(balances.values())
+            written = result.written()
+            stats.customers += len(written)
+            stats.entries += len(written)
+            stats.points += sum(-r.transfer.points for r in written)
 
 
 def _expire_grants(
@@ -184,72 +158,30 @@ def _expire_grants(
             if not credits:
                 return stats
             cursor = credits[-1][0]
-            per_customer: dict[int, int] = defaultdict(int)
-            for _, cid, remaining in credits:
-                per_customer[cid] += int(remaining or 0)
-            session.execute(
-                update(LedgerEntry)
-                .where(LedgerEntry.id.in_([c[0] for c in credits]))
-                .values(remaining=0)
-                .execution_options(synchronize_session=False)
-            )
-            entry_ids = session.execute(
-                insert(LedgerEntry).returning(LedgerEntry.id, LedgerEntry.customer_id),
-                [
-                    {
-                        "merchant_id": merchant_id,
-                        "customer_id": cid,
-                        "points": -int(remaining or 0),
-                        "kind": EntryKind.EXPIRE,
-                        "reason": f"Points earned in entry {credit_id} expired",
-                        "source_ref": f"entry:{credit_id}",
-                        "rule_id": "expiry",
-                        "rule_version": version,
-                        "idempotency_key": f"expire-grant:{credit_id}",
-                        "created_at": now,
-                    }
+            result = post_transfers(
+                session,
+                merchant_id=merchant_id,
+                now=now,
+                transfers=[
+                    Transfer(
+                        customer_id=cid,
+                        points=-int(remaining),
+                        kind=EntryKind.EXPIRE,
+                        idempotency_key=f"expire-grant:{credit_id}",
+                        reason=f"Points earned in entry {credit_id} expired",
+                        source_ref=f"entry:{credit_id}",
+                        rule_id="expiry",
+                        rule_version=version,
+                        draws_on=credit_id,
+                        counts_as_activity=False,
+                    )
                     for credit_id, cid, remaining in credits
                 ],
-            ).all()
-            table = Customer.__table__
-            assert isinstance(table, Table)
-            session.execute(
-                update(table)
-                .where(table.c.id == bindparam("cid"))
-                .values(points_balance=table.c.points_balance - bindparam("amount")),
-                [{"cid": cid, "amount": amount} for cid, amount in per_customer.items()],
             )
-            balances = dict(
-                session.execute(
-                    select(Customer.id, Customer.points_balance).where(
-                        Customer.id.in_(list(per_customer))
-                    )
-                ).all()
-            )
-            emit_many(
-                session,
-                [
-                    PointsBalanceChanged(
-                        merchant_id=merchant_id,
-                        customer_id=cid,
-                        entry_id=entry_id,
-                        points=-per_customer[cid],
-                        kind=EntryKind.EXPIRE,
-                        balance=int(balances[cid]),
-                    )
-                    for entry_id, cid in _last_entry_per_customer(entry_ids)
-                ],
-            )
-            stats.customers += len(per_customer)
-            stats.entries += len(credits)
-            stats.points += sum(per_customer.values())
-
-
-def _last_entry_per_customer(entry_ids: Sequence[Row[int, int]]) -> list[tuple[int, int]]:
-    last: dict[int, int] = {}
-    for entry_id, cid in entry_ids:
-        last[cid] = max(entry_id, last.get(cid, 0))
-    return [(entry_id, cid) for cid, entry_id in last.items()]
+            written = result.written()
+            stats.customers += len({r.transfer.customer_id for r in written})
+            stats.entries += len(written)
+            stats.points += sum(-r.transfer.points for r in written)
 
 
 def send_expiry_reminders(

@@ -339,7 +339,7 @@ def _locked_order(session: Session, merchant_id: int, order_id: str) -> Order | 
     return session.scalar(
         select(Order)
         .where(Order.merchant_id == merchant_id, Order.order_id == order_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
 
