@@ -39,7 +39,7 @@ from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.errors import DomainError
-from tally.notifications import service
+from tally.notifications import reactions, service
 from tally.notifications.message import build_message
 from tally.notifications.orm import EmailMessage, EmailStatus
 from tally.notifications.templates import EmailType
@@ -178,5 +178,6 @@ def send_email(context: HandlerContext, payload: dict[str, Any]) -> None:
 
 
 def register(registry: Registry) -> None:
-    """Subscribe the email sender to `EmailQueued` (called by `load_plugins`)."""
+    """Subscribe the email sender to `EmailQueued`, and the reactions that queue emails."""
     registry.subscribe(service.EmailQueued.event_type, HANDLER_NAME, send_email)
+    reactions.register(registry)

@@ -49,12 +49,64 @@ class PointsBalanceChanged(DomainEvent):
 
 @dataclass(frozen=True)
 class VipTierChanged(DomainEvent):
-    """A customer moved to another VIP tier (or out of every tier)."""
+    """A customer moved to another VIP tier (or out of every tier).
+
+    `earned` is set when the move is up into a tier whose merchant wants it announced: the
+    tier's display name, for the "tier earned" email.
+    """
 
     event_type: ClassVar[str] = "VipTierChanged"
     customer_id: int
     old_tier: str | None
     new_tier: str | None
+    earned: str | None = None
+
+
+@dataclass(frozen=True)
+class PointsAwarded(DomainEvent):
+    """An earning rule credited points (`notify`: the rule wants the customer told)."""
+
+    event_type: ClassVar[str] = "PointsAwarded"
+    customer_id: int
+    entry_id: int
+    points: int
+    rule_id: str
+    notify: bool
+
+
+@dataclass(frozen=True)
+class ReferralRewarded(DomainEvent):
+    """A completed referral rewarded its sender or its receiver."""
+
+    event_type: ClassVar[str] = "ReferralRewarded"
+    customer_id: int
+    referral_id: int
+    role: str  # "sender" or "receiver"
+    points: int
+    notify: bool
+
+
+@dataclass(frozen=True)
+class RewardRedeemed(DomainEvent):
+    """A customer spent points on a reward and got a coupon code."""
+
+    event_type: ClassVar[str] = "RewardRedeemed"
+    customer_id: int
+    redemption_id: int
+    points: int
+    reward_name: str
+    coupon_code: str
+
+
+@dataclass(frozen=True)
+class PointsExpiring(DomainEvent):
+    """A customer's points expire soon (`last_chance`: the final reminder before they do)."""
+
+    event_type: ClassVar[str] = "PointsExpiring"
+    customer_id: int
+    points: int
+    expiry_date: str  # in the merchant's time zone, ISO
+    last_chance: bool
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ class HandlerContext:
 
 
 Handler = Callable[[HandlerContext, dict[str, Any]], None]
+# A reaction runs inside the unit of work that emitted the event, before it commits: for work
+# that must happen with the change or not at all (queueing an email with its mail-log row).
+Reaction = Callable[["Session", Any], None]
 Job = Callable[["JobContext"], None]
 
 
@@ -54,11 +57,22 @@ class Registry:
     """Handlers per event type and periodic jobs; the default one is filled at start-up."""
 
     handlers: dict[str, dict[str, Handler]] = field(default_factory=dict)
+    reactions: dict[str, dict[str, Reaction]] = field(default_factory=dict)
     jobs: dict[str, tuple[timedelta, Job]] = field(default_factory=dict)
+    builtins_loaded: bool = False
 
     def subscribe(self, event_type: str, name: str, handler: Handler) -> None:
         """Deliver every future event of this type to `handler`, under a stable name."""
         self.handlers.setdefault(event_type, {})[name] = handler
+
+    def react(self, event_type: str, name: str, reaction: Reaction) -> None:
+        """Run `reaction(session, event)` in the emitting transaction for every such event."""
+        self.reactions.setdefault(event_type, {})[name] = reaction
+
+    def reactions_to(self, event_type: str) -> list[Reaction]:
+        """The reactions to an event type, in a stable order."""
+        found = self.reactions.get(event_type, {})
+        return [found[name] for name in sorted(found)]
 
     def handler_names(self, event_type: str) -> list[str]:
         """Names of the handlers subscribed to an event type."""
@@ -76,15 +90,30 @@ class Registry:
 default_registry = Registry()
 
 
+def _register(module: str, registry: Registry) -> None:
+    register = getattr(importlib.import_module(module), "register", None)
+    if callable(register):
+        register(registry)
+
+
+def ensure_builtin_plugins(registry: Registry = default_registry) -> None:
+    """Register the built-in handlers, reactions and jobs once.
+
+    Called wherever an event is emitted, so no entry point can forget it: a CLI command that
+    changes points must reach Dotdigital and queue emails exactly as the API does.
+    """
+    if registry.builtins_loaded:
+        return
+    registry.builtins_loaded = True
+    for module in _BUILTIN_PLUGINS:
+        _register(module, registry)
+
+
 def load_plugins(settings: Settings, registry: Registry = default_registry) -> None:
     """Import the modules that register handlers and jobs (built-in ones, then configured ones)."""
-    for module in _BUILTIN_PLUGINS + [
-        m.strip() for m in settings.plugin_modules.split(",") if m.strip()
-    ]:
-        mod = importlib.import_module(module)
-        register = getattr(mod, "register", None)
-        if callable(register):
-            register(registry)
+    ensure_builtin_plugins(registry)
+    for module in [m.strip() for m in settings.plugin_modules.split(",") if m.strip()]:
+        _register(module, registry)
 
 
 _BUILTIN_PLUGINS: list[str] = [

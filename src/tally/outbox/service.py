@@ -8,11 +8,18 @@ from sqlalchemy.orm import Session
 from tally.db.base import utcnow
 from tally.outbox.events import DomainEvent
 from tally.outbox.orm import OutboxMessage
-from tally.outbox.registry import Registry, default_registry
+from tally.outbox.registry import Registry, default_registry, ensure_builtin_plugins
 
 
 def emit(session: Session, event: DomainEvent, *, registry: Registry = default_registry) -> None:
-    """Record an event for delivery; it is sent only if the surrounding transaction commits."""
+    """Record an event for delivery; it is sent only if the surrounding transaction commits.
+
+    Reactions to it run first, in this transaction.
+    """
+    if registry is default_registry:
+        ensure_builtin_plugins(registry)
+    for reaction in registry.reactions_to(event.event_type):
+        reaction(session, event)
     now = utcnow()
     for name in registry.handler_names(event.event_type):
         session.add(
@@ -33,6 +40,11 @@ def emit_many(
     """Record many events with one bulk insert (batch jobs: expiry, imports)."""
     if not events:
         return
+    if registry is default_registry:
+        ensure_builtin_plugins(registry)
+    for event in events:
+        for reaction in registry.reactions_to(event.event_type):
+            reaction(session, event)
     now = utcnow()
     rows = [
         {

@@ -22,8 +22,9 @@ from tally.db.engine import unit_of_work
 from tally.ledger.batch import Transfer, post_transfers
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants.orm import Merchant
-from tally.notifications.templates import EmailType
+from tally.outbox.events import PointsExpiring
 from tally.outbox.registry import JobContext, Registry
+from tally.outbox.service import emit
 from tally.program import earning, expiry
 from tally.program import service as program_service
 from tally.program.settings import ExpiryMode
@@ -208,18 +209,16 @@ def send_expiry_reminders(
                 kind = expiry.reminder_due(expires_at, now, policy)
                 if kind is None:
                     continue
-                email_type = (
-                    EmailType.EXPIRY_LAST_CHANCE
-                    if kind == expiry.ReminderKind.LAST_CHANCE
-                    else EmailType.EXPIRY_REMINDER
-                )
                 local_date = expires_at.astimezone(program.zone).date()
-                program_service.notify(
+                emit(
                     session,
-                    customer,
-                    email_type,
-                    {"points": points, "expiry_date": local_date.strftime("%d %B %Y")},
-                    dedupe_key=f"expiry-{kind.value}:{customer.id}:{local_date.isoformat()}",
+                    PointsExpiring(
+                        merchant_id=merchant_id,
+                        customer_id=customer.id,
+                        points=points,
+                        expiry_date=local_date.isoformat(),
+                        last_chance=kind == expiry.ReminderKind.LAST_CHANCE,
+                    ),
                 )
                 queued += 1
 

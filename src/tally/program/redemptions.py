@@ -35,7 +35,8 @@ from tally.errors import Conflict, FieldProblem, NotFound
 from tally.ledger import service as ledger
 from tally.ledger.errors import IdempotencyKeyReused
 from tally.ledger.orm import EntryKind, LedgerEntry
-from tally.notifications.templates import EmailType
+from tally.outbox.events import RewardRedeemed
+from tally.outbox.service import emit
 from tally.program.config_service import load_program
 from tally.program.orm import PoolCode, Redemption
 from tally.program.rewards import (
@@ -46,7 +47,6 @@ from tally.program.rewards import (
     parse_code_pool,
     redemption_quote,
 )
-from tally.program.service import notify
 from tally.program.settings import ProgramSettings, Reward
 
 # Generated codes have no prefix: the store shows them next to its own discount codes, and a
@@ -322,16 +322,16 @@ def redeem_reward(
             redemption = _insert_with_pool_code(session, fields, pool_code)
         else:
             redemption = _insert_with_generated_code(session, fields)
-    notify(
+    emit(
         session,
-        customer,
-        EmailType.REWARD_REDEEMED,
-        {
-            "points": redemption.points_spent,
-            "reward_name": redemption.reward_name,
-            "coupon_code": redemption.coupon_code,
-        },
-        dedupe_key=f"reward-redeemed:{redemption.id}",
+        RewardRedeemed(
+            merchant_id=merchant_id,
+            customer_id=customer.id,
+            redemption_id=redemption.id,
+            points=redemption.points_spent,
+            reward_name=redemption.reward_name,
+            coupon_code=redemption.coupon_code,
+        ),
     )
     return redemption
 

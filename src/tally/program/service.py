@@ -22,9 +22,7 @@ from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants.orm import Merchant
-from tally.notifications.service import queue_email
-from tally.notifications.templates import EmailType
-from tally.outbox.events import VipTierChanged
+from tally.outbox.events import PointsAwarded, ReferralRewarded, VipTierChanged
 from tally.outbox.service import emit
 from tally.program import earning, expiry, referrals, tiers
 from tally.program.config_service import load_program, merchant_zone
@@ -133,36 +131,20 @@ def award(
     )
     if posting.replayed:
         return posting
-    if email:
-        notify(
-            session,
-            customer,
-            EmailType.POINTS_EARNED,
-            {"points": points},
-            dedupe_key=f"points-earned:{posting.entry.id}",
-        )
+    emit(
+        session,
+        PointsAwarded(
+            merchant_id=customer.merchant_id,
+            customer_id=customer.id,
+            entry_id=posting.entry.id,
+            points=points,
+            rule_id=rule_id,
+            notify=email,
+        ),
+    )
     if program.settings.vip.metric == VipMetric.POINTS_EARNED:
         recompute_tier(session, program, customer, now=now)
     return posting
-
-
-def notify(
-    session: Session,
-    customer: Customer,
-    email_type: EmailType,
-    variables: dict[str, object],
-    *,
-    dedupe_key: str,
-) -> None:
-    """Queue a notification email for the customer (once per dedupe key)."""
-    queue_email(
-        session,
-        merchant_id=customer.merchant_id,
-        customer_id=customer.id,
-        email_type=email_type,
-        variables=variables,
-        dedupe_key=dedupe_key,
-    )
 
 
 # -- enrolment -----------------------------------------------------------------------------
@@ -679,15 +661,7 @@ def recompute_tier(
         )
     )
     session.flush()
-    emit(
-        session,
-        VipTierChanged(
-            merchant_id=customer.merchant_id,
-            customer_id=customer.id,
-            old_tier=old,
-            new_tier=customer.vip_tier,
-        ),
-    )
+    earned = None
     if change.direction == tiers.TierDirection.UP and new_tier is not None:
         # The ledger key makes the entry reward once per tier ever: re-entering finds it taken.
         award(
@@ -700,14 +674,17 @@ def recompute_tier(
             reason=f"Welcome to {new_tier.name}",
             now=now,
         )
-        if new_tier.send_email:
-            notify(
-                session,
-                customer,
-                EmailType.VIP_TIER_EARNED,
-                {"tier_name": new_tier.name},
-                dedupe_key=f"tier-earned:{customer.id}:{new_tier.id}",
-            )
+        earned = new_tier.name if new_tier.send_email else None
+    emit(
+        session,
+        VipTierChanged(
+            merchant_id=customer.merchant_id,
+            customer_id=customer.id,
+            old_tier=old,
+            new_tier=customer.vip_tier,
+            earned=earned,
+        ),
+    )
     return change
 
 
@@ -752,19 +729,19 @@ def _complete_referral(
         reason="Joined through a referral",
         now=now,
     )
-    if rule.send_email:
-        for who, posting, kind in (
-            (referrer, sent, EmailType.REFERRAL_SENDER_REWARD),
-            (friend, received, EmailType.REFERRAL_RECEIVER_REWARD),
-        ):
-            if posting is not None and not posting.replayed:
-                notify(
-                    session,
-                    who,
-                    kind,
-                    {"reward_name": f"{posting.entry.points} points", "coupon_code": ""},
-                    dedupe_key=f"{kind.value}:{referral.id}",
-                )
+    for who, posting, role in ((referrer, sent, "sender"), (friend, received, "receiver")):
+        if posting is not None and not posting.replayed:
+            emit(
+                session,
+                ReferralRewarded(
+                    merchant_id=who.merchant_id,
+                    customer_id=who.id,
+                    referral_id=referral.id,
+                    role=role,
+                    points=posting.entry.points,
+                    notify=rule.send_email,
+                ),
+            )
     session.flush()
     successful = (
         session.scalar(
