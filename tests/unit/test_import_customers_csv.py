@@ -421,9 +421,19 @@ def test_birthdays_not_written_year_first_are_refused(birthday: str) -> None:
     assert parse(data) == [ImportRowError(2, "birthday", birthday, BAD_DATE)]
 
 
-def test_a_birthday_that_does_not_exist_is_refused() -> None:
-    assert parse(b"email,birthday\nana@example.com,2023-02-29\n") == [
-        ImportRowError(2, "birthday", "2023-02-29", BAD_DATE)
+def test_a_birthday_that_does_not_exist_is_refused_as_not_a_real_date() -> None:
+    data = b"email,birthday\nana@example.com,2023-02-29\nwei@example.com,1993/13/01\n"
+
+    assert parse(data) == [
+        ImportRowError(
+            2,
+            "birthday",
+            "2023-02-29",
+            "a real date (2023-02-29 is not one: February 2023 has 28 days)",
+        ),
+        ImportRowError(
+            3, "birthday", "1993/13/01", "a real date (1993/13/01 is not one: there is no month 13)"
+        ),
     ]
 
 
@@ -772,3 +782,91 @@ def test_seen_keys_remember_the_first_row_of_each_key_as_the_table_grows() -> No
     assert first_rows == [None] * 5000
     assert again == list(range(5000))
     assert len(seen) == 5000
+
+
+# --- hostile input ---------------------------------------------------------------------------
+
+NUL_EXPECTED = (
+    "a value without NUL characters (the invisible character shown as \\0, "
+    "left by a damaged file or a faulty export: delete it)"
+)
+
+
+def test_a_nul_character_in_any_value_refuses_the_row_naming_the_column() -> None:
+    data = (
+        b"email,first_name,points\n"
+        b"ana\x00@example.com,Ana,5\n"
+        b"wei@example.com,W\x00ei,3\x00\n"
+        b"ok@example.com,Ok,1\n"
+    )
+
+    rows = parse(data)
+
+    assert rows == [
+        ImportRowError(2, "email", "ana\x00@example.com", NUL_EXPECTED),
+        ImportRowError(3, "first_name", "W\x00ei", NUL_EXPECTED),
+        ImportRowError(3, "points", "3\x00", NUL_EXPECTED),
+        customer(4, "ok@example.com", first_name="Ok", points=1),
+    ]
+    assert str(rows[0]) == f'row 2, column "email": "ana\\0@example.com" — expected {NUL_EXPECTED}'
+    assert "\x00" not in str(rows[0])
+
+
+def test_a_nul_character_in_a_column_the_layout_ignores_refuses_the_row_too() -> None:
+    data = (
+        b"Customer ID,First Name,Last Name,Email,Total Spent,Total Orders,Note\n"
+        b"'1,Ana,Souza,ana@example.com,10.00,1,da\x00maged\n"
+    )
+
+    assert parse(data) == [ImportRowError(2, "Note", "da\x00maged", NUL_EXPECTED)]
+
+
+def test_a_nul_character_in_the_header_refuses_the_file() -> None:
+    # What a UTF-16 file without its byte order mark looks like when read as UTF-8.
+    data = "email,points\nana@example.com,5\n".encode("utf-16-le")
+
+    with pytest.raises(ImportFileError) as raised:
+        parse(data)
+
+    assert raised.value.message.startswith(
+        "the header row holds a NUL character (column 1): the file is damaged or is not CSV text"
+    )
+    assert raised.value.message.endswith(RESAVE)
+
+
+@pytest.mark.parametrize("birthday", ["1899-12-31", "0001-01-01", "0999/01/01"])
+def test_a_birthday_before_1900_is_refused(birthday: str) -> None:
+    data = f"email,birthday\nana@example.com,{birthday}\nwei@example.com,1900-01-01\n".encode()
+
+    assert parse(data) == [
+        ImportRowError(2, "birthday", birthday, "a birthday on or after 1900-01-01"),
+        customer(3, "wei@example.com", birthday=date(1900, 1, 1)),
+    ]
+
+
+def test_a_birthday_in_year_0_is_not_a_real_date() -> None:
+    assert parse(b"email,birthday\nana@example.com,0000-01-01\n") == [
+        ImportRowError(
+            2, "birthday", "0000-01-01", "a real date (0000-01-01 is not one: there is no year 0)"
+        )
+    ]
+
+
+def test_cells_neutralised_against_formulas_are_read_as_they_were() -> None:
+    # As a rejected-rows file writes them (csv_safety); other quotes are the merchant's own.
+    data = (
+        b"email,first_name,last_name,points\n"
+        b"ana@example.com,'=Ana,O'Brien,'-50\n"
+        b"wei@example.com,''+Wei,'Li,'12\n"
+        b"jo@example.com,\"'@Jo, Jr\",'-,7\n"
+    )
+
+    assert parse(data) == [
+        ImportRowError(2, "points", "-50", "a whole number that is not negative"),
+        ImportRowError(3, "points", "'12", "a whole number like 250"),
+        customer(4, "jo@example.com", first_name="@Jo, Jr", last_name="-", points=7),
+    ]
+    assert parse(data.replace(b"'-50", b"50").replace(b"'12", b"12"))[:2] == [
+        customer(2, "ana@example.com", first_name="=Ana", last_name="O'Brien", points=50),
+        customer(3, "wei@example.com", first_name="'+Wei", last_name="'Li", points=12),
+    ]

@@ -462,7 +462,7 @@ def test_unknown_shopify_financial_statuses_are_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "placed_at", ["03/05/2024", "05.03.2024", "yesterday", "2024-03-05T25:00:00", "2024-02-30"]
+    "placed_at", ["03/05/2024", "05.03.2024", "yesterday", "2024-03-05T25:00:00", "2024/02/28"]
 )
 def test_invalid_order_dates_are_refused(placed_at: str) -> None:
     rows = parse(f"{HEADER}1001,ana@example.com,10.00,EUR,paid,{placed_at}\n")
@@ -656,3 +656,107 @@ def test_broken_quoting_stops_the_file_at_its_row() -> None:
         ImportFileError, match=r"^row 3 is not valid CSV \(unexpected end of data\)"
     ):
         next(rows)
+
+
+# --- hostile input ---------------------------------------------------------------------------
+
+NUL_EXPECTED = (
+    "a value without NUL characters (the invisible character shown as \\0, "
+    "left by a damaged file or a faulty export: delete it)"
+)
+
+
+def test_a_nul_character_in_any_value_refuses_the_order_naming_the_column() -> None:
+    rows = parse(
+        f"{HEADER}"
+        "10\x0001,ana@example.com,10.00,EUR,paid,2024-03-05\n"
+        "1002,wei@example.com,5.00,E\x00R,pa\x00id,2024-03-05\n"
+        "1003,jo@example.com,1.00,EUR,paid,2024-03-05\n"
+    )
+
+    assert rows == [
+        ImportRowError(2, "order_id", "10\x0001", NUL_EXPECTED),
+        ImportRowError(3, "currency", "E\x00R", NUL_EXPECTED),
+        ImportRowError(3, "status", "pa\x00id", NUL_EXPECTED),
+        order(4, "1003", "jo@example.com", "1.00", currency="EUR"),
+    ]
+    assert str(rows[0]) == f'row 2, column "order_id": "10\\001" — expected {NUL_EXPECTED}'
+
+
+def test_a_nul_character_on_a_shopify_line_item_row_is_not_read() -> None:
+    # Only an order's first row is read; the other line items' values are ignored.
+    rows = parse(
+        f"{SHOPIFY_HEADER}"
+        "#1001,ana@example.com,paid,10.00,2024-03-05 14:22:10 -0500,,0.00,1\n"
+        "#1001,ana@example.com,,,,,\x00,\n"
+        "#1002,wei@example.com,paid,5.00,2024-03-05 15:00:00 -0500,,0.00,2\x00\n"
+    )
+
+    assert [row.row_number for row in rows if isinstance(row, OrderRow)] == [2]
+    assert rows[1:] == [ImportRowError(4, "Id", "2\x00", NUL_EXPECTED)]
+
+
+@pytest.mark.parametrize(
+    ("placed_at", "expected"),
+    [
+        # No UTC equivalent: converting them overflows.
+        ("9999-12-31T23:59:59-23:59", "a date that is not in the future"),
+        ("0001-01-01T00:00:00+23:59", "a date on or after 1970-01-01"),
+        ("9999-12-31", "a date that is not in the future"),
+        ("1969-12-31T23:59:59Z", "a date on or after 1970-01-01"),
+        ("1970-01-01T00:59:59+01:00", "a date on or after 1970-01-01"),
+        ("0001-01-01", "a date on or after 1970-01-01"),
+    ],
+)
+def test_order_dates_out_of_range_are_refused(placed_at: str, expected: str) -> None:
+    rows = parse(f"{HEADER}1001,ana@example.com,10.00,EUR,paid,{placed_at}\n")
+
+    assert rows == [ImportRowError(2, "placed_at", placed_at, expected)]
+
+
+def test_an_order_placed_at_the_start_of_1970_is_accepted() -> None:
+    rows = parse(f"{HEADER}1001,ana@example.com,10.00,EUR,paid,1970-01-01T01:00:00+01:00\n")
+
+    assert rows == [
+        order(
+            2,
+            "1001",
+            "ana@example.com",
+            "10.00",
+            currency="EUR",
+            placed_at=datetime(1970, 1, 1, tzinfo=UTC),
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("placed_at", "expected"),
+    [
+        ("2024-02-30", "a real date (2024-02-30 is not one: February 2024 has 29 days)"),
+        ("2023-02-29T10:00:00Z", "a real date (2023-02-29 is not one: February 2023 has 28 days)"),
+        (
+            "2024-04-31 14:22:10 -0500",
+            "a real date (2024-04-31 is not one: April 2024 has 30 days)",
+        ),
+        ("2024-13-01", "a real date (2024-13-01 is not one: there is no month 13)"),
+        ("2024-00-10", "a real date (2024-00-10 is not one: there is no month 0)"),
+    ],
+)
+def test_an_order_date_that_does_not_exist_is_refused_as_not_a_real_date(
+    placed_at: str, expected: str
+) -> None:
+    rows = parse(f"{HEADER}1001,ana@example.com,10.00,EUR,paid,{placed_at}\n")
+
+    assert rows == [ImportRowError(2, "placed_at", placed_at, expected)]
+
+
+def test_cells_neutralised_against_formulas_are_read_as_they_were() -> None:
+    rows = parse(
+        f"{HEADER}'=1001,ana@example.com,'-5.00,EUR,paid,2024-03-05\n"
+        "'@1002,ana@example.com,5.00,EUR,paid,2024-03-05\n"
+    )
+
+    assert rows == [
+        ImportRowError(2, "total", "-5.00", "an amount that is not negative"),
+        order(3, "@1002", "ana@example.com", "5.00", currency="EUR"),
+    ]

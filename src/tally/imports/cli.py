@@ -93,8 +93,12 @@ def _fail(message: str) -> NoReturn:
 
 
 def _domain_failure(exc: DomainError) -> NoReturn:
-    from tally.imports.service import ImportRefused
+    from tally.imports.service import ImportFailed, ImportRefused
 
+    if isinstance(exc, ImportFailed):
+        # Not the input's fault (exit code 2 means bad input); the error itself is logged.
+        err_console.print(f"[bold red]error:[/] {exc.detail}")
+        raise typer.Exit(1)
     if isinstance(exc, ImportRefused):
         _print_errors(exc.job.errors, exc.job.error_count, stderr=True)
         _fail(exc.detail)

@@ -11,7 +11,8 @@ Accepted files (headers are matched ignoring case, surrounding spaces and ``_`` 
   and email columns are read, every other column is ignored (it carries no points).
 
 Values are trimmed. Emails are lowercased; points are whole numbers written with digits only;
-birthdays are ``YYYY-MM-DD`` or ``YYYY/MM/DD`` (day-month orders are ambiguous and refused).
+birthdays are ``YYYY-MM-DD`` or ``YYYY/MM/DD`` (day-month orders are ambiguous and refused),
+from 1900-01-01 to today. A row with a NUL character in any value is refused.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tally.imports.formats import (
     EMAIL_PATTERN,
     MAX_EMAIL_LENGTH,
     MAX_TEXT_LENGTH,
+    NUL,
     REJECTED_REASON_HEADERS,
     BinarySource,
     CsvReader,
@@ -36,14 +38,18 @@ from tally.imports.formats import (
     SeenKeys,
     email_expected,
     fit_record,
+    impossible_date,
     is_blank,
     normalised_headers,
+    nul_errors,
     quoted_list,
     whole_number_expected,
 )
 
 MAX_POINTS = 2_147_483_647
 """Largest accepted points balance (fits a signed 32-bit column)."""
+EARLIEST_BIRTHDAY = date(1900, 1, 1)
+"""Earliest accepted birthday: an older one is a placeholder or a typing slip, not a person's."""
 
 _SHOPIFY_ID = re.compile(r"'?(\d+)", re.ASCII)
 
@@ -214,6 +220,8 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
         pick = itemgetter(*indexes)
         valid_email = EMAIL_PATTERN.fullmatch
         today = self._today
+        has_nul = source.has_nul
+        headers = self.headers
         seen = SeenKeys(source.line_count)
         row = source.header_row
         try:
@@ -227,6 +235,9 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
                         yield fitted
                         continue
                     record = fitted
+                if has_nul and NUL in "".join(record):
+                    yield from nul_errors(record, row, headers)
+                    continue
                 record.append("")
                 raw_email, raw_first, raw_last, raw_points, raw_birthday, raw_tier, raw_id = pick(
                     record
@@ -278,7 +289,7 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
                 birthday: date | None = None
                 if text:
                     birthday = _parse_date(text)
-                    if birthday is None or birthday > today:
+                    if birthday is None or not EARLIEST_BIRTHDAY <= birthday <= today:
                         errors.append(
                             _birthday_error(row, label["birthday"], raw_birthday, birthday)
                         )
@@ -364,11 +375,14 @@ def _points_error(row: int, column: str, raw: str, text: str) -> ImportRowError:
 
 
 def _birthday_error(row: int, column: str, raw: str, birthday: date | None) -> ImportRowError:
+    text = raw.strip()
     if birthday is None:
-        expected = (
+        expected = (impossible_date(text, slashes=True) if len(text) == 10 else None) or (
             "a date written YYYY-MM-DD or YYYY/MM/DD "
             "(orders like MM/DD/YYYY or DD/MM/YYYY are ambiguous and not accepted)"
         )
+    elif birthday < EARLIEST_BIRTHDAY:
+        expected = f"a birthday on or after {EARLIEST_BIRTHDAY.isoformat()}"
     else:
         expected = "a birthday that is not in the future"
     return ImportRowError(row, column, raw, expected)

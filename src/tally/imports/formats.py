@@ -6,6 +6,7 @@ Everything here is pure: no database, no settings, nothing global beyond compile
 
 from __future__ import annotations
 
+import calendar
 import codecs
 import csv
 import io
@@ -19,6 +20,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from types import TracebackType
 from typing import IO, Generic, NamedTuple, Protocol, Self, TypeAlias, TypeVar
+
+from tally.csv_safety import may_hold_neutralised, restore_cell
 
 BinarySource: TypeAlias = IO[bytes] | str | os.PathLike[str]
 """A file opened in binary mode, or the path of one."""
@@ -47,6 +50,30 @@ _DECIMAL_COMMA = re.compile(r"\d+,\d{1,2}", re.ASCII)
 _TOO_PRECISE = re.compile(r"\d+\.\d{5,}", re.ASCII)
 _DECIMAL_NUMBER = re.compile(r"\d*[.,]\d+", re.ASCII)
 _CURRENCY_SIGNS = frozenset("$€£¥₹₩₽₺₪฿₫₦₱¢")
+# A date written year first, not followed by another digit (a time may follow).
+_DATE_SHAPE = re.compile(r"(\d{4})([-/])(\d{2})\2(\d{2})(?!\d)", re.ASCII)
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+NUL = "\x00"
+"""PostgreSQL cannot store this character in text, and no one types it: it comes from a damaged
+file or a faulty export. A value holding it is refused."""
+NUL_EXPECTED = (
+    "a value without NUL characters (the invisible character shown as \\0, "
+    "left by a damaged file or a faulty export: delete it)"
+)
 
 
 class CsvImportError(Exception):
@@ -82,10 +109,11 @@ class ImportRowError(CsvImportError):
         where = f'row {self.row}, column "{self.column}"'
         if not self.value.strip():
             return f"{where} is blank — expected {self.expected}"
-        shown = self.value.replace("\r\n", "\n").replace("\n", "\\n")
+        shown = self.value.replace("\r\n", "\n").replace("\n", "\\n").replace(NUL, "\\0")
         if len(shown) > _MESSAGE_VALUE_LIMIT:
             shown = shown[: _MESSAGE_VALUE_LIMIT - 1] + "…"
-        return f'{where}: "{shown}" — expected {self.expected}'
+        # The message is stored as text (a rejected row's reason): never with a NUL in it.
+        return f'{where}: "{shown}" — expected {self.expected}'.replace(NUL, "\\0")
 
     def __str__(self) -> str:
         return self.message
@@ -149,6 +177,10 @@ class _Scan(NamedTuple):
     """The first byte that is not UTF-8 as (offset, value), a known wrong format, or None."""
     lines: int
     """Line breaks seen: an upper bound on the number of rows, less one."""
+    has_nul: bool = False
+    """Whether a NUL character occurs anywhere."""
+    may_be_neutralised: bool = False
+    """Whether a cell may carry the quote ``csv_safety`` puts before a formula character."""
 
 
 def _scan(stream: IO[bytes]) -> _Scan:
@@ -169,6 +201,8 @@ def _scan(stream: IO[bytes]) -> _Scan:
         )
     offset = 0
     lines = 0
+    has_nul = neutralised = False
+    tail = b""
     while chunk:
         try:
             decoder.decode(chunk)
@@ -178,12 +212,16 @@ def _scan(stream: IO[bytes]) -> _Scan:
             return _Scan((bad_at, exc.object[exc.start]), lines)
         offset += len(chunk)
         lines += chunk.count(b"\n")
+        # Both are rare, and knowing a file has neither lets the readers skip their checks.
+        has_nul = has_nul or b"\x00" in chunk
+        neutralised = neutralised or may_hold_neutralised(tail + chunk)
+        tail = chunk[-1:]
         chunk = stream.read(_CHUNK_SIZE)
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
         return _Scan((offset - len(exc.object) + exc.start, exc.object[exc.start]), lines)
-    return _Scan(None, lines)
+    return _Scan(None, lines, has_nul, neutralised)
 
 
 def _lines_with_sentinel(lines: Iterator[str]) -> Iterator[str]:
@@ -211,11 +249,20 @@ def _row_at_offset(stream: IO[bytes], start: int, offset: int) -> int | None:
         text.close()
 
 
+def _restored(records: Iterator[list[str]]) -> Iterator[list[str]]:
+    """The records with the quote ``csv_safety`` wrote before a formula character taken off."""
+    for record in records:
+        yield [restore_cell(cell) if cell[:1] == "'" else cell for cell in record]
+
+
 class CsvInput:
     """A CSV file opened for streaming, its encoding checked and its header row read.
 
     Building block of the format readers. Raises ``ImportFileError`` for an empty file, a file
     that is not UTF-8 or a broken header; ``records`` then yields each following row's values.
+    A cell written ``'=…`` (``'`` before ``=``, ``+``, ``-``, ``@``, a tab or a carriage return,
+    as ``csv_safety`` writes them) is read without its quote, so a rejected-rows file imports as
+    it is. ``has_nul`` tells whether any row may hold a NUL character (readers refuse those).
     """
 
     def __init__(self, source: BinarySource) -> None:
@@ -228,9 +275,12 @@ class CsvInput:
             if scan.problem is not None:
                 raise ImportFileError(_encoding_message(stream, start, scan.problem))
             self.line_count = scan.lines + 1
+            self.has_nul = scan.has_nul
             stream.seek(start)
             self._text = io.TextIOWrapper(_Borrowed(stream), encoding="utf-8-sig", newline="")
             self.records: Iterator[list[str]] = csv.reader(self._text, strict=True)
+            if scan.may_be_neutralised:
+                self.records = _restored(self.records)
             self.header_row, self.headers = self._read_header()
         except BaseException:
             self.close()
@@ -260,6 +310,7 @@ class CsvInput:
                 if any(cell.strip() for cell in record):
                     headers = tuple(cell.strip() for cell in record)
                     _check_separator(headers)
+                    _check_nul(headers)
                     return row, headers
         except csv.Error as exc:
             raise self.malformed(exc, row + 1) from exc
@@ -386,6 +437,34 @@ def _check_separator(headers: tuple[str, ...]) -> None:
                 f"the columns are separated by {name}, not commas; "
                 'save the file as "CSV UTF-8 (Comma delimited)" and upload it again'
             )
+
+
+def _check_nul(headers: tuple[str, ...]) -> None:
+    for position, header in enumerate(headers):
+        if NUL in header:
+            raise ImportFileError(
+                f"the header row holds a NUL character (column {position + 1}): the file is "
+                "damaged or is not CSV text (UTF-16 without a byte order mark looks like "
+                'this); save the file as "CSV UTF-8 (Comma delimited)" and upload it again'
+            )
+
+
+def nul_errors(record: Sequence[str], row: int, headers: Sequence[str]) -> list[ImportRowError]:
+    """An error for each value of the row holding a NUL character.
+
+    Every value is checked, read or not: a NUL means the row cannot be trusted (and the rejected
+    row is stored whole).
+    """
+    return [
+        ImportRowError(
+            row,
+            headers[position] if position < len(headers) else f"column {position + 1}",
+            value,
+            NUL_EXPECTED,
+        )
+        for position, value in enumerate(record)
+        if NUL in value
+    ]
 
 
 def fit_record(record: list[str], width: int, row: int) -> list[str] | ImportRowError | None:
@@ -559,7 +638,9 @@ def whole_number_expected(text: str) -> str:
 def parse_timestamp(text: str) -> datetime | None:
     """An ISO 8601 date or date-time as aware UTC; naive values are taken as UTC. None if invalid.
 
-    Also reads Shopify's ``2024-03-05 14:22:10 -0500`` (a space before the offset).
+    Also reads Shopify's ``2024-03-05 14:22:10 -0500`` (a space before the offset). A time so
+    close to the ends of the calendar (year 1, year 9999) that it has no UTC equivalent reads
+    as ``datetime.min`` or ``datetime.max`` (in UTC): outside any range a caller accepts.
     """
     if len(text) == 25 and text[19] == " " and text[20] in "+-":
         text = text[:19] + text[20:]
@@ -569,7 +650,33 @@ def parse_timestamp(text: str) -> datetime | None:
         return None
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        if value.year > 1:
+            return datetime.max.replace(tzinfo=UTC)
+        return datetime.min.replace(tzinfo=UTC)
+
+
+def impossible_date(text: str, *, slashes: bool = False) -> str | None:
+    """What to expect instead of a date written YYYY-MM-DD that does not exist (``2023-02-30``).
+
+    ``text`` may go on with a time. None when it does not start with such a date, or the date
+    exists. ``slashes`` also reads YYYY/MM/DD.
+    """
+    match = _DATE_SHAPE.match(text)
+    if match is None or (match[2] == "/" and not slashes):
+        return None
+    year, month, day = int(match[1]), int(match[3]), int(match[4])
+    written = match[0]
+    if year == 0:
+        return f"a real date ({written} is not one: there is no year 0)"
+    if not 1 <= month <= 12:
+        return f"a real date ({written} is not one: there is no month {month})"
+    days = calendar.monthrange(year, month)[1]
+    if not 1 <= day <= days:
+        return f"a real date ({written} is not one: {_MONTHS[month - 1]} {year} has {days} days)"
+    return None
 
 
 # --- templates -------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ Accepted files (headers are matched ignoring case, surrounding spaces and ``_`` 
 Amounts are non-negative decimals written with digits and ``.`` (no thousands separators, at
 most 4 decimal places) and read as ``Decimal``. Currencies are 3-letter ISO 4217 codes (the
 shape is checked, not the list). Dates are ISO 8601 dates or date-times with ``Z`` or an offset;
-a date-time without an offset, or a date alone (midnight), is taken as UTC. Orders dated more
-than a day ahead of the clock are refused.
+a date-time without an offset, or a date alone (midnight), is taken as UTC. Orders dated before
+1970-01-01 (UTC) or more than a day ahead of the clock are refused. A row with a NUL character
+in any value is refused (for Shopify: the first row of an order; the others are not read).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tally.imports.formats import (
     EMAIL_PATTERN,
     MAX_EMAIL_LENGTH,
     MAX_TEXT_LENGTH,
+    NUL,
     REJECTED_REASON_HEADERS,
     BinarySource,
     CsvReader,
@@ -48,15 +50,19 @@ from tally.imports.formats import (
     amount_expected,
     email_expected,
     fit_record,
+    impossible_date,
     is_blank,
     normalise_header,
     normalised_headers,
+    nul_errors,
     parse_timestamp,
     quoted_list,
 )
 
 FUTURE_TOLERANCE = timedelta(days=1)
 """How far ahead of the clock an order date may be (exports in a local time read as UTC)."""
+EARLIEST_ORDER_DATE = datetime(1970, 1, 1, tzinfo=UTC)
+"""Earliest accepted order date: an older one is a placeholder or a slip, not an online order."""
 
 
 class OrderStatus(StrEnum):
@@ -255,6 +261,9 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
         valid_email = EMAIL_PATTERN.fullmatch
         valid_amount = AMOUNT_PATTERN.fullmatch
         latest = self._latest
+        earliest = EARLIEST_ORDER_DATE
+        has_nul = source.has_nul
+        headers = self.headers
         seen = SeenKeys(source.line_count)
         previous_id = ""
         row = source.header_row
@@ -292,6 +301,9 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
                 if shopify and order_id == previous_id and order_id:
                     continue  # another line item of the order just read
                 previous_id = order_id
+                if has_nul and NUL in "".join(record):
+                    yield from nul_errors(record[:-1], row, headers)
+                    continue
                 if not order_id:
                     if is_blank(record):
                         continue
@@ -374,7 +386,7 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
 
                 text = raw_placed_at.strip()
                 placed_at = parse_timestamp(text) if text else None
-                if placed_at is None or placed_at > latest:
+                if placed_at is None or not earliest <= placed_at <= latest:
                     errors.append(
                         _placed_at_error(row, label["placed_at"], raw_placed_at, placed_at)
                     )
@@ -429,12 +441,16 @@ def _amount_error(row: int, column: str, raw: str) -> ImportRowError:
 
 
 def _placed_at_error(row: int, column: str, raw: str, placed_at: datetime | None) -> ImportRowError:
+    text = raw.strip()
     if placed_at is not None:
-        expected = "a date that is not in the future"
-    elif not raw.strip():
+        if placed_at < EARLIEST_ORDER_DATE:
+            expected = f"a date on or after {EARLIEST_ORDER_DATE.date().isoformat()}"
+        else:
+            expected = "a date that is not in the future"
+    elif not text:
         expected = "the date the order was placed (required)"
     else:
-        expected = (
+        expected = impossible_date(text) or (
             "an ISO 8601 date or date-time like 2024-03-05, 2024-03-05T14:22:10Z "
             "or 2024-03-05 14:22:10 -0500"
         )

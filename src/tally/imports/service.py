@@ -56,25 +56,28 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import csv
+import functools
 import hashlib
 import io
+import logging
 import os
+import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally import csv_safety
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
-from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
+from tally.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
 from tally.imports import jobs
 from tally.imports.customers_csv import CustomerCsvReader, CustomerRow
 from tally.imports.formats import (
@@ -98,6 +101,7 @@ __all__ = [
     "ENGINE_BULK",
     "ENGINE_RECORD_ORDER",
     "CustomerImportOptions",
+    "ImportFailed",
     "ImportFileRefused",
     "ImportInProgress",
     "ImportRefused",
@@ -125,6 +129,10 @@ MAX_REPORTED_ERRORS = 100
 """Errors kept in a job's report (all are counted)."""
 SQLITE_CHECKPOINT_PAGES = 10_000
 """SQLite WAL pages between automatic checkpoints while an import writes (default 1,000)."""
+
+log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called with a phase ("checking", "importing"), rows done and rows in all (an estimate)."""
@@ -218,6 +226,51 @@ class RevertRefused(Conflict):
     """An import cannot be reverted (not finished, already reverted, or points spent)."""
 
     title = "Revert refused"
+
+
+class ImportFailed(DomainError):
+    """An import stopped on an unexpected error: the merchant gets a reference, the log the rest.
+
+    Raised from the original error (``__cause__``). ``job`` is the job marked failed, if any.
+    """
+
+    status_code = 500
+    title = "Import failed"
+    job: ImportJob | None = None
+
+
+def _hiding_unexpected_errors(function: Callable[_P, _T]) -> Callable[_P, _T]:
+    """``function`` raising ``ImportFailed`` for an unexpected error (domain errors pass)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return function(*args, **kwargs)
+        except DomainError:
+            raise
+        except Exception as exc:
+            raise _unexpected(exc, None) from exc
+
+    return wrapper
+
+
+def _unexpected(exc: Exception, job_id: int | None) -> ImportFailed:
+    """Log ``exc`` (call it while handling it) and make the merchant's side of it.
+
+    A driver's message can carry SQL and the file's values, and a merchant can do nothing with
+    it; the operator finds it in the log by the reference.
+    """
+    reference = secrets.token_hex(4)
+    log.exception(
+        "import %s failed unexpectedly (reference %s)",
+        job_id if job_id is not None else "preview",
+        reference,
+        exc_info=exc,
+    )
+    return ImportFailed(
+        f"the import failed unexpectedly (reference {reference}); "
+        "the operator's log has the details"
+    )
 
 
 def template_csv(kind: ImportKind) -> str:
@@ -677,6 +730,7 @@ def _new_job(
     return job
 
 
+@_hiding_unexpected_errors
 def preview_import(
     factory: sessionmaker[Session],
     *,
@@ -935,13 +989,14 @@ def _describe(options: dict[str, Any]) -> str:
 
 def _mark_failed(
     factory: sessionmaker[Session], merchant_id: int, job_id: int, reason: str
-) -> None:
+) -> ImportJob | None:
     with unit_of_work(factory, merchant_id=merchant_id) as session:
         job = session.get(ImportJob, job_id)
         if job is not None and job.status == ImportStatus.RUNNING:
             job.status = ImportStatus.FAILED
             job.failure_reason = reason[:2000]
             job.finished_at = utcnow()
+        return job
 
 
 def run_import(
@@ -962,8 +1017,10 @@ def run_import(
     """Import a file, or finish the stopped import of the same file; returns the finished job.
 
     Raises ``ImportFileRefused`` (unreadable file, nothing recorded), ``ImportRefused`` (invalid
-    rows without ``skip_invalid``: the job is recorded as failed with its errors) and
-    ``ImportInProgress``. ``after_batch`` is called with the number of batches committed so far
+    rows without ``skip_invalid``: the job is recorded as failed with its errors),
+    ``ImportInProgress``, and ``ImportFailed`` for an unexpected error once the job is recorded
+    (the job's ``failure_reason`` then names a reference to the logged error, not the error
+    itself). ``after_batch`` is called with the number of batches committed so far
     (tests stop the import there); ``engine="record_order"`` records orders one at a time
     through ``record_order`` (to check the bulk writes against it). ``on_claimed`` is called with
     the job's id as soon as the job is recorded as running (before the file is checked).
@@ -1054,8 +1111,21 @@ def run_import(
         _finish(factory, context)
     except ImportRefused:
         raise
-    except BaseException as exc:
-        _mark_failed(factory, merchant_id, job_id, f"{type(exc).__name__}: {exc}")
+    except DomainError as exc:
+        _mark_failed(factory, merchant_id, job_id, exc.detail)
+        raise
+    except Exception as exc:
+        failed = _unexpected(exc, job_id)
+        failed.job = _mark_failed(factory, merchant_id, job_id, failed.detail)
+        raise failed from exc
+    except BaseException:
+        # Interrupted (Ctrl-C, a stopping process): nothing went wrong with the file.
+        _mark_failed(
+            factory,
+            merchant_id,
+            job_id,
+            "the import was interrupted; run the same file again to finish it",
+        )
         raise
     finally:
         spool.close()
@@ -1290,13 +1360,18 @@ def list_imports(
 
 
 def rejected_csv(session: Session, *, merchant_id: int, job_id: int) -> Iterator[str]:
-    """The rows an import left out, as CSV: the file's own columns and a ``reason`` column."""
+    """The rows an import left out, as CSV: the file's own columns and a ``reason`` column.
+
+    A value a spreadsheet would run as a formula is written with a ``'`` in front
+    (``csv_safety``); the readers take it off, so the file imports again as it is.
+    """
     job = get_import(session, merchant_id=merchant_id, job_id=job_id)
     headers = list(job.headers)
     reason_header = "reason" if "reason" not in {h.lower() for h in headers} else "import_reason"
     width = len(headers)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    # The values are the merchant's customers' own, opened in a spreadsheet: no formulas.
+    writer = csv_safety.writer(buffer, lineterminator="\r\n")
     writer.writerow([*headers, reason_header])
     yield buffer.getvalue()
     after = 0
