@@ -231,3 +231,30 @@ def test_international_addresses_keep_working() -> None:
         canonical_email("first.last+tag@mail.example.co.uk") == "first.last+tag@mail.example.co.uk"
     )
     assert canonical_email("o'brien@example.ie") == "o'brien@example.ie"
+
+
+def test_an_import_file_folds_look_alike_emails_into_one_customer(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    m = make_merchant(session_factory)
+    existing = client.post(
+        "/api/v1/customers", headers=m.headers, json={"email": "ana@example.com"}
+    )
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) if c != "@" else c for c in "bo@example.com")
+    content = (
+        "Name,Email,Points\n"
+        "Ana,ana\u200b@example.com,10\n"  # the existing customer, with a zero-width space
+        "Bo,bo@example.com,20\n"
+        f"Bo again,{fullwidth},30\n"  # the row above, typed in fullwidth letters
+    ).encode()
+    preview = client.post(
+        "/api/v1/imports/customers/preview",
+        headers=m.headers,
+        files={"file": ("lookalikes.csv", content, "text/csv")},
+    )
+    assert preview.status_code == 200, preview.text
+    body = preview.json()
+    assert body["new_count"] == 1
+    assert [(e["row"], e["column"]) for e in body["errors"]] == [(4, "Email")]
+    assert "it is on row 3" in body["errors"][0]["expected"]
+    assert existing.status_code == 201

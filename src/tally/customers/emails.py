@@ -66,4 +66,4 @@ def email_problem(raw: str) -> str:
         return "an email address (required)"
     if len(raw.strip()) > MAX_EMAIL_LENGTH:
         return f"an email address of at most {MAX_EMAIL_LENGTH} characters"
-    return "an email address like name@example.com (one @, a domain with a dot, no spaces)"
+    return "an email address like name@example.com (one @, a dot in the domain, no spaces)"

@@ -25,9 +25,8 @@ from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import NamedTuple
 
+from tally.customers.emails import canonical_email, email_problem
 from tally.imports.formats import (
-    EMAIL_PATTERN,
-    MAX_EMAIL_LENGTH,
     MAX_TEXT_LENGTH,
     NUL,
     REJECTED_REASON_HEADERS,
@@ -36,7 +35,6 @@ from tally.imports.formats import (
     ImportFileError,
     ImportRowError,
     SeenKeys,
-    email_expected,
     fit_record,
     impossible_date,
     is_blank,
@@ -218,7 +216,6 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
         )
         indexes, label = self._field_columns(fields)
         pick = itemgetter(*indexes)
-        valid_email = EMAIL_PATTERN.fullmatch
         today = self._today
         has_nul = source.has_nul
         headers = self.headers
@@ -244,8 +241,9 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
                 )
                 errors: list[ImportRowError] = []
 
-                email = raw_email.strip().lower()
-                if len(email) <= MAX_EMAIL_LENGTH and valid_email(email) is not None:
+                canonical = canonical_email(raw_email)
+                email = raw_email.strip().lower() if canonical is None else canonical
+                if canonical is not None:
                     first_row = seen.first_row(email, row)
                     if first_row is not None:
                         errors.append(
@@ -259,7 +257,7 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
                         )
                 elif email or not is_blank(record):
                     errors.append(
-                        ImportRowError(row, label["email"], raw_email, email_expected(raw_email))
+                        ImportRowError(row, label["email"], raw_email, email_problem(raw_email))
                     )
                 else:
                     continue

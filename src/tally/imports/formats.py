@@ -29,7 +29,6 @@ BinarySource: TypeAlias = IO[bytes] | str | os.PathLike[str]
 MAX_TEXT_LENGTH = 100
 """Longest accepted name, tier name or order id, in characters."""
 
-MAX_EMAIL_LENGTH = 254
 
 _CHUNK_SIZE = 1 << 20
 # Non-seekable input is copied to a temporary file first (so the encoding can be checked before
@@ -37,7 +36,6 @@ _CHUNK_SIZE = 1 << 20
 _SPOOL_SIZE = 4 << 20
 _MESSAGE_VALUE_LIMIT = 60
 
-EMAIL_PATTERN = re.compile(r"[^@\s]+@(?:[^@\s.]+\.)+[^@\s.]+")
 AMOUNT_PATTERN = re.compile(r"\d{1,12}(?:\.\d{1,4})?", re.ASCII)
 _NEGATIVE_NUMBER = re.compile(r"-\s*[\d.,]+", re.ASCII)
 # Digit groups of three split by one repeated separator: 1,200 / 1.200 / 1 200 / 1'200.
@@ -596,15 +594,6 @@ class SeenKeys:
 
 
 # --- values ----------------------------------------------------------------------------------
-
-
-def email_expected(value: str) -> str:
-    """What an invalid email should have looked like."""
-    if not value.strip():
-        return "an email address (required)"
-    if len(value.strip()) > MAX_EMAIL_LENGTH:
-        return f"an email address of at most {MAX_EMAIL_LENGTH} characters"
-    return "an email address like name@example.com (one @, a dot in the domain, no spaces)"
 
 
 def amount_expected(text: str) -> str:

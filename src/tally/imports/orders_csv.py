@@ -35,10 +35,9 @@ from enum import StrEnum
 from operator import itemgetter
 from typing import NamedTuple
 
+from tally.customers.emails import canonical_email, email_problem
 from tally.imports.formats import (
     AMOUNT_PATTERN,
-    EMAIL_PATTERN,
-    MAX_EMAIL_LENGTH,
     MAX_TEXT_LENGTH,
     NUL,
     REJECTED_REASON_HEADERS,
@@ -48,7 +47,6 @@ from tally.imports.formats import (
     ImportRowError,
     SeenKeys,
     amount_expected,
-    email_expected,
     fit_record,
     impossible_date,
     is_blank,
@@ -258,7 +256,6 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
         pick = itemgetter(*indexes)
         shopify = self.format.line_items
         statuses = _SHOPIFY_STATUSES if shopify else _STATUSES
-        valid_email = EMAIL_PATTERN.fullmatch
         valid_amount = AMOUNT_PATTERN.fullmatch
         latest = self._latest
         earliest = EARLIEST_ORDER_DATE
@@ -323,9 +320,10 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
                             )
                         )
 
-                email = raw_email.strip().lower()
-                if len(email) > MAX_EMAIL_LENGTH or valid_email(email) is None:
-                    expected = email_expected(raw_email)
+                canonical = canonical_email(raw_email)
+                email = raw_email.strip().lower() if canonical is None else canonical
+                if canonical is None:
+                    expected = email_problem(raw_email)
                     if shopify and not email:
                         expected = f"an email address: order {order_id} has no email"
                     errors.append(ImportRowError(row, label["email"], raw_email, expected))
