@@ -25,7 +25,6 @@ things ``record_order`` does are left out on purpose: imported (historical) orde
 from __future__ import annotations
 
 import heapq
-import json
 import marshal
 import os
 import struct
@@ -39,15 +38,16 @@ from enum import StrEnum
 from typing import IO, Any, Final
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from tally.customers.orm import Customer, CustomerState
 from tally.customers.service import REFERRAL_ALPHABET, REFERRAL_CODE_LENGTH
+from tally.db.bulk import Bulk, chunks, utc_text
 from tally.imports.customers_csv import CustomerRow
 from tally.imports.formats import ImportRowError
 from tally.imports.orders_csv import OrderRow, OrderStatus
 from tally.ledger import service as ledger
+from tally.ledger.batch import Outcome, Transfer, post_transfers
 from tally.ledger.errors import InsufficientPoints
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.outbox.events import CustomersImported
@@ -58,9 +58,6 @@ from tally.program import service as program_service
 from tally.program.orm import Order
 from tally.program.service import PAID_STATUSES
 from tally.program.settings import OrderPointsMode, Tier, VipMetric
-
-IN_CHUNK = 5000
-"""Most values bound into one ``IN (...)`` list."""
 
 ENGINE_BULK: Final = "bulk"
 ENGINE_RECORD_ORDER: Final = "record_order"
@@ -230,11 +227,6 @@ def _text(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
-def utc_text(moment: datetime) -> str:
-    """An aware timestamp as SQLite stores it (UTC, no offset, microseconds)."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def order_plain(row: OrderRow) -> tuple[Any, ...]:
     """A checked order row as spooled."""
     return (
@@ -293,157 +285,6 @@ def rejected_row(plain: Sequence[Any]) -> RejectedRow:
 
 
 # --- bulk SQL --------------------------------------------------------------------------------
-
-
-class Bulk:
-    """Bulk statements on a session's connection (so inside its transaction), per dialect."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.connection: Connection = session.connection()
-        self.postgres = self.connection.dialect.name == "postgresql"
-        self.mark = "%s" if self.postgres else "?"
-        if self.postgres:
-            from psycopg.types.json import Json
-
-            self._json: Any = Json
-        else:
-            self._json = json.dumps
-
-    def timestamp(self, value: datetime | None) -> Any:
-        """An aware timestamp as the column stores it."""
-        if value is None or self.postgres:
-            return value
-        return utc_text(value)
-
-    def timestamp_text(self, text: str) -> Any:
-        """A spooled UTC timestamp as the column stores it."""
-        if self.postgres:
-            return datetime.fromisoformat(text).replace(tzinfo=UTC)
-        return text
-
-    def day(self, value: date | None) -> Any:
-        """A date as the column stores it."""
-        if value is None or self.postgres:
-            return value
-        return value.isoformat()
-
-    def day_text(self, text: str | None) -> Any:
-        """A spooled YYYY-MM-DD date as the column stores it."""
-        if text is None or not self.postgres:
-            return text
-        return date.fromisoformat(text)
-
-    def in_list(self, column: str, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
-        """``column IN (...)`` for these values: the SQL and its parameters."""
-        if self.postgres:
-            return f"{column} = ANY(%s)", (list(values),)
-        return f"{column} IN ({', '.join('?' * len(values))})", tuple(values)
-
-    def money(self, value: Decimal | None) -> Any:
-        """An amount as a ``Numeric`` column stores it (SQLAlchemy binds floats on SQLite)."""
-        if value is None or self.postgres:
-            return value
-        return float(value)
-
-    def money_text(self, text: str | None) -> Any:
-        """A spooled decimal amount as a ``Numeric`` column stores it."""
-        if text is None:
-            return None
-        return Decimal(text) if self.postgres else float(text)
-
-    def json(self, value: Any) -> Any:
-        """A value for a JSON column."""
-        return None if value is None else self._json(value)
-
-    def json_text(self, text: str) -> Any:
-        """JSON already serialised, for a JSON column."""
-        if self.postgres:
-            from psycopg.types.json import Json
-
-            return Json(text, dumps=_as_is)
-        return text
-
-    def allocate_ids(self, table: str, count: int) -> list[int]:
-        """``count`` fresh primary keys for ``table``.
-
-        SQLite: the ids after the largest one (the transaction holds the database's write lock
-        from its first statement, so nobody else can take them). PostgreSQL: its sequence.
-        """
-        if count == 0:
-            return []
-        if self.postgres:
-            rows = self.connection.exec_driver_sql(
-                f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) "
-                "FROM generate_series(1, %s)",
-                (count,),
-            ).all()
-            return [int(row[0]) for row in rows]
-        highest = self.connection.exec_driver_sql(f"SELECT max(id) FROM {table}").scalar()
-        start = int(highest or 0) + 1
-        return list(range(start, start + count))
-
-    def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Sequence[Any]],
-        *,
-        skip_conflicts: bool = False,
-    ) -> None:
-        """Insert many rows; with ``skip_conflicts`` rows that break a unique key are skipped."""
-        if not rows:
-            return
-        marks = ", ".join([self.mark] * len(columns))
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-        if skip_conflicts:
-            sql += " ON CONFLICT DO NOTHING"
-        self.connection.exec_driver_sql(sql, list(rows))
-
-    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run a statement written with ``?`` marks once per row of values."""
-        if rows:
-            self.connection.exec_driver_sql(sql.replace("?", self.mark), list(rows))
-
-    def present_ids(self, table: str, ids: Sequence[int]) -> set[int] | None:
-        """Which of these ids (from ``allocate_ids``) have a row; None when all of them do."""
-        if not ids:
-            return None
-        if self.postgres:
-            rows = self.connection.exec_driver_sql(
-                f"SELECT id FROM {table} WHERE id = ANY(%s)", (list(ids),)
-            ).all()
-            present = {int(row[0]) for row in rows}
-            return None if len(present) == len(ids) else present
-        low, high = min(ids), max(ids)
-        count = self.connection.exec_driver_sql(
-            f"SELECT count(*) FROM {table} WHERE id BETWEEN ? AND ?", (low, high)
-        ).scalar()
-        if count == len(ids):
-            return None
-        rows = self.connection.exec_driver_sql(
-            f"SELECT id FROM {table} WHERE id BETWEEN ? AND ?", (low, high)
-        ).all()
-        return {int(row[0]) for row in rows}
-
-
-def _as_is(text: Any) -> str:
-    return str(text)
-
-
-def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    """Consecutive slices of at most ``size`` values, for ``IN (...)`` lists.
-
-    A short last slice is padded (by repeating its first value) to a power of two: every
-    length makes a distinct statement, and SQLite keeps its prepared statements (with their
-    thousands of parameters) in a per-connection cache, so few lengths keep memory flat.
-    """
-    for start in range(0, len(values), size):
-        part = values[start : start + size]
-        if len(part) < size:
-            target = min(size, 1 << (len(part) - 1).bit_length())
-            part = [*part, *[part[0]] * (target - len(part))]
-        yield part
 
 
 def announce(session: Session, merchant_id: int, import_id: int, customer_ids: set[int]) -> None:
@@ -506,22 +347,6 @@ _CUSTOMER_COLUMNS = (
 # A customer the file gives a VIP tier keeps it (as a minimum) this long after the import.
 KEPT_TIER_DAYS = 365
 _MEMBER_COLUMNS = (*_CUSTOMER_COLUMNS, "vip_tier_kept", "vip_tier_kept_until")
-ENTRY_COLUMNS = (
-    "id",
-    "merchant_id",
-    "customer_id",
-    "points",
-    "kind",
-    "reason",
-    "source_ref",
-    "rule_id",
-    "rule_version",
-    "idempotency_key",
-    "remaining",
-    "expires_at",
-    "details",
-    "created_at",
-)
 _ORDER_COLUMNS = (
     "id",
     "merchant_id",
@@ -544,78 +369,6 @@ _ORDER_COLUMNS = (
     "created_at",
     "updated_at",
 )
-
-
-@dataclass
-class EntrySpec:
-    """A ledger entry to write (its id is allocated when the batch is written)."""
-
-    customer_id: int
-    points: int
-    kind: str
-    reason: str
-    idempotency_key: str
-    source_ref: str | None = None
-    rule_id: str | None = None
-    rule_version: int | None = None
-    expires_at: datetime | None = None
-    details: dict[str, Any] | None = None
-
-
-def insert_entries(
-    bulk: Bulk,
-    merchant_id: int,
-    entries: Sequence[EntrySpec],
-    now: datetime,
-    *,
-    skip_conflicts: bool = False,
-) -> list[tuple[int, EntrySpec]]:
-    """Write ledger entries (credits get ``remaining``); returns those written, with ids.
-
-    With ``skip_conflicts`` an entry whose idempotency key is taken is left out (and not
-    returned): the caller moves balances only for what comes back.
-    """
-    ids = bulk.allocate_ids("ledger_entries", len(entries))
-    created = bulk.timestamp(now)
-    bulk.insert(
-        "ledger_entries",
-        ENTRY_COLUMNS,
-        [
-            (
-                entry_id,
-                merchant_id,
-                spec.customer_id,
-                spec.points,
-                str(spec.kind),
-                spec.reason,
-                spec.source_ref,
-                spec.rule_id,
-                spec.rule_version,
-                spec.idempotency_key,
-                spec.points if spec.points > 0 else None,
-                bulk.timestamp(spec.expires_at) if spec.points > 0 else None,
-                bulk.json(spec.details),
-                created,
-            )
-            for entry_id, spec in zip(ids, entries, strict=True)
-        ],
-        skip_conflicts=skip_conflicts,
-    )
-    pairs = list(zip(ids, entries, strict=True))
-    present = bulk.present_ids("ledger_entries", ids) if skip_conflicts else None
-    if present is None:
-        return pairs
-    return [(entry_id, spec) for entry_id, spec in pairs if entry_id in present]
-
-
-def move_balances(bulk: Bulk, amounts: dict[int, int], now: datetime) -> None:
-    """Add ``amounts[customer id]`` to each cached balance, as ``ledger.post`` does."""
-    stamp = bulk.timestamp(now)
-    bulk.execute_many(
-        "UPDATE customers SET points_balance = points_balance + ?, last_activity_at = ? "
-        "WHERE id = ?",
-        [(amount, stamp, cid) for cid, amount in sorted(amounts.items()) if amount],
-    )
 
 
 def insert_guests(
@@ -940,10 +693,10 @@ def write_customers(
                     row[C_EXTERNAL],
                     "member",
                     code,
-                    (row[C_POINTS] or 0) + bonus,
+                    0,  # the ledger moves it, with the entries below
                     row[C_TIER],
                     stamp,
-                    stamp if (row[C_POINTS] or 0) + bonus else None,
+                    None,
                     stamp,
                     stamp,
                     row[C_TIER],
@@ -973,57 +726,42 @@ def write_customers(
         if not pending:
             break
 
-    expires_at = bulk.timestamp(program_service.credit_expiry(run.program, now))
-    source_ref = run.source_ref
-    prefix = run.key_prefix
-    with_points = [(cid, rows[p][C_POINTS]) for p, cid in created.items() if rows[p][C_POINTS]]
-    entry_ids = bulk.allocate_ids(
-        "ledger_entries", len(with_points) + (len(created) if bonus else 0)
-    )
-    entries: list[tuple[Any, ...]] = [
-        (
-            entry_id,
-            merchant_id,
-            cid,
-            points,
-            "import",
-            "Points balance imported",
-            source_ref,
-            None,
-            None,
-            f"{prefix}:{cid}",
-            points,
-            expires_at,
-            None,
-            stamp,
+    expires_at = program_service.credit_expiry(run.program, now)
+    transfers = [
+        Transfer(
+            customer_id=cid,
+            points=rows[p][C_POINTS],
+            kind=EntryKind.IMPORT,
+            idempotency_key=f"{run.key_prefix}:{cid}",
+            reason="Points balance imported",
+            source_ref=run.source_ref,
+            expires_at=expires_at,
         )
-        for entry_id, (cid, points) in zip(entry_ids, with_points, strict=False)
+        for p, cid in created.items()
+        if rows[p][C_POINTS]
     ]
     if bonus:
         version = run.program.settings.version
         # As program_service.enroll_member awards them, marked with the job for a revert.
-        entries += [
-            (
-                entry_id,
-                merchant_id,
-                cid,
-                bonus,
-                "earn",
-                "Created an account",
-                source_ref,
-                "create_account",
-                version,
-                f"create_account:{cid}",
-                bonus,
-                expires_at,
-                None,
-                stamp,
+        transfers += [
+            Transfer(
+                customer_id=cid,
+                points=bonus,
+                kind=EntryKind.EARN,
+                idempotency_key=f"create_account:{cid}",
+                reason="Created an account",
+                source_ref=run.source_ref,
+                rule_id="create_account",
+                rule_version=version,
+                expires_at=expires_at,
             )
-            for entry_id, cid in zip(entry_ids[len(with_points) :], created.values(), strict=True)
+            for cid in created.values()
         ]
-    bulk.insert("ledger_entries", ENTRY_COLUMNS, entries)
+    posted = post_transfers(
+        session, merchant_id=merchant_id, transfers=transfers, now=now, announce=False
+    )
     result.new = len(created)
-    result.points = sum(entry[3] for entry in entries)
+    result.points = sum(r.transfer.points for r in posted.written())
 
     changed = set(created.values())
     leftover = [rows[p] for p in range(len(rows)) if p not in created]
@@ -1048,7 +786,7 @@ def _update_existing(
     now = run.now
     existing = load_existing(session, run, [row[C_EMAIL] for row in rows])
     expires_at = program_service.credit_expiry(run.program, now)
-    credits: list[EntrySpec] = []
+    credits: list[Transfer] = []
     debits: list[tuple[Sequence[Any], Existing, int]] = []
     updates: list[tuple[Existing, dict[str, Any]]] = []
     for row in rows:
@@ -1069,7 +807,7 @@ def _update_existing(
             updates.append((customer, values))
         if points > 0:
             credits.append(
-                EntrySpec(
+                Transfer(
                     customer_id=customer.id,
                     points=points,
                     kind=EntryKind.IMPORT,
@@ -1085,11 +823,18 @@ def _update_existing(
             result.skipped += 1
 
     _write_profiles(bulk, run, updates)
-    written = insert_entries(bulk, run.merchant_id, credits, now, skip_conflicts=True)
+    # A key already taken is a batch this job applied before it was stopped: skipped.
+    posted = post_transfers(
+        session,
+        merchant_id=run.merchant_id,
+        transfers=credits,
+        now=now,
+        announce=False,
+        strict_replays=False,
+    )
     amounts: dict[int, int] = defaultdict(int)
-    for _, spec in written:
-        amounts[spec.customer_id] += spec.points
-    move_balances(bulk, amounts, now)
+    for r in posted.written():
+        amounts[r.transfer.customer_id] += r.transfer.points
     result.points += sum(amounts.values())
     changed = {customer.id for customer, _ in updates} | set(amounts)
 
@@ -1578,7 +1323,6 @@ def write_orders(
     stamp = bulk.timestamp(now)
     currency = run.program.merchant.currency
     version = run.program.settings.version
-    expires_at = bulk.timestamp(planner.expires_at)
     money = bulk.money_text
     placed = bulk.timestamp_text
     # Written in customer order: the indexes by customer are then filled in one sweep.
@@ -1622,61 +1366,47 @@ def write_orders(
     result.new = len(order_rows)
     result.points = plan.points
 
-    entry_ids = bulk.allocate_ids("ledger_entries", len(earned))
-    json_value = bulk.json if bulk.postgres else _details_json
     source_ref = job_source_ref(run.job_id)
+    expires = planner.expires_at
 
-    def earn_entry(entry_id: int, earned_row: tuple[Any, ...], key: str) -> tuple[Any, ...]:
+    def earn(earned_row: tuple[Any, ...], key: str) -> Transfer:
         customer_id, points, order_id, basis, multiplier = earned_row
-        return (
-            entry_id,
-            merchant_id,
-            customer_id,
-            points,
-            "earn",
-            f"Order {order_id}",
-            source_ref,
-            "place_order",
-            version,
-            key,
-            points,
-            expires_at,
-            json_value({"basis": str(basis), "multiplier": str(multiplier)}),
-            stamp,
+        return Transfer(
+            customer_id=customer_id,
+            points=points,
+            kind=EntryKind.EARN,
+            idempotency_key=key,
+            reason=f"Order {order_id}",
+            source_ref=source_ref,
+            rule_id="place_order",
+            rule_version=version,
+            expires_at=expires,
+            details={"basis": str(basis), "multiplier": str(multiplier)},
         )
 
-    entries = [
-        earn_entry(entry_id, row, f"order:{row[2]}")
-        for entry_id, row in zip(entry_ids, earned, strict=True)
-    ]
+    rewards = _write_tier_changes(bulk, run, planner, plan, ids)
+    first = post_transfers(
+        session,
+        merchant_id=merchant_id,
+        transfers=[earn(row, f"order:{row[2]}") for row in earned] + rewards,
+        now=now,
+        announce=False,
+        strict_replays=False,
+    )
     # ``order:<id>`` is taken only when an earlier import of the order was reverted (a known
     # order is skipped): the order imported again gets its points under a key of this job.
-    bulk.insert("ledger_entries", ENTRY_COLUMNS, entries, skip_conflicts=True)
-    present = bulk.present_ids("ledger_entries", entry_ids)
-    if present is not None:
-        again = [
-            earn_entry(entry_id, row, f"order:{row[2]}:import-{run.job_id}")
-            for entry_id, row in zip(entry_ids, earned, strict=True)
-            if entry_id not in present
-        ]
-        bulk.insert("ledger_entries", ENTRY_COLUMNS, again)
-
-    rewards = _write_tier_changes(bulk, run, planner, plan, ids)
-    amounts: dict[int, int] = defaultdict(int)
-    for entry in entries:
-        amounts[entry[2]] += entry[3]
-    for _entry_id, spec in rewards:
-        amounts[spec.customer_id] += spec.points
-    move_balances(bulk, amounts, now)
+    again = [
+        earn(row, f"order:{row[2]}:import-{run.job_id}")
+        for row, r in zip(earned, first.results, strict=False)
+        if r.outcome == Outcome.REPLAYED
+    ]
+    second = post_transfers(
+        session, merchant_id=merchant_id, transfers=again, now=now, announce=False
+    )
+    moved = {r.transfer.customer_id for r in first.written() + second.written()}
     moved_tier = {ids[email] for email, state in plan.states.items() if state.changes}
-    announce(session, merchant_id, run.job_id, set(amounts) | moved_tier)
+    announce(session, merchant_id, run.job_id, moved | moved_tier)
     return result
-
-
-def _details_json(details: dict[str, str]) -> str:
-    """``json.dumps`` of an order entry's details (two plain decimal strings), without its cost."""
-    basis, multiplier = details["basis"], details["multiplier"]
-    return f'{{"basis": "{basis}", "multiplier": "{multiplier}"}}'
 
 
 def _write_tier_changes(
@@ -1685,13 +1415,13 @@ def _write_tier_changes(
     planner: OrderPlanner,
     plan: OrderPlan,
     ids: dict[str, int],
-) -> list[tuple[int, EntrySpec]]:
-    """Tier moves as ``recompute_tier`` records them, and the entry rewards they earned."""
+) -> list[Transfer]:
+    """Tier moves as ``recompute_tier`` records them; the entry rewards they earned, to post."""
     merchant_id = run.merchant_id
     stamp = bulk.timestamp(run.now)
     change_rows = []
     current: dict[int, str | None] = {}
-    rewards: list[EntrySpec] = []
+    rewards: list[Transfer] = []
     for email, state in plan.states.items():
         if not state.changes:
             continue
@@ -1702,7 +1432,7 @@ def _write_tier_changes(
                 (merchant_id, customer_id, old, new, bulk.money(value), bulk.timestamp_text(placed))
             )
         rewards += [
-            EntrySpec(
+            Transfer(
                 customer_id=customer_id,
                 points=tier.entry_reward_points,
                 kind=EntryKind.EARN,
@@ -1715,6 +1445,7 @@ def _write_tier_changes(
                 expires_at=planner.expires_at,
             )
             for tier in state.rewards
+            if tier.entry_reward_points > 0
         ]
     bulk.insert(
         "tier_changes",
@@ -1725,7 +1456,7 @@ def _write_tier_changes(
         "UPDATE customers SET vip_tier = ?, updated_at = ? WHERE id = ?",
         [(tier, stamp, customer_id) for customer_id, tier in current.items()],
     )
-    return insert_entries(bulk, merchant_id, rewards, run.now)
+    return rewards
 
 
 def record_each(session: Session, run: OrderRun, rows: Sequence[Sequence[Any]]) -> OrderBatchResult:

@@ -76,6 +76,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tally import csv_safety
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
+from tally.db.bulk import chunks
 from tally.db.engine import unit_of_work
 from tally.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
 from tally.imports import jobs
@@ -92,7 +93,7 @@ from tally.imports.formats import (
 from tally.imports.jobs import ENGINE_BULK, ENGINE_RECORD_ORDER, PointsMode, RejectedRow
 from tally.imports.orders_csv import OrderCsvReader, OrderRow
 from tally.imports.orm import ImportJob, ImportKind, ImportRejectedRow, ImportStatus
-from tally.ledger import service as ledger
+from tally.ledger.batch import Transfer, post_transfers
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.program import service as program_service
 from tally.program.orm import Order, Refund
@@ -1462,7 +1463,7 @@ def _remove_orders(session: Session, job: ImportJob, now: datetime) -> None:
     program = program_service.load(session, job.merchant_id)
     if not program.settings.vip.enabled:
         return
-    for part in jobs.chunks(customer_ids):
+    for part in chunks(customer_ids):
         for customer in session.scalars(select(Customer).where(Customer.id.in_(part))):
             program_service.recompute_tier(session, program, customer, now=now)
 
@@ -1538,7 +1539,7 @@ def _lock_balances(session: Session, ids: Sequence[int]) -> dict[int, tuple[int,
     """Balance and email of each customer, locked until the end of the transaction."""
     found: dict[int, tuple[int, str]] = {}
     postgres = session.get_bind().dialect.name == "postgresql"
-    for part in jobs.chunks(list(ids)):
+    for part in chunks(list(ids)):
         stmt = select(Customer.id, Customer.points_balance, Customer.email).where(
             Customer.id.in_(part)
         )
@@ -1556,47 +1557,29 @@ def _write_reversals(
     per_customer: dict[int, int],
     now: datetime,
 ) -> None:
-    bulk = jobs.Bulk(session)
     program = program_service.load(session, job.merchant_id)
     expires_at = program_service.credit_expiry(program, now)
-    specs = [
-        jobs.EntrySpec(
-            customer_id=credit.customer_id,
-            points=-credit.points,
-            kind=EntryKind.IMPORT if credit.kind == EntryKind.IMPORT else EntryKind.ADJUST,
-            reason=f"Import {job.id} reverted",
-            idempotency_key=f"import-revert:{job.id}:{credit.id}",
-            source_ref=f"import-revert:{job.id}",
-            expires_at=expires_at,
-        )
-        for credit in credits
-    ]
-    jobs.insert_entries(bulk, job.merchant_id, specs, now)
-    # The reversed credits have nothing left; what was already spent from them is taken from
-    # the customer's other credits instead, soonest-expiring first (as a spend would).
-    reversed_ids = [credit.id for credit in credits if credit.points > 0]
-    for part in jobs.chunks(reversed_ids):
-        session.execute(
-            update(LedgerEntry)
-            .where(LedgerEntry.id.in_(part))
-            .values(remaining=0)
-            .execution_options(synchronize_session=False)
-        )
-    spent: dict[int, int] = defaultdict(int)
-    for credit in credits:
-        if credit.points > 0:
-            spent[credit.customer_id] += credit.points - (credit.remaining or 0)
-    for customer_id, amount in spent.items():
-        left = amount
-        for other in ledger.open_credits(session, customer_id):
-            if left <= 0:
-                break
-            assert other.remaining is not None
-            taken = min(other.remaining, left)
-            other.remaining -= taken
-            left -= taken
-    session.flush()
-    jobs.move_balances(bulk, {cid: -amount for cid, amount in per_customer.items()}, now)
+    # Each reversal draws first on the credit it reverses; what was already spent from that
+    # credit comes out of the customer's other credits, soonest-expiring first (as a spend).
+    post_transfers(
+        session,
+        merchant_id=job.merchant_id,
+        now=now,
+        announce=False,
+        transfers=[
+            Transfer(
+                customer_id=credit.customer_id,
+                points=-credit.points,
+                kind=EntryKind.IMPORT if credit.kind == EntryKind.IMPORT else EntryKind.ADJUST,
+                reason=f"Import {job.id} reverted",
+                idempotency_key=f"import-revert:{job.id}:{credit.id}",
+                source_ref=f"import-revert:{job.id}",
+                expires_at=expires_at,
+                draws_on=credit.id if credit.points > 0 else None,
+            )
+            for credit in credits
+        ],
+    )
     jobs.announce(
         session, job.merchant_id, job.id, {cid for cid, amount in per_customer.items() if amount}
     )

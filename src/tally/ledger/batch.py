@@ -81,7 +81,8 @@ class Transfer:
     expires_at: datetime | None = None
     details: dict[str, Any] | None = None
     created_at: datetime | None = None
-    # A debit drawn from this one credit (per-grant expiry) instead of the soonest-expiring.
+    # A debit drawn from this credit first, as far as it has points left (per-grant expiry, a
+    # reverted import), and only then from the soonest-expiring others.
     draws_on: int | None = None
     # A debit of the whole balance that empties every open credit (rolling expiry).
     closes_credits: bool = False
@@ -129,8 +130,14 @@ def post_transfers(
     transfers: Sequence[Transfer],
     now: datetime | None = None,
     announce: bool = True,
+    strict_replays: bool = True,
 ) -> BatchResult:
-    """Write the transfers exactly once per idempotency key and move the balances."""
+    """Write the transfers exactly once per idempotency key and move the balances.
+
+    A key already used for a different movement is refused (`IdempotencyKeyReused`) unless
+    `strict_replays` is off, for callers whose keys mean "at most once" whatever the amount
+    (an import's per-customer key); `balances` is filled when the batch is announced.
+    """
     for transfer in transfers:
         check_points(transfer.points)
     if not transfers:
@@ -143,7 +150,7 @@ def post_transfers(
     ids = _insert(bulk, merchant_id, transfers, now)
     present = bulk.present_ids("ledger_entries", ids)
     written = [present is None or entry_id in present for entry_id in ids]
-    replays = _replays(bulk, merchant_id, transfers, written)
+    replays = _replays(bulk, merchant_id, transfers, written, strict=strict_replays)
     net: dict[int, int] = defaultdict(int)
     active: set[int] = set()
     for transfer, new in zip(transfers, written, strict=True):
@@ -174,7 +181,7 @@ def post_transfers(
     done = [r for r in results if r.outcome == Outcome.WRITTEN]
     _consume_credits(bulk, done)
     moved = sorted({r.transfer.customer_id for r in done})
-    balances = _balances(bulk, moved) if moved else {}
+    balances = _balances(bulk, moved) if moved and announce else {}
     if announce and done:
         _announce(session, merchant_id, done, balances)
     _expire_stale(session, moved)
@@ -213,7 +220,12 @@ def _insert(
 
 
 def _replays(
-    bulk: Bulk, merchant_id: int, transfers: Sequence[Transfer], written: Sequence[bool]
+    bulk: Bulk,
+    merchant_id: int,
+    transfers: Sequence[Transfer],
+    written: Sequence[bool],
+    *,
+    strict: bool,
 ) -> dict[str, int]:
     """The existing entry of each key that was taken; refuses a different movement under it."""
     wanted = [t for t, new in zip(transfers, written, strict=True) if not new]
@@ -232,7 +244,7 @@ def _replays(
     out = {}
     for t in wanted:
         entry_id, customer_id, points, kind = found[t.idempotency_key]
-        if (customer_id, points, kind) != (t.customer_id, t.points, str(t.kind)):
+        if strict and (customer_id, points, kind) != (t.customer_id, t.points, str(t.kind)):
             raise IdempotencyKeyReused(
                 f"idempotency key {t.idempotency_key!r} was already used for another movement "
                 f"({points:+d} points, {kind}, customer {customer_id})"
@@ -286,21 +298,31 @@ def _consume_credits(bulk: Bulk, done: Sequence[TransferResult]) -> None:
         bulk.connection.exec_driver_sql(
             f"UPDATE ledger_entries SET remaining = 0 WHERE {where} AND remaining > 0", params
         )
-    bulk.execute_many(
-        "UPDATE ledger_entries SET remaining = remaining + ? WHERE id = ?",
-        [
-            (r.transfer.points, r.transfer.draws_on)
-            for r in done
-            if r.transfer.draws_on is not None and r.transfer.points < 0
-        ],
-    )
+    debits = [r.transfer for r in done if r.transfer.points < 0 and not r.transfer.closes_credits]
     owed: dict[int, int] = defaultdict(int)
-    for r in done:
-        t = r.transfer
-        if t.points < 0 and t.draws_on is None and not t.closes_credits:
-            owed[t.customer_id] += -t.points
+    for t in debits:
+        owed[t.customer_id] += -t.points
+    named = sorted({t.draws_on for t in debits if t.draws_on is not None})
+    left: dict[int, int] = {}
+    for part in chunks(named):
+        where, params = bulk.in_list("id", part)
+        rows = bulk.connection.exec_driver_sql(
+            f"SELECT id, remaining FROM ledger_entries WHERE {where}", params
+        ).all()
+        left.update({int(r[0]): int(r[1] or 0) for r in rows})
+    drawn = []
+    for t in debits:
+        if t.draws_on is None:
+            continue
+        take = min(left.get(t.draws_on, 0), -t.points)
+        if take:
+            left[t.draws_on] -= take
+            owed[t.customer_id] -= take
+            drawn.append((take, t.draws_on))
+    bulk.execute_many("UPDATE ledger_entries SET remaining = remaining - ? WHERE id = ?", drawn)
     for customer_id, amount in sorted(owed.items()):
-        _consume_soonest(bulk, customer_id, amount)
+        if amount > 0:
+            _consume_soonest(bulk, customer_id, amount)
 
 
 def _consume_soonest(bulk: Bulk, customer_id: int, amount: int) -> None:
