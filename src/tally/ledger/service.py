@@ -1,10 +1,4 @@
-"""Posting points. Every change is an entry; the cached balance moves in the same transaction.
-
-Concurrency: the idempotency key is claimed by inserting the entry with `ON CONFLICT DO NOTHING`
-(a duplicate gets no row back, and on PostgreSQL waits for the first writer to commit before it
-does), and a debit is a single guarded `UPDATE ... WHERE points_balance >= n`, so balances cannot
-go negative even when many debits race.
-"""
+"""Single postings (a batch of one for `ledger.batch`), credit helpers, and reading the ledger."""
 
 from __future__ import annotations
 
