@@ -9,13 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from tally.db.engine import unit_of_work
-from tally.integrations.dotdigital.service import is_sync_enabled, mark_dirty, mark_dirty_many
-from tally.integrations.dotdigital.sync import (
-    DEFAULT_OPTIONS,
-    SyncOptions,
-    run_flush,
-    run_manual_syncs,
-)
+from tally.integrations.dotdigital.auto_sync import run_flush
+from tally.integrations.dotdigital.manual_sync import run_manual_syncs
+from tally.integrations.dotdigital.options import DEFAULT_OPTIONS, SyncOptions
+from tally.integrations.dotdigital.pending import mark_dirty, mark_dirty_many
+from tally.integrations.dotdigital.service import is_sync_enabled
 from tally.outbox.events import (
     CustomerEnrolled,
     CustomersImported,

@@ -17,9 +17,7 @@ from typing import Any
 
 from cryptography.fernet import InvalidToken
 from pydantic import ValidationError
-from sqlalchemy import delete, func, literal, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from tally.config import Settings
@@ -44,6 +42,10 @@ from tally.integrations.dotdigital.orm import (
     SyncJob,
     SyncJobStatus,
 )
+
+# Marking lives with the rest of the pending-contact SQL; callers still reach it here.
+from tally.integrations.dotdigital.pending import mark_dirty as mark_dirty
+from tally.integrations.dotdigital.pending import mark_dirty_many as mark_dirty_many
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
 # username, password, base URL, timeout in seconds -> a client (closed with ``close()`` if any).
@@ -467,68 +469,6 @@ def update_mapping(
         connection.updated_at = utcnow()
         session.flush()
     return mapping
-
-
-# --------------------------------------------------------------------------- automatic sync
-
-
-def mark_dirty(
-    session: Session, *, merchant_id: int, customer_id: int, now: datetime | None = None
-) -> None:
-    """Note that a customer needs sending (``mark_dirty_many`` for one customer)."""
-    mark_dirty_many(session, merchant_id=merchant_id, customer_ids=[customer_id], now=now)
-
-
-def mark_dirty_many(
-    session: Session,
-    *,
-    merchant_id: int,
-    customer_ids: Sequence[int],
-    now: datetime | None = None,
-    chunk: int = 2000,
-) -> None:
-    """Note that customers need sending; many marks before a send make one row each (an upsert).
-
-    A row already backing off after failures keeps its schedule; its version moves on, so the
-    next send carries the newest values and a send already under way will not remove it. Ids of
-    customers deleted since (or of another merchant) are skipped.
-    """
-    now = now or utcnow()
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    ids = sorted(set(customer_ids))
-    stamp = literal(now, PendingContact.first_marked_at.type)
-    for start in range(0, len(ids), chunk):
-        present = (
-            select(
-                Customer.merchant_id,
-                Customer.id,
-                literal(1),
-                stamp,
-                stamp,
-                literal(0),
-                stamp,
-            )
-            .where(Customer.merchant_id == merchant_id, Customer.id.in_(ids[start : start + chunk]))
-            .order_by(Customer.id)
-        )
-        stmt = insert(PendingContact).from_select(
-            [
-                "merchant_id",
-                "customer_id",
-                "version",
-                "first_marked_at",
-                "last_marked_at",
-                "attempts",
-                "next_attempt_at",
-            ],
-            present,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["merchant_id", "customer_id"],
-            set_={"version": PendingContact.version + 1, "last_marked_at": now},
-        )
-        session.execute(stmt)
 
 
 # --------------------------------------------------------------------------- manual sync

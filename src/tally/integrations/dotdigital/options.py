@@ -1,0 +1,49 @@
+"""How the Dotdigital sync paces itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tally.integrations.dotdigital.service import ClientFactory, default_client_factory
+
+# Contacts per bulk import. Dotdigital's own plugins send about 2,000, but every import also
+# costs at least one status read, so 2,000 per import needs 1,000 calls per million contacts;
+# 5,000 (about 1.3 MB of JSON, far under the 50 MB limit) keeps a million to 400 calls.
+DEFAULT_IMPORT_CONTACTS = 5000
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """How the sync paces itself; the defaults suit a production Dotdigital account."""
+
+    flush_every: timedelta = timedelta(seconds=2)
+    manual_every: timedelta = timedelta(seconds=2)
+    # A backlog larger than this goes out as a bulk import instead of one call per contact.
+    bulk_threshold: int = 100
+    import_batch_size: int = DEFAULT_IMPORT_CONTACTS
+    # Dotdigital allows 25 imports in progress per account.
+    max_active_imports: int = 25
+    # Bulk imports of the automatic sync in flight per merchant.
+    max_auto_imports: int = 2
+    # First look at an import this long after starting it; while it is still running, the
+    # wait between looks grows with its age (1, 2, 4, 8... s) up to import_poll_max_seconds.
+    import_poll_seconds: float = 1.0
+    import_poll_max_seconds: float = 30.0
+    # An import still unfinished after this long is given up (its contacts are retried).
+    import_give_up_seconds: float = 3600.0
+    # Most single upserts one flush run sends for one merchant.
+    contacts_per_run: int = 500
+    # How long one run of a scheduled job keeps working before it yields.
+    run_seconds: float = 20.0
+    # Leases outlive a run (plus one call's timeout); a dead worker's lease expires after this.
+    lease_seconds: float = 60.0
+    client_timeout_seconds: float = 20.0
+    # Pause after a 429 that does not say when the limit resets.
+    rate_limit_pause_seconds: float = 60.0
+    # Pause after Dotdigital refuses the credentials (401) or the region (403).
+    auth_pause_seconds: float = 300.0
+    client_factory: ClientFactory = default_client_factory
+
+
+DEFAULT_OPTIONS = SyncOptions()
