@@ -15,8 +15,9 @@ from tally.db.engine import unit_of_work
 from tally.outbox.events import CustomerUpdated
 from tally.outbox.orm import OutboxMessage, ScheduledJob
 from tally.outbox.registry import JobContext, PermanentFailure, Registry, RetryLater
+from tally.outbox.retry import backoff_seconds
 from tally.outbox.service import emit
-from tally.outbox.worker import Worker, backoff_seconds
+from tally.outbox.worker import Worker
 from tests.support.factories import make_merchant
 
 

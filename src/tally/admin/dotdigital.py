@@ -1,4 +1,5 @@
-"""Integrations → Dotdigital: connect, enable, field mapping, Sync now with progress, status."""
+"""Integrations → Dotdigital: connect, enable, field mapping, Sync now with progress, status,
+and the outbox deliveries to its handlers that failed (with a retry for those that gave up)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from tally.admin.web import (
     render,
     text,
 )
+from tally.api.edge import Id
 from tally.errors import DomainError, FieldProblem
 from tally.integrations.dotdigital import service
 from tally.integrations.dotdigital.fields import DataFieldMapping
 from tally.integrations.dotdigital.orm import SyncJobStatus
+from tally.outbox import service as outbox
 
 router = APIRouter(route_class=AdminRoute)
 
@@ -32,11 +35,22 @@ MAPPING_LABELS = {
     "birthday": "Birthday",
     "vip_tier": "VIP tier",
 }
+# Every Dotdigital outbox handler is named under this prefix (see integrations.dotdigital).
+HANDLER_PREFIX = "dotdigital."
+RECENT_DELIVERY_FAILURES = 20
+RETRIED_NOTICE = "The delivery is queued again; the worker sends it shortly."
 
 
-def _status(admin: Admin) -> service.StatusView:
+def _status(admin: Admin) -> tuple[service.StatusView, list[outbox.FailedAttempt]]:
     with admin.unit_of_work() as session:
-        return service.status(session, merchant_id=admin.merchant_id, settings=admin.state.settings)
+        view = service.status(session, merchant_id=admin.merchant_id, settings=admin.state.settings)
+        failures = outbox.recent_failed_attempts(
+            session,
+            merchant_id=admin.merchant_id,
+            handler_prefix=HANDLER_PREFIX,
+            limit=RECENT_DELIVERY_FAILURES,
+        )
+    return view, failures
 
 
 def _page(
@@ -49,16 +63,22 @@ def _page(
     values: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    view = _status(admin)
+    view, delivery_failures = _status(admin)
     running = next((j for j in view.recent_jobs if j.status == SyncJobStatus.RUNNING), None)
+    extra: dict[str, Any] = {}
+    # The shared notices know nothing of retries; this page adds its own.
+    if request.query_params.get("done") == "retried":
+        extra["notice"] = RETRIED_NOTICE
     return render(
         request,
         "integrations/dotdigital.html",
         {
+            **extra,
             "title": "Dotdigital",
             "nav": "dotdigital",
             "view": view,
             "running": running,
+            "delivery_failures": delivery_failures,
             "mapping_labels": MAPPING_LABELS,
             "defaults": DataFieldMapping().model_dump(),
             "error": error,
@@ -176,7 +196,7 @@ def sync_now(request: Request, admin: AdminDep, form: FormDep) -> Response:
 
 
 @router.get("/integrations/dotdigital/sync/{job_id}", include_in_schema=False)
-def sync_progress(request: Request, admin: AdminDep, job_id: int) -> Response:
+def sync_progress(request: Request, admin: AdminDep, job_id: Id) -> Response:
     """A manual sync's progress (the fragment polls itself while the sync runs)."""
     with admin.unit_of_work() as session:
         job = service.get_sync_job(session, merchant_id=admin.merchant_id, job_id=job_id)
@@ -185,3 +205,20 @@ def sync_progress(request: Request, admin: AdminDep, job_id: int) -> Response:
     if is_htmx(request):
         return render(request, "integrations/_sync_progress.html", context)
     return redirect(f"{PAGE}#sync")
+
+
+@router.post("/integrations/dotdigital/deliveries/{message_id}/retry", include_in_schema=False)
+def retry_delivery(request: Request, admin: AdminDep, form: FormDep, message_id: Id) -> Response:
+    """Queue a delivery that failed for good again (only this merchant's own messages)."""
+    del form
+    try:
+        with admin.unit_of_work() as session:
+            outbox.retry_message(
+                session,
+                message_id=message_id,
+                merchant_id=admin.merchant_id,
+                handler_prefix=HANDLER_PREFIX,
+            )
+    except DomainError as error:
+        return _refused(request, admin, error, "deliveries")
+    return redirect(f"{PAGE}?done=retried#deliveries")

@@ -1,4 +1,5 @@
-"""Outbox messages (one per event and subscribed handler) and scheduled job bookkeeping."""
+"""Outbox messages (one per event and subscribed handler), their delivery attempts, and
+scheduled job bookkeeping."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tally.db.base import Base, BigId, utcnow
@@ -42,6 +43,41 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AttemptOutcome(StrEnum):
+    """How one delivery attempt ended."""
+
+    SUCCEEDED = "succeeded"
+    RETRY_SCHEDULED = "retry_scheduled"
+    FAILED = "failed"
+
+
+class OutboxDeliveryAttempt(Base):
+    """One run of a message's handler: when, how long, how it ended (Saleor's EventDeliveryAttempt).
+
+    Written in the transaction that applies the attempt's outcome to the message, so the history
+    never shows an outcome the message did not get. Deleting a message deletes its attempts.
+    """
+
+    __tablename__ = "outbox_delivery_attempts"
+    __table_args__ = (
+        # Also the lookup index for a message's history (and for the cascading delete).
+        UniqueConstraint("message_id", "attempt"),
+        # Recent failures are read newest first, and failures are the rare outcome.
+        Index("ix_outbox_delivery_attempts_outcome_started", "outcome", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("outbox_messages.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column()
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class ScheduledJob(Base):

@@ -4,28 +4,37 @@ Claiming takes a lease (`locked_until`): a worker killed mid-dispatch leaves its
 until the lease runs out, and then any worker takes them again. On PostgreSQL the claim query uses
 `FOR UPDATE SKIP LOCKED`, so concurrent workers never claim the same row; SQLite serialises
 writers, so the same UPDATE is safe there too. Completion is fenced on `locked_by`, so a worker
-whose lease expired cannot overwrite the outcome of the worker that took over.
+whose lease expired cannot overwrite the outcome of the worker that took over. Every attempt is
+recorded (`outbox_delivery_attempts`) in the transaction that applies its outcome.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
+import re
 import socket
 import threading
+import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
 from tally.db.base import utcnow
-from tally.outbox.orm import MessageStatus, OutboxMessage, ScheduledJob
+from tally.errors import DomainError
+from tally.outbox.orm import (
+    AttemptOutcome,
+    MessageStatus,
+    OutboxDeliveryAttempt,
+    OutboxMessage,
+    ScheduledJob,
+)
 from tally.outbox.registry import (
     HandlerContext,
     JobContext,
@@ -34,14 +43,81 @@ from tally.outbox.registry import (
     RetryLater,
     default_registry,
 )
+from tally.outbox.retry import backoff_seconds
 
 log = logging.getLogger("tally.worker")
 
+# Room for a traceback's last line and a remote's error body, not for whole response pages.
+MAX_ERROR_CHARS = 2000
+_REDACTED = "[redacted]"
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # Credentials inside a URL (scheme://user:password@host), as database and proxy URLs carry.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]+:[^\s/@]+@"), r"\1***@"),
+    # A header or setting that holds a secret, in `name: value`, `name=value` or a dict's repr.
+    (
+        re.compile(
+            r"(?i)\b((?:proxy-)?authorization|cookie|set-cookie|x-api-key|api[_-]?key"
+            r"|(?:access|refresh|auth)[_-]?token|client[_-]?secret|secret(?:[_-]?key)?"
+            r"|passw(?:or)?d|pwd)(['\"]?\s*[:=]\s*['\"]?)"
+            r"(?:(?:basic|bearer|digest|token)\s+)?[^\s'\",;&}]+"
+        ),
+        rf"\1\2{_REDACTED}",
+    ),
+    # A bare credential after its scheme, wherever a library quoted a header without its name.
+    (re.compile(r"(?i)\b(basic|bearer)\s+[a-z0-9._~+/-]{8,}=*"), rf"\1 {_REDACTED}"),
+    # SQLAlchemy appends a statement's parameters to its errors: customer data, hashes.
+    (
+        re.compile(r"\[parameters: .*?(?=\n\(Background on this error|\Z)", re.DOTALL),
+        f"[parameters: {_REDACTED}]",
+    ),
+]
 
-def backoff_seconds(attempt: int, *, base: float, maximum: float, jitter: float = 0.2) -> float:
-    """Exponential backoff for the given (1-based) attempt, with up to `jitter` random spread."""
-    delay = min(maximum, base * (2 ** max(0, attempt - 1)))
-    return float(delay * (1 + random.uniform(0, jitter)))
+
+def safe_error_text(text: str) -> str:
+    """An error message fit to store and show: secrets masked, then cut to MAX_ERROR_CHARS."""
+    # Masking comes first so that a cut cannot leave half a secret the patterns miss.
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 1] + "…"
+    return text
+
+
+def response_status(error: BaseException) -> int | None:
+    """The HTTP status a remote answered, when the handler's error (or its cause) carries one."""
+    for candidate in (error, error.__cause__):
+        # A DomainError's status_code is how Tally would answer, not what a remote answered.
+        if candidate is None or isinstance(candidate, DomainError):
+            continue
+        value = getattr(candidate, "status_code", None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One run of a handler, measured: what the worker records next to the outcome."""
+
+    started_at: datetime
+    clock: float
+    duration_ms: int = 0
+    error: str | None = None
+    status_code: int | None = None
+
+    def succeeded(self) -> _Attempt:
+        return replace(self, duration_ms=self._elapsed_ms())
+
+    def failed(self, error: BaseException, text: str) -> _Attempt:
+        return replace(
+            self,
+            duration_ms=self._elapsed_ms(),
+            error=safe_error_text(text),
+            status_code=response_status(error),
+        )
+
+    def _elapsed_ms(self) -> int:
+        return max(0, round((time.perf_counter() - self.clock) * 1000))
 
 
 @dataclass
@@ -132,6 +208,7 @@ class Worker:
             attempt=message.attempts,
             merchant_id=message.merchant_id,
         )
+        attempt = _Attempt(started_at=utcnow(), clock=time.perf_counter())
         try:
             if handler is None:
                 raise PermanentFailure(
@@ -139,32 +216,44 @@ class Worker:
                 )
             handler(context, message.payload)
         except RetryLater as exc:
-            return self._finish(message, error=str(exc), retry_in=exc.delay_seconds)
+            return self._finish(message, attempt.failed(exc, str(exc)), retry_in=exc.delay_seconds)
         except PermanentFailure as exc:
-            return self._finish(message, error=str(exc), permanent=True)
+            return self._finish(message, attempt.failed(exc, str(exc)), permanent=True)
         except Exception as exc:
-            log.warning("handler %s failed for message %s: %s", message.handler, message.id, exc)
-            error = "".join(traceback.format_exception_only(exc)).strip()
-            return self._finish(message, error=error)
-        return self._finish(message)
+            attempt = attempt.failed(exc, "".join(traceback.format_exception_only(exc)).strip())
+            log.warning(
+                "handler %s failed for message %s: %s", message.handler, message.id, attempt.error
+            )
+            return self._finish(message, attempt)
+        return self._finish(message, attempt.succeeded())
 
     def _finish(
         self,
         message: OutboxMessage,
+        attempt: _Attempt | None = None,
         *,
         error: str | None = None,
         retry_in: float | None = None,
         permanent: bool = False,
     ) -> str:
         now = utcnow()
+        if attempt is None:
+            # An outcome given without a measured run (a bare error text): nothing was timed.
+            attempt = _Attempt(started_at=now, clock=time.perf_counter())
+            if error is not None:
+                attempt = replace(attempt, error=safe_error_text(error))
+        error = attempt.error
         values: dict[str, object]
         if error is None:
+            outcome = AttemptOutcome.SUCCEEDED
             values = {"status": MessageStatus.DONE, "finished_at": now, "last_error": None}
         elif permanent or (
             retry_in is None and message.attempts >= self.settings.worker_max_attempts
         ):
+            outcome = AttemptOutcome.FAILED
             values = {"status": MessageStatus.FAILED, "finished_at": now, "last_error": error}
         else:
+            outcome = AttemptOutcome.RETRY_SCHEDULED
             delay = (
                 retry_in
                 if retry_in is not None
@@ -181,11 +270,30 @@ class Worker:
             }
         values.update(locked_by=None, locked_until=None)
         with self.session_factory() as session, session.begin():
-            session.execute(
+            # Fenced on the lease holder and the attempt number: a worker whose lease ran out
+            # applies nothing, and then records nothing either, so the history holds only
+            # outcomes the message really got.
+            applied = session.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id == message.id, OutboxMessage.locked_by == self.worker_id)
+                .where(
+                    OutboxMessage.id == message.id,
+                    OutboxMessage.locked_by == self.worker_id,
+                    OutboxMessage.attempts == message.attempts,
+                )
                 .values(**values)
             )
+            if applied.rowcount:  # type: ignore[attr-defined]
+                session.execute(
+                    insert(OutboxDeliveryAttempt).values(
+                        message_id=message.id,
+                        attempt=message.attempts,
+                        started_at=attempt.started_at,
+                        duration_ms=attempt.duration_ms,
+                        outcome=outcome,
+                        status_code=attempt.status_code,
+                        error=error,
+                    )
+                )
         return str(values["status"])
 
     # -- scheduled jobs --------------------------------------------------------------------
@@ -215,9 +323,9 @@ class Worker:
     def _claim_job(self, name: str, every: timedelta, now: datetime) -> bool:
         with self.session_factory() as session, session.begin():
             dialect = session.get_bind().dialect.name
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            upsert = pg_insert if dialect == "postgresql" else sqlite_insert
             session.execute(
-                insert(ScheduledJob)
+                upsert(ScheduledJob)
                 .values(name=name, next_run_at=now, runs=0)
                 .on_conflict_do_nothing(index_elements=["name"])
             )

@@ -53,6 +53,13 @@ class DotdigitalError(Exception):
     """Any failure talking to Dotdigital."""
 
     retryable = False
+    # The HTTP status Dotdigital answered; None when it never answered (timeout, connection).
+    status: int | None = None
+
+    @property
+    def status_code(self) -> int | None:
+        """The answer's HTTP status, under the name the outbox worker records with an attempt."""
+        return self.status
 
 
 class DotdigitalRetryable(DotdigitalError):
@@ -87,9 +94,13 @@ class DotdigitalRateLimited(DotdigitalRetryable):
 class DotdigitalAuthError(DotdigitalError):
     """401: the API user's email or password is wrong."""
 
+    status = 401
+
 
 class DotdigitalWrongRegion(DotdigitalError):
     """403: the account lives in another region; ask account-info for its ApiEndpoint."""
+
+    status = 403
 
 
 class DotdigitalRejected(DotdigitalError):
