@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from tally.config import Settings, WorkerMode
-from tally.db.engine import bind_merchant, make_engine, make_session_factory
-from tally.errors import DomainError
+from tally.cli_support import (
+    MerchantOption,
+    console,
+    err_console,
+    fail,
+    resolve_merchant,
+)
+from tally.cli_support import command_unit_of_work as unit_of_work
+from tally.cli_support import load_settings as _settings
+from tally.config import WorkerMode
+from tally.db.engine import make_engine, make_session_factory
 
 app = typer.Typer(help="Tally: loyalty and rewards for online stores.", no_args_is_help=True)
 merchant_app = typer.Typer(help="Merchants (stores) and their API keys.", no_args_is_help=True)
@@ -30,12 +34,14 @@ app.add_typer(ledger_app, name="ledger")
 
 
 def _add_domain_commands() -> None:
-    # Imported here: the domain CLIs import this module for its helpers.
+    # The domain CLIs take their helpers from tally.cli_support, never from this module.
     from tally.imports.cli import import_app
     from tally.integrations.dotdigital.cli import dotdigital_app
     from tally.notifications.cli import mail_app
+    from tally.outbox.cli import outbox_app
 
     app.add_typer(mail_app, name="mail")
+    app.add_typer(outbox_app, name="outbox")
     app.add_typer(import_app, name="import")
     integrations_app = typer.Typer(help="Connections to other tools.", no_args_is_help=True)
     integrations_app.add_typer(dotdigital_app, name="dotdigital")
@@ -43,64 +49,6 @@ def _add_domain_commands() -> None:
     dev_app = typer.Typer(help="Tools for trying Tally locally.", no_args_is_help=True)
     dev_app.command("dotdigital-emulator")(_dotdigital_emulator)
     app.add_typer(dev_app, name="dev")
-
-
-console = Console()
-err_console = Console(stderr=True)
-
-MerchantOption = Annotated[
-    int | None,
-    typer.Option("--merchant", "-m", help="Merchant id; may be left out when there is only one."),
-]
-
-
-def _settings() -> Settings:
-    return Settings()
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print an error and exit (2 = bad input)."""
-    err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
-
-
-@contextmanager
-def unit_of_work(settings: Settings | None = None) -> Iterator[Session]:
-    """One transaction for one command; domain errors become exit code 2 with the message."""
-    settings = settings or _settings()
-    factory = make_session_factory(make_engine(settings.database_url))
-    session = factory()
-    try:
-        yield session
-        session.commit()
-    except DomainError as exc:
-        session.rollback()
-        details = "".join(f"\n  - {e.field}: {e.message}" for e in exc.errors)
-        fail(f"{exc.detail}{details}")
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
-def resolve_merchant(session: Session, merchant: int | None) -> int:
-    """The merchant id given, or the only merchant there is; binds the session to it."""
-    from tally.merchants.orm import Merchant
-
-    if merchant is None:
-        ids = list(session.scalars(select(Merchant.id).limit(2)))
-        if len(ids) != 1:
-            fail(
-                "there are no merchants yet: run `tally merchant create`"
-                if not ids
-                else "there are several merchants: pass --merchant ID (see `tally merchant list`)"
-            )
-        merchant = ids[0]
-    elif session.get(Merchant, merchant) is None:
-        fail(f"merchant {merchant} does not exist (see `tally merchant list`)")
-    bind_merchant(session, merchant)
-    return merchant
 
 
 @app.command()

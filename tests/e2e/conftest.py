@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.api.app import create_app
-from tally.api.deps import AppState
 from tally.config import Settings
+from tally.state import AppState
 from tests.support.server import serve_in_thread
 
 

@@ -26,7 +26,6 @@ from starlette.routing import NoMatchFound
 
 from tally.admin import router as admin_router
 from tally.api.app import create_app
-from tally.api.deps import AppState
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
@@ -42,6 +41,7 @@ from tally.integrations.dotdigital.sync import SyncOptions
 from tally.merchants import service as merchants
 from tally.outbox.registry import default_registry
 from tally.outbox.worker import Worker
+from tally.state import AppState
 from tests.support.factories import MerchantFixture, make_customer, make_merchant
 from tests.support.server import serve_in_thread
 

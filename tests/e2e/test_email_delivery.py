@@ -14,7 +14,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.api.app import create_app
-from tally.api.deps import AppState
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
@@ -27,6 +26,7 @@ from tally.notifications.unsubscribe import make_token
 from tally.outbox.orm import OutboxMessage
 from tally.outbox.registry import Registry
 from tally.outbox.worker import Worker
+from tally.state import AppState
 from tests.e2e.smtp_server import (
     PasswordChecker,
     RecordingHandler,

@@ -20,7 +20,6 @@ from tally.admin import router as admin_router
 from tally.admin.dashboard import points_by_day
 from tally.admin.security import SESSION_COOKIE
 from tally.api.app import create_app
-from tally.api.deps import AppState
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
@@ -29,6 +28,7 @@ from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants import service as merchants
 from tally.merchants.orm import AdminUser, ApiKey
 from tally.program.config_service import load_program, update_program
+from tally.state import AppState
 from tests.support.factories import make_customer, make_merchant
 
 PASSWORD = "correct horse battery"

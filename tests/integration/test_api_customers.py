@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tally.api.idempotency import IdempotencyRecord
 from tally.customers.orm import Customer, CustomerState
+from tally.idempotency.orm import IdempotencyRecord
 from tally.ledger.orm import LedgerEntry
 from tests.support.factories import make_customer, make_merchant
 

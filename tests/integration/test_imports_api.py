@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.api.app import create_app
-from tally.api.deps import AppState
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.merchants.orm import ApiKey
 from tally.program.config_service import update_program
+from tally.state import AppState
 from tests.support.factories import MerchantFixture, make_merchant
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "imports"

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from tally.api.app import create_app
-from tally.api.deps import AppState
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
@@ -30,6 +29,7 @@ from tally.imports import service as imports
 from tally.imports.orm import ImportJob
 from tally.program.config_service import update_program
 from tally.program.orm import Order
+from tally.state import AppState
 from tests.integration.test_admin_pages import admin_app, apply_import, make_store, sign_in
 from tests.support.factories import MerchantFixture, make_merchant
 

@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.api.app import create_app
-from tally.api.deps import AppState
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
@@ -22,6 +21,7 @@ from tally.notifications.orm import EmailMessage, MailSettings, StoredEmailTempl
 from tally.notifications.templates import EmailType, default_template
 from tally.notifications.unsubscribe import make_token
 from tally.outbox.registry import Registry
+from tally.state import AppState
 from tests.support.factories import make_customer, make_merchant
 
 

@@ -18,7 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.api.app import create_app
-from tally.api.deps import AppState
 from tally.api.rewards import router
 from tally.config import Settings
 from tally.customers.orm import Customer
@@ -30,6 +29,7 @@ from tally.program import redemptions
 from tally.program.config_service import update_program
 from tally.program.orm import PoolCode, Redemption
 from tally.program.rewards import COUPON_ALPHABET
+from tally.state import AppState
 from tests.support.factories import MerchantFixture, make_customer, make_merchant
 from tests.support.server import serve_in_thread
 

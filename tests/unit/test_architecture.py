@@ -72,3 +72,82 @@ def test_the_point_writes_pattern_recognises_each_way_around_the_ledger() -> Non
     ):
         assert _POINT_WRITES.search(line), line
     assert not _POINT_WRITES.search("if customer.points_balance == 0:")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, counting `from a import b` as `a` and `a.b` (b may be one)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(("tally", *path.relative_to(SRC).parent.parts))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def _all_modules() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_storage_never_imports_an_entry_point() -> None:
+    entry_points = ("tally.api", "tally.admin", "tally.cli")
+    storage = sorted({*_modules("db"), *SRC.rglob("orm.py")})
+    offenders = {
+        str(path.relative_to(SRC)): sorted(
+            m for m in _imported_modules(path) if any(_within(m, e) for e in entry_points)
+        )
+        for path in storage
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_only_the_root_cli_is_imported_by_nobody_but_itself() -> None:
+    offenders = sorted(
+        str(path.relative_to(SRC))
+        for path in _all_modules()
+        if path != SRC / "cli.py" and "tally.cli" in _imported_modules(path)
+    )
+    assert offenders == []
+
+
+def test_unit_of_work_is_implemented_once_in_db_engine() -> None:
+    defining = sorted(
+        str(path.relative_to(SRC))
+        for path in _all_modules()
+        if any(
+            isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "unit_of_work"
+            for node in ast.parse(path.read_text(encoding="utf-8")).body
+        )
+    )
+    assert defining == ["db/engine.py"]
+
+
+def _assigns(path: Path, name: str) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return True
+    return False
+
+
+def test_the_merchant_option_is_defined_once() -> None:
+    defining = sorted(
+        str(path.relative_to(SRC)) for path in _all_modules() if _assigns(path, "MerchantOption")
+    )
+    assert defining == ["cli_support.py"]

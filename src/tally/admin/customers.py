@@ -35,6 +35,7 @@ from tally.ledger.bounds import MAX_POINTS
 from tally.ledger.orm import LedgerEntry
 from tally.program import service as program_service
 from tally.program import tiers
+from tally.program.next_expiry import next_expiry
 from tally.program.orm import Order, TierChangeRecord
 
 router = APIRouter(route_class=AdminRoute)
@@ -255,7 +256,7 @@ def _activity(session: Session, customer_id: int, tab: str) -> list[Any]:
 def _profile_context(admin: Any, session: Session, customer_id: int, tab: str) -> dict[str, Any]:
     customer = customers.get_customer(session, admin.merchant_id, customer_id)
     program = program_service.load(session, admin.merchant_id)
-    expiry = program_service.next_expiry(session, program, customer)
+    expiry = next_expiry(session, program, customer)
     tier_names = {t.id: t.name for t in program.settings.vip.tiers}
     orders_count = session.scalar(
         select(func.count(Order.id)).where(Order.customer_id == customer.id)

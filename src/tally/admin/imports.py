@@ -39,6 +39,7 @@ from tally.admin.web import (
     render,
     text,
 )
+from tally.api.edge import Id
 from tally.errors import DomainError, NotFound
 from tally.imports import service as imports
 from tally.imports.customers_csv import CustomerCsvReader
@@ -478,7 +479,7 @@ def import_run(request: Request, admin: AdminDep, kind: str, token: str) -> Resp
 
 
 @router.post("/imports/jobs/{job_id}/revert", include_in_schema=False)
-def import_revert(request: Request, admin: AdminDep, form: FormDep, job_id: int) -> Response:
+def import_revert(request: Request, admin: AdminDep, form: FormDep, job_id: Id) -> Response:
     """Take back every point a completed import credited, or say whose points were spent."""
     kind = ImportKind(text(form, "kind")) if text(form, "kind") in KINDS else ImportKind.CUSTOMERS
     try:
@@ -501,7 +502,7 @@ def import_revert(request: Request, admin: AdminDep, form: FormDep, job_id: int)
 
 
 @router.get("/imports/jobs/{job_id}/rejected.csv", include_in_schema=False)
-def import_rejected(admin: AdminDep, job_id: int) -> Response:
+def import_rejected(admin: AdminDep, job_id: Id) -> Response:
     """The rows an import left out (skip invalid rows), with the reason for each."""
     with admin.unit_of_work() as session:
         lines = list(imports.rejected_csv(session, merchant_id=admin.merchant_id, job_id=job_id))

@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -37,10 +37,10 @@ from tally.admin.security import (
     SessionSigner,
     csrf_matches,
 )
-from tally.api.deps import AppState
-from tally.db.engine import bind_merchant
+from tally.db.engine import unit_of_work
 from tally.errors import DomainError, FieldProblem
 from tally.merchants.orm import AdminUser, Merchant
+from tally.state import AppState
 
 log = logging.getLogger("tally.admin")
 
@@ -199,19 +199,9 @@ class Admin:
     csrf_token: str
     state: AppState
 
-    @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
+    def unit_of_work(self) -> AbstractContextManager[Session]:
         """A session bound to this admin's merchant; commits when the block succeeds."""
-        session = self.state.session_factory()
-        bind_merchant(session, self.merchant_id)
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        return unit_of_work(self.state.session_factory, merchant_id=self.merchant_id)
 
     def uow(self) -> AbstractContextManager[Session]:
         """A unit of work, as the callable that services talking to other systems take."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -11,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
+from tally.api.edge import Id, Limit, Offset
 from tally.api.idempotency import idempotent_post
 from tally.api.schemas import (
     AdjustmentCreate,
@@ -26,8 +28,10 @@ from tally.customers.orm import Customer
 from tally.ledger import service as ledger
 from tally.ledger.orm import LedgerEntry
 from tally.program import service as program_service
+from tally.program.next_expiry import next_expiry
 
 router = APIRouter(prefix="/api/v1", tags=["customers"])
+LEDGER_KEY_LENGTH = 200
 
 IdempotencyKey = Annotated[
     str | None,
@@ -42,7 +46,7 @@ IdempotencyKey = Annotated[
 def customer_view(session: Session, customer: Customer, base_url: str) -> CustomerOut:
     """The API view of a customer, with when its next points expire under the program."""
     program = program_service.load(session, customer.merchant_id)
-    upcoming = program_service.next_expiry(session, program, customer)
+    upcoming = next_expiry(session, program, customer)
     return customer_out(
         customer, base_url, points_expire_at=upcoming.expires_at, points_expiring=upcoming.points
     )
@@ -126,8 +130,8 @@ def list_customers(
     query: Annotated[str | None, Query(max_length=200, description="part of email or name")] = None,
     state: Annotated[str | None, Query(pattern="^(member|guest)$")] = None,
     tier: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[CustomerOut]:
     """Search customers by email or name, filter by state or tier, one page at a time."""
     base_url = caller.state.settings.public_base_url
@@ -160,7 +164,7 @@ def get_customer_by_email(
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerOut)
-def get_customer(customer_id: int, caller: CallerDep) -> CustomerOut:
+def get_customer(customer_id: Id, caller: CallerDep) -> CustomerOut:
     """One customer."""
     with caller.unit_of_work() as session:
         customer = customers.get_customer(session, caller.merchant_id, customer_id)
@@ -168,7 +172,7 @@ def get_customer(customer_id: int, caller: CallerDep) -> CustomerOut:
 
 
 @router.patch("/customers/{customer_id}", response_model=CustomerOut)
-def update_customer(customer_id: int, body: CustomerUpdate, caller: CallerDep) -> CustomerOut:
+def update_customer(customer_id: Id, body: CustomerUpdate, caller: CallerDep) -> CustomerOut:
     """Change name or birthday; only the fields sent change."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     with caller.unit_of_work() as session:
@@ -180,10 +184,10 @@ def update_customer(customer_id: int, body: CustomerUpdate, caller: CallerDep) -
 
 @router.get("/customers/{customer_id}/ledger", response_model=Page[LedgerEntryOut])
 def list_ledger(
-    customer_id: int,
+    customer_id: Id,
     caller: CallerDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[LedgerEntryOut]:
     """A customer's ledger entries, newest first."""
     with caller.unit_of_work() as session:
@@ -196,9 +200,18 @@ def list_ledger(
         )
 
 
+def _ledger_key(idempotency_key: str | None) -> str:
+    """The ledger's key for an API adjustment; it must fit the ledger's 200 characters."""
+    key = f"api:{idempotency_key or uuid.uuid4().hex}"
+    if len(key) <= LEDGER_KEY_LENGTH:
+        return key
+    # A client's key may be 200 characters itself; the prefix would overflow the column.
+    return f"api-sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
 @router.post("/customers/{customer_id}/adjustments", status_code=201, response_model=AdjustmentOut)
 def adjust_points(
-    customer_id: int,
+    customer_id: Id,
     body: AdjustmentCreate,
     caller: CallerDep,
     request: Request,
@@ -213,7 +226,7 @@ def adjust_points(
             customer=customer,
             points=body.points,
             reason=body.reason,
-            idempotency_key=f"api:{idempotency_key or uuid.uuid4().hex}",
+            idempotency_key=_ledger_key(idempotency_key),
             source_ref="api",
         )
         out = AdjustmentOut(entry=entry_out(posting.entry), balance=customer.points_balance)

@@ -7,19 +7,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from tally.config import Settings
 from tally.db.engine import unit_of_work
 from tally.merchants.service import resolve_api_key
-
-
-@dataclass
-class AppState:
-    """Everything the entry points share, created once at start-up."""
-
-    settings: Settings
-    session_factory: sessionmaker[Session]
+from tally.state import AppState
 
 
 def app_state(request: Request) -> AppState:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from tally.api.deps import AppState, CallerDep, app_state
+from tally.api.deps import CallerDep, app_state
 from tally.api.edge import Id, OrderId
 from tally.api.idempotency import idempotent_post
 from tally.customers import service as customers
@@ -24,6 +24,7 @@ from tally.program import service as program_service
 from tally.program import tiers
 from tally.program.config_service import update_program
 from tally.program.orm import Order, ReferralClick, TierChangeRecord
+from tally.state import AppState
 
 router = APIRouter(prefix="/api/v1", tags=["program"])
 public_router = APIRouter(tags=["referrals"])

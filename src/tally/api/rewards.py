@@ -9,12 +9,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Header, Query, Request, UploadFile
+from fastapi import APIRouter, File, Header, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
+from tally.api.edge import Id, Limit, Offset, RewardId
 from tally.api.idempotency import idempotent_post
 from tally.api.schemas import Page
 from tally.customers import service as customers
@@ -209,7 +210,7 @@ def list_rewards(caller: CallerDep) -> RewardList:
 
 @router.post("/rewards/{reward_id}/codes", response_model=CodePoolUploadOut)
 def upload_codes(
-    reward_id: str,
+    reward_id: RewardId,
     caller: CallerDep,
     file: Annotated[UploadFile, File(description="a one-column CSV file of coupon codes")],
 ) -> CodePoolUploadOut:
@@ -232,7 +233,7 @@ def upload_codes(
     "/customers/{customer_id}/redemptions", status_code=201, response_model=RedemptionCreated
 )
 def redeem(
-    customer_id: int,
+    customer_id: Id,
     body: RedemptionCreate,
     caller: CallerDep,
     request: Request,
@@ -260,10 +261,10 @@ def redeem(
 
 @router.get("/customers/{customer_id}/redemptions", response_model=Page[RedemptionOut])
 def list_customer_redemptions(
-    customer_id: int,
+    customer_id: Id,
     caller: CallerDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[RedemptionOut]:
     """A customer's redemptions, newest first."""
     with caller.unit_of_work() as session:

@@ -10,7 +10,6 @@ import importlib
 import pkgutil
 
 import tally
-from tally.api import idempotency as _idempotency  # noqa: F401 - its table lives with the API
 from tally.db.base import Base
 
 

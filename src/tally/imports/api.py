@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
+from tally.api.edge import Id, Limit, Offset
 from tally.errors import DomainError, TooLarge
 from tally.imports import service
 from tally.imports.orm import ImportJob, ImportKind
@@ -339,8 +340,8 @@ def run(
 @router.get("", response_model=ImportJobPage)
 def list_jobs(
     caller: CallerDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> ImportJobPage:
     """The merchant's imports, newest first."""
     with caller.unit_of_work() as session:
@@ -353,14 +354,14 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=ImportJobOut)
-def get_job(job_id: int, caller: CallerDep) -> ImportJobOut:
+def get_job(job_id: Id, caller: CallerDep) -> ImportJobOut:
     """One import job."""
     with caller.unit_of_work() as session:
         return job_out(service.get_import(session, merchant_id=caller.merchant_id, job_id=job_id))
 
 
 @router.get("/{job_id}/rejected.csv", response_class=Response)
-def rejected_rows(job_id: int, caller: CallerDep) -> Response:
+def rejected_rows(job_id: Id, caller: CallerDep) -> Response:
     """The rows an import left out (skip-invalid), with a ``reason`` column, as CSV."""
     # Read whole inside the unit of work: on SQLite a transaction held open while a slow client
     # downloads would hold the database's write lock.
@@ -374,7 +375,7 @@ def rejected_rows(job_id: int, caller: CallerDep) -> Response:
 
 
 @router.post("/{job_id}/revert", response_model=ImportJobOut)
-def revert(job_id: int, caller: CallerDep) -> ImportJobOut:
+def revert(job_id: Id, caller: CallerDep) -> ImportJobOut:
     """Take back the points an import credited; refused, naming the customers, if spent."""
     job = service.revert_import(
         caller.state.session_factory, merchant_id=caller.merchant_id, job_id=job_id

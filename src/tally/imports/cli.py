@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,8 +20,17 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy.orm import Session, sessionmaker
 
+from tally.cli_support import (
+    MerchantOption,
+    command_unit_of_work,
+    console,
+    domain_message,
+    err_console,
+    fail,
+    resolve_merchant,
+    session_factory,
+)
 from tally.config import Settings
 from tally.errors import DomainError
 
@@ -30,13 +38,6 @@ import_app = typer.Typer(
     help="Import customers (point balances) and past orders from CSV files.", no_args_is_help=True
 )
 
-console = Console()
-err_console = Console(stderr=True)
-
-MerchantOption = Annotated[
-    int | None,
-    typer.Option("--merchant", "-m", help="Merchant id; may be left out when there is only one."),
-]
 DryRunOption = Annotated[
     bool,
     typer.Option("--dry-run", help="Check the file and show what would happen; write nothing."),
@@ -56,9 +57,6 @@ RejectedOption = Annotated[
     ),
 ]
 BatchOption = Annotated[int, typer.Option("--batch-size", hidden=True, min=0)]
-
-# The helpers live in tally.cli, which imports this module to add `import_app`; importing them
-# inside the commands keeps that import free of cycles.
 
 
 class TemplateKind(StrEnum):
@@ -87,11 +85,6 @@ class _RateColumn(ProgressColumn):
         return Text(shown, style="progress.data.speed")
 
 
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
-
-
 def _domain_failure(exc: DomainError) -> NoReturn:
     from tally.imports.service import ImportFailed, ImportRefused
 
@@ -101,22 +94,13 @@ def _domain_failure(exc: DomainError) -> NoReturn:
         raise typer.Exit(1)
     if isinstance(exc, ImportRefused):
         _print_errors(exc.job.errors, exc.job.error_count, stderr=True)
-        _fail(exc.detail)
-    details = "".join(f"\n  - {e.field}: {e.message}" for e in exc.errors)
-    _fail(f"{exc.detail}{details}")
-
-
-def _session_factory(settings: Settings) -> sessionmaker[Session]:
-    from tally.db.engine import make_engine, make_session_factory
-
-    return make_session_factory(make_engine(settings.database_url))
+        fail(exc.detail)
+    fail(domain_message(exc))
 
 
 def _merchant_id(settings: Settings, merchant: int | None) -> int:
-    from tally import cli
-
-    with cli.unit_of_work(settings) as session:
-        return cli.resolve_merchant(session, merchant)
+    with command_unit_of_work(settings) as session:
+        return resolve_merchant(session, merchant)
 
 
 def _run(
@@ -132,11 +116,11 @@ def _run(
     from tally.outbox.registry import load_plugins
 
     if not file.is_file():
-        _fail(f"{file} does not exist or is not a file")
+        fail(f"{file} does not exist or is not a file")
     settings = Settings()
     load_plugins(settings)
     merchant_id = _merchant_id(settings, merchant)
-    factory = _session_factory(settings)
+    factory = session_factory(settings)
     assert isinstance(options, service.CustomerImportOptions | service.OrderImportOptions)
     size = batch_size or service.DEFAULT_BATCH_SIZE
     with Progress(
@@ -359,11 +343,10 @@ def list_jobs(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
 ) -> None:
     """List imports, newest first."""
-    from tally import cli
     from tally.imports import service
 
-    with cli.unit_of_work() as session:
-        merchant_id = cli.resolve_merchant(session, merchant)
+    with command_unit_of_work() as session:
+        merchant_id = resolve_merchant(session, merchant)
         jobs, total = service.list_imports(session, merchant_id=merchant_id, limit=limit)
         table = Table(
             "id",
@@ -401,12 +384,11 @@ def list_jobs(
 @import_app.command("show")
 def show(job_id: int, merchant: MerchantOption = None) -> None:
     """Show one import: its options, counts, checksum and errors."""
-    from tally import cli
     from tally.imports import service
     from tally.imports.orm import ImportKind
 
-    with cli.unit_of_work() as session:
-        merchant_id = cli.resolve_merchant(session, merchant)
+    with command_unit_of_work() as session:
+        merchant_id = resolve_merchant(session, merchant)
         job = service.get_import(session, merchant_id=merchant_id, job_id=job_id)
     _print_summary(job, dry_run=False)
     console.print(f"checksum (SHA-256): {job.checksum}")
@@ -430,11 +412,10 @@ def rejected(
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
 ) -> None:
     """Print (or save) the rows an import left out, with a reason column."""
-    from tally import cli
     from tally.imports import service
 
-    with cli.unit_of_work() as session:
-        merchant_id = cli.resolve_merchant(session, merchant)
+    with command_unit_of_work() as session:
+        merchant_id = resolve_merchant(session, merchant)
         chunks = service.rejected_csv(session, merchant_id=merchant_id, job_id=job_id)
         if output is None:
             for chunk in chunks:
@@ -457,7 +438,7 @@ def revert(job_id: int, merchant: MerchantOption = None) -> None:
     merchant_id = _merchant_id(settings, merchant)
     try:
         job = service.revert_import(
-            _session_factory(settings), merchant_id=merchant_id, job_id=job_id
+            session_factory(settings), merchant_id=merchant_id, job_id=job_id
         )
     except DomainError as exc:
         _domain_failure(exc)

@@ -15,7 +15,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from tally.api.deps import AppState, CallerDep, app_state
+from tally.api.deps import CallerDep, app_state
+from tally.api.edge import MAX_ID, EmailTypeName, Id, Limit, Offset, OptionalQueryId
 from tally.api.idempotency import idempotent_post
 from tally.api.schemas import Page
 from tally.customers.orm import Customer
@@ -24,6 +25,7 @@ from tally.merchants.orm import Merchant
 from tally.notifications import service
 from tally.notifications.orm import EmailMessage, MailSettings
 from tally.notifications.templates import EmailTemplate, RenderedEmail
+from tally.state import AppState
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 public_router = APIRouter(tags=["unsubscribe"])
@@ -86,7 +88,7 @@ class PreviewIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    customer_id: int | None = None
+    customer_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     subject: str | None = Field(default=None, max_length=1000)
     html_body: str | None = Field(default=None, max_length=200_000)
     text_body: str | None = Field(default=None, max_length=100_000)
@@ -130,7 +132,7 @@ class MailSettingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(min_length=1, max_length=255)
-    port: int = 587
+    port: int = Field(default=587, ge=1, le=65535)
     security: str = "starttls"
     username: str | None = Field(default=None, max_length=255)
     password: str | None = Field(default=None, max_length=500)
@@ -226,7 +228,7 @@ def list_templates(caller: CallerDep) -> list[TemplateSummaryOut]:
 
 
 @router.get("/email-templates/{email_type}", response_model=TemplateOut)
-def get_template(email_type: str, caller: CallerDep) -> TemplateOut:
+def get_template(email_type: EmailTypeName, caller: CallerDep) -> TemplateOut:
     """The template one email type uses (the shipped default until edited)."""
     kind = service.parse_email_type(email_type)
     with caller.unit_of_work() as session:
@@ -236,7 +238,7 @@ def get_template(email_type: str, caller: CallerDep) -> TemplateOut:
 
 
 @router.put("/email-templates/{email_type}", response_model=TemplateOut)
-def put_template(email_type: str, body: TemplateIn, caller: CallerDep) -> TemplateOut:
+def put_template(email_type: EmailTypeName, body: TemplateIn, caller: CallerDep) -> TemplateOut:
     """Replace the template; refused with the part, line and reason when it cannot render."""
     kind = service.parse_email_type(email_type)
     with caller.unit_of_work() as session:
@@ -251,7 +253,9 @@ def put_template(email_type: str, body: TemplateIn, caller: CallerDep) -> Templa
 
 
 @router.patch("/email-templates/{email_type}", response_model=TemplateOut)
-def switch_template(email_type: str, body: TemplateSwitch, caller: CallerDep) -> TemplateOut:
+def switch_template(
+    email_type: EmailTypeName, body: TemplateSwitch, caller: CallerDep
+) -> TemplateOut:
     """Switch emails of this type on or off."""
     kind = service.parse_email_type(email_type)
     with caller.unit_of_work() as session:
@@ -262,7 +266,7 @@ def switch_template(email_type: str, body: TemplateSwitch, caller: CallerDep) ->
 
 
 @router.delete("/email-templates/{email_type}", response_model=TemplateOut)
-def reset_template(email_type: str, caller: CallerDep) -> TemplateOut:
+def reset_template(email_type: EmailTypeName, caller: CallerDep) -> TemplateOut:
     """Go back to the shipped template (the on/off switch is kept)."""
     kind = service.parse_email_type(email_type)
     with caller.unit_of_work() as session:
@@ -272,7 +276,7 @@ def reset_template(email_type: str, caller: CallerDep) -> TemplateOut:
 
 
 @router.post("/email-templates/{email_type}/preview", response_model=PreviewOut)
-def preview_template(email_type: str, body: PreviewIn, caller: CallerDep) -> PreviewOut:
+def preview_template(email_type: EmailTypeName, body: PreviewIn, caller: CallerDep) -> PreviewOut:
     """Render the stored template, or a draft, for a customer or with sample values."""
     kind = service.parse_email_type(email_type)
     with caller.unit_of_work() as session:
@@ -312,9 +316,9 @@ def list_emails(
     status: Annotated[
         str | None, Query(description="queued, sending, sent, failed or suppressed")
     ] = None,
-    customer_id: int | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    customer_id: OptionalQueryId = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page[EmailOut]:
     """The mail log, newest first."""
     with caller.unit_of_work() as session:
@@ -345,7 +349,7 @@ def _change_subscription(
 
 @router.post("/customers/{customer_id}/unsubscribe", response_model=SubscriptionOut)
 def unsubscribe_customer(
-    customer_id: int, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
+    customer_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Stop notification emails to the customer (emails still queued are suppressed)."""
     return _change_subscription(caller, request, customer_id, idempotency_key, subscribe=False)
@@ -353,7 +357,7 @@ def unsubscribe_customer(
 
 @router.post("/customers/{customer_id}/resubscribe", response_model=SubscriptionOut)
 def resubscribe_customer(
-    customer_id: int, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
+    customer_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Send notification emails to the customer again."""
     return _change_subscription(caller, request, customer_id, idempotency_key, subscribe=True)

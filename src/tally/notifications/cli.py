@@ -8,17 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from tally.cli_support import MerchantOption, command_unit_of_work, console, resolve_merchant
 from tally.config import Settings
 
 mail_app = typer.Typer(help="Notification emails: previews and the mail log.", no_args_is_help=True)
-
-MerchantOption = Annotated[
-    int | None,
-    typer.Option("--merchant", "-m", help="Merchant id; may be left out when there is only one."),
-]
-
-# The helpers live in tally.cli, which imports this module to add `mail_app`; importing them
-# inside the commands keeps that import free of cycles.
 
 
 @mail_app.command("preview")
@@ -31,13 +24,12 @@ def preview(
     ] = None,
 ) -> None:
     """Render an email for a customer (sample values for points, rewards and so on)."""
-    from tally import cli
     from tally.customers import service as customers
     from tally.notifications import service
 
     settings = Settings()
-    with cli.unit_of_work(settings) as session:
-        merchant_id = cli.resolve_merchant(session, merchant)
+    with command_unit_of_work(settings) as session:
+        merchant_id = resolve_merchant(session, merchant)
         kind = service.parse_email_type(email_type)
         found = customers.get_customer_by_email(session, merchant_id, customer)
         rendered = service.render_for_customer(
@@ -72,13 +64,12 @@ def list_emails(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first.")] = 50,
 ) -> None:
     """Show the mail log, newest first (and where the .eml files are without an SMTP server)."""
-    from tally import cli
     from tally.notifications import service
     from tally.notifications.transport import find_stored
 
     settings = Settings()
-    with cli.unit_of_work(settings) as session:
-        merchant_id = cli.resolve_merchant(session, merchant)
+    with command_unit_of_work(settings) as session:
+        merchant_id = resolve_merchant(session, merchant)
         rows, total = service.list_emails(
             session, merchant_id=merchant_id, status=status, limit=limit
         )
@@ -101,8 +92,8 @@ def list_emails(
             path = find_stored(directory, email.message_id) if email.message_id else None
             cells.append(str(path) if path else "")
         table.add_row(*cells)
-    cli.console.print(table)
+    console.print(table)
     if directory is not None:
-        cli.console.print(
+        console.print(
             f"No SMTP server is configured: emails are written as .eml files to {directory}"
         )

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr
 
 from tally.api.deps import CallerDep
+from tally.api.edge import Id
 from tally.errors import NotFound
 from tally.integrations.dotdigital import service
 from tally.integrations.dotdigital.fields import DataFieldMapping
@@ -229,7 +230,7 @@ def post_sync(caller: CallerDep) -> JSONResponse:
 
 
 @router.get("/sync/{job_id}", response_model=JobOut)
-def get_sync(job_id: int, caller: CallerDep) -> JobOut:
+def get_sync(job_id: Id, caller: CallerDep) -> JobOut:
     """Progress and counts of a manual sync."""
     with caller.unit_of_work() as session:
         job = service.get_sync_job(session, merchant_id=caller.merchant_id, job_id=job_id)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -13,8 +13,16 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tally.config import Settings
-from tally.db.engine import bind_merchant, make_engine, make_session_factory
+from tally.cli_support import (
+    MerchantOption,
+    console,
+    domain_message,
+    fail,
+    load_settings,
+    resolve_merchant,
+    session_factory,
+)
+from tally.db.engine import unit_of_work
 from tally.errors import Conflict, DomainError
 from tally.integrations.dotdigital import service
 from tally.integrations.dotdigital.orm import SyncJob, SyncJobStatus
@@ -26,64 +34,36 @@ dotdigital_app = typer.Typer(
     no_args_is_help=True,
 )
 
-MerchantOption = Annotated[
-    int | None,
-    typer.Option("--merchant", "-m", help="Merchant id; may be left out when there is only one."),
-]
 T = TypeVar("T")
 
 
 def _fail(message: str) -> NoReturn:
-    # Imported late: tally.cli imports this module to mount it.
-    from tally.cli import fail
-
     fail(message)
 
 
 def _print(text: str) -> None:
-    from tally.cli import console
-
     console.print(text)
-
-
-def _domain_message(error: DomainError) -> str:
-    details = "".join(f"\n  - {e.field}: {e.message}" for e in error.errors)
-    return f"{error.detail}{details}"
 
 
 class _Command:
     """Settings, one session factory, and the merchant a command works on."""
 
     def __init__(self, merchant: int | None) -> None:
-        from tally.cli import resolve_merchant
-
-        self.settings = Settings()
-        self.factory: sessionmaker[Session] = make_session_factory(
-            make_engine(self.settings.database_url)
-        )
+        self.settings = load_settings()
+        self.factory: sessionmaker[Session] = session_factory(self.settings)
         with self.factory() as session:
             self.merchant_id = resolve_merchant(session, merchant)
 
-    @contextmanager
-    def uow(self) -> Iterator[Session]:
+    def uow(self) -> AbstractContextManager[Session]:
         """A unit of work bound to the merchant."""
-        session = self.factory()
-        bind_merchant(session, self.merchant_id)
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        return unit_of_work(self.factory, merchant_id=self.merchant_id)
 
     def run(self, action: Callable[[], T]) -> T:
         """Run an action, turning refusals into an error message and exit code 2."""
         try:
             return action()
         except DomainError as error:
-            _fail(_domain_message(error))
+            _fail(domain_message(error))
 
 
 def _read_password(password: str | None, password_stdin: bool) -> str:
@@ -229,8 +209,6 @@ def show_status(merchant: MerchantOption = None) -> None:
 
 
 def _print_table(table: Table) -> None:
-    from tally.cli import console
-
     console.print(table)
 
 
@@ -284,8 +262,6 @@ def sync(
 
 
 def _run_with_progress(command: _Command, job_id: int) -> JobView:
-    from tally.cli import console
-
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -312,4 +288,4 @@ def _run_with_progress(command: _Command, job_id: int) -> JobView:
                 progress=report,
             )
         except Conflict as error:
-            _fail(_domain_message(error))
+            _fail(domain_message(error))
