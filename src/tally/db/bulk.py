@@ -177,5 +177,3 @@ def chunks(values: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
             target = min(size, 1 << (len(part) - 1).bit_length())
             part = [*part, *[part[0]] * (target - len(part))]
         yield part
-
-
