@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from tally.ledger.bounds import MAX_POINTS
 
 T = TypeVar("T")
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date_text(value: object) -> object:
+    # Pydantic's lax dates also take numbers (0 becomes 1970-01-01) and timestamps; a birthday
+    # sent as anything but YYYY-MM-DD is a client bug worth a 422, not a silent guess.
+    if isinstance(value, date) or value is None:
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
+        raise ValueError("expected a date as YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -29,7 +45,7 @@ class CustomerCreate(BaseModel):
     email: str = Field(min_length=3, max_length=320)
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
-    birthday: date | None = None
+    birthday: IsoDate | None = None
     external_id: str | None = Field(default=None, max_length=100)
     referred_by: str | None = Field(default=None, max_length=16, description="a referral code")
 
@@ -41,7 +57,7 @@ class CustomerUpdate(BaseModel):
 
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
-    birthday: date | None = None
+    birthday: IsoDate | None = None
 
 
 class CustomerOut(BaseModel):

@@ -52,6 +52,12 @@ def _validate_birthday(birthday: date | None) -> None:
             "birthday is in the future",
             [FieldProblem("birthday", "must not be in the future", birthday.isoformat())],
         )
+    # The same floor as the import files' birthday column: earlier years are typing slips.
+    if birthday is not None and birthday.year < 1900:
+        raise ValidationFailed(
+            "birthday is before 1900",
+            [FieldProblem("birthday", "must be in 1900 or later", birthday.isoformat())],
+        )
 
 
 def find_by_email(session: Session, merchant_id: int, email: str) -> Customer | None:

@@ -106,11 +106,12 @@ def _expire_rolling(
             if not rows:
                 return stats
             cursor = rows[-1][0]
-            result = post_transfers(
+            _post_expiry(
                 session,
-                merchant_id=merchant_id,
-                now=now,
-                transfers=[
+                merchant_id,
+                now,
+                stats,
+                [
                     Transfer(
                         customer_id=cid,
                         points=-balance,
@@ -125,10 +126,6 @@ def _expire_rolling(
                     for cid, balance, last in rows
                 ],
             )
-            written = result.written()
-            stats.customers += len(written)
-            stats.entries += len(written)
-            stats.points += sum(-r.transfer.points for r in written)
 
 
 def _expire_grants(
@@ -159,11 +156,12 @@ def _expire_grants(
             if not credits:
                 return stats
             cursor = credits[-1][0]
-            result = post_transfers(
+            _post_expiry(
                 session,
-                merchant_id=merchant_id,
-                now=now,
-                transfers=[
+                merchant_id,
+                now,
+                stats,
+                [
                     Transfer(
                         customer_id=cid,
                         points=-int(remaining),
@@ -179,10 +177,21 @@ def _expire_grants(
                     for credit_id, cid, remaining in credits
                 ],
             )
-            written = result.written()
-            stats.customers += len({r.transfer.customer_id for r in written})
-            stats.entries += len(written)
-            stats.points += sum(-r.transfer.points for r in written)
+
+
+def _post_expiry(
+    session: Session,
+    merchant_id: int,
+    now: datetime,
+    stats: ExpiryStats,
+    transfers: list[Transfer],
+) -> None:
+    written = post_transfers(
+        session, merchant_id=merchant_id, now=now, transfers=transfers
+    ).written()
+    stats.customers += len({r.transfer.customer_id for r in written})
+    stats.entries += len(written)
+    stats.points += sum(-r.transfer.points for r in written)
 
 
 def send_expiry_reminders(
