@@ -169,3 +169,29 @@ def test_production_refuses_the_placeholder_secret(cli_db: str) -> None:
     )
     assert result.returncode == 2
     assert "TALLY_SECRET_KEY is the development placeholder" in result.stderr
+
+
+def test_a_cli_adjustment_and_the_demo_reach_the_outbox(cli_db: str) -> None:
+    """Events emitted from a command are delivered like the API's (Dotdigital, emails)."""
+    import sqlite3
+
+    tally(cli_db, "demo")
+    path = cli_db.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        queued_mail = conn.execute(
+            "SELECT count(*) FROM email_messages WHERE status = 'queued'"
+        ).fetchone()[0]
+        sends = conn.execute(
+            "SELECT count(*) FROM outbox_messages WHERE handler LIKE 'notifications.%'"
+        ).fetchone()[0]
+    # Every queued email has a delivery waiting for the worker, or it would stay queued forever.
+    assert queued_mail > 0
+    assert sends >= queued_mail
+
+    tally(cli_db, "points", "adjust", "ada@example.com", "25", "--reason", "goodwill")
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT handler, payload FROM outbox_messages WHERE event_type = 'PointsBalanceChanged'"
+            " AND payload LIKE '%\"points\": 25%'"
+        ).fetchall()
+    assert ("dotdigital.mark_contact" in {handler for handler, _ in rows}), rows
