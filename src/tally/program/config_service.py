@@ -1,4 +1,5 @@
-"""Reading and changing a merchant's program settings (versioned JSON on the merchant row)."""
+"""Reading and changing a merchant's program settings (versioned JSON on the merchant row)
+and the history of its saved versions."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from tally.errors import FieldProblem, NotFound, PreconditionFailed, ValidationFailed
 from tally.merchants.orm import Merchant
 from tally.merchants.service import get_merchant
+from tally.program.orm import ProgramVersion
 from tally.program.settings import ProgramSettings
 
 
@@ -44,8 +46,12 @@ def update_program(
     merchant_id: int,
     changes: dict[str, Any],
     expected_version: int | None = None,
+    changed_by: str = "unknown",
 ) -> ProgramSettings:
     """Replace the given top-level sections, validate the whole, and bump the version.
+
+    Every saved version is kept with `changed_by` (who saved it: a user's email, an API key's
+    name, `cli`), for `tally program history` and to see what a program was on a given day.
 
     With `expected_version` (the version the client read), the change is refused when the
     settings have moved on since, so two editors cannot silently overwrite each other.
@@ -81,5 +87,24 @@ def update_program(
     except ValidationError as exc:
         raise ValidationFailed("the program settings are not valid", _problems(exc)) from exc
     merchant.program_settings = updated.model_dump(mode="json")
+    session.add(
+        ProgramVersion(
+            merchant_id=merchant_id,
+            version=updated.version,
+            settings=merchant.program_settings,
+            changed_by=changed_by[:200],
+        )
+    )
     session.flush()
     return updated
+
+
+def program_history(session: Session, merchant_id: int) -> list[ProgramVersion]:
+    """The saved versions of a merchant's program, newest first."""
+    return list(
+        session.scalars(
+            select(ProgramVersion)
+            .where(ProgramVersion.merchant_id == merchant_id)
+            .order_by(ProgramVersion.version.desc())
+        )
+    )

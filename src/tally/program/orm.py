@@ -1,12 +1,14 @@
 """Tables of the loyalty program: orders and refunds, redemptions and code pools, VIP history,
-referrals and referral clicks. The program's settings live on the merchant as versioned JSON."""
+referrals and referral clicks. The program's settings live on the merchant as versioned JSON;
+`program_versions` keeps every saved version."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Numeric, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tally.db.base import Base, BigId, TenantScoped, utcnow
@@ -136,3 +138,16 @@ class ReferralClick(TenantScoped, Base):
         BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
     clicked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProgramVersion(TenantScoped, Base):
+    """One version of a merchant's program settings as it was saved, and who saved it."""
+
+    __tablename__ = "program_versions"
+    __table_args__ = (UniqueConstraint("merchant_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    version: Mapped[int]
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    changed_by: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
