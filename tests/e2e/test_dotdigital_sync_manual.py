@@ -14,12 +14,12 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from tally.cli.dotdigital import dotdigital_app
 from tally.config import Settings
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.devtools.dotdigital_emulator import DEMO_PASSWORD, DEMO_USERNAME, EmulatorServer
 from tally.integrations.dotdigital import service
-from tally.integrations.dotdigital.cli import dotdigital_app
 from tally.integrations.dotdigital.client import DotdigitalApi, HttpDotdigitalClient
 from tally.integrations.dotdigital.orm import (
     DotdigitalConnection,

@@ -14,11 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.api.app import create_app
+from tally.api.notifications import public_router, router
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
 from tally.notifications import service
-from tally.notifications.api import public_router, router
 from tally.notifications.handlers import register
 from tally.notifications.message import message_id
 from tally.notifications.orm import EmailMessage

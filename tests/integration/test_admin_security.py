@@ -11,13 +11,13 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from tally import cli
 from tally.admin.security import (
     LoginRateLimiter,
     SessionSigner,
     csrf_matches,
     limit_key_for_address,
 )
+from tally.cli import main as cli
 from tally.config import Settings
 
 SECRET = "test-secret-that-is-long-enough-for-tally"

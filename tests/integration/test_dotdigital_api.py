@@ -11,9 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.api.app import create_app
+from tally.api.dotdigital import PREFIX, router
 from tally.config import Settings
 from tally.devtools.dotdigital_emulator import DEMO_PASSWORD, DEMO_USERNAME, EmulatorServer
-from tally.integrations.dotdigital.api import PREFIX, router
 from tally.integrations.dotdigital.client import HttpDotdigitalClient
 from tally.integrations.dotdigital.orm import DotdigitalConnection, SyncJob
 from tally.state import AppState

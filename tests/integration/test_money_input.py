@@ -8,7 +8,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from tally import cli
+from tally.cli import main as cli
 from tally.config import Settings
 from tally.customers.emails import canonical_email
 from tally.customers.orm import Customer

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from tally import cli
+from tally.cli import main as cli
+from tally.cli.notifications import mail_app
 from tally.config import Settings
 from tally.db.engine import unit_of_work
 from tally.notifications import service
-from tally.notifications.cli import mail_app
 from tally.notifications.handlers import register
 from tally.notifications.orm import EmailMessage
 from tally.notifications.transport import find_stored

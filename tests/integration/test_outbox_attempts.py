@@ -12,7 +12,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from tally import cli, cli_support
+from tally.cli import main as cli
+from tally.cli import support as cli_support
 from tally.config import Settings
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work

@@ -76,10 +76,13 @@ def test_the_point_writes_pattern_recognises_each_way_around_the_ledger() -> Non
 
 def _imported_modules(path: Path) -> set[str]:
     """Every module a file imports, counting `from a import b` as `a` and `a.b` (b may be one)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
     package = ".".join(("tally", *path.relative_to(SRC).parent.parts))
+    return _modules_imported_by(path.read_text(encoding="utf-8"), package)
+
+
+def _modules_imported_by(source: str, package: str) -> set[str]:
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -100,23 +103,94 @@ def _all_modules() -> list[Path]:
     return sorted(SRC.rglob("*.py"))
 
 
-def test_storage_never_imports_an_entry_point() -> None:
-    entry_points = ("tally.api", "tally.admin", "tally.cli")
-    storage = sorted({*_modules("db"), *SRC.rglob("orm.py")})
+# One package per kind of entry point; the outbox worker (outbox/worker.py) is the fourth.
+ENTRY_PACKAGES = ("api", "admin", "cli")
+# Packages that hold services, rules and storage only: never a route or a command.
+DOMAIN_PACKAGES = (
+    "customers",
+    "db",
+    "idempotency",
+    "imports",
+    "integrations",
+    "ledger",
+    "merchants",
+    "notifications",
+    "outbox",
+    "program",
+)
+# What defining a route or a command takes.
+ENTRY_FRAMEWORKS = ("fastapi", "starlette", "typer")
+
+
+def _entry_point_imports(path: Path) -> list[str]:
+    return _entry_points_among(_imported_modules(path))
+
+
+def _entry_points_among(modules: set[str]) -> list[str]:
+    return sorted(
+        m
+        for m in modules
+        if any(_within(m, f"tally.{e}") for e in ENTRY_PACKAGES)
+        or any(_within(m, f) for f in ENTRY_FRAMEWORKS)
+    )
+
+
+def test_every_top_level_package_is_an_entry_point_or_a_domain_package() -> None:
+    # A new package must be sorted into one list or the other, so the rules below cover it.
+    packages = sorted(p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert packages == sorted({*ENTRY_PACKAGES, *DOMAIN_PACKAGES, "devtools"})
+
+
+def _domain_modules() -> list[Path]:
+    # The domain packages and the shared top-level modules (config.py, errors.py, state.py, ...).
+    top_level = [p for p in SRC.glob("*.py") if p.name != "__init__.py"]
+    return sorted({*top_level, *(p for package in DOMAIN_PACKAGES for p in _modules(package))})
+
+
+def test_domain_packages_define_no_routes_or_commands() -> None:
     offenders = {
-        str(path.relative_to(SRC)): sorted(
-            m for m in _imported_modules(path) if any(_within(m, e) for e in entry_points)
-        )
-        for path in storage
+        str(path.relative_to(SRC)): _entry_point_imports(path) for path in _domain_modules()
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
+def test_no_domain_module_is_named_like_an_entry_point() -> None:
+    # Routes go in api/, pages in admin/, commands in cli/: not in an api.py beside the service.
+    entry_names = {"api.py", "cli.py", "routes.py", "admin.py", "views.py", "commands.py"}
+    offenders = sorted(str(p.relative_to(SRC)) for p in _domain_modules() if p.name in entry_names)
+    assert offenders == []
+
+
+def test_storage_never_imports_an_entry_point() -> None:
+    storage = sorted({*_modules("db"), *SRC.rglob("orm.py")})
+    offenders = {str(path.relative_to(SRC)): _entry_point_imports(path) for path in storage}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_entry_point_check_catches_routes_commands_and_entry_imports() -> None:
+    # The checks above are only as good as this: each of these lines must be caught.
+    for source in (
+        "from fastapi import APIRouter",
+        "from starlette.requests import Request",
+        "import typer",
+        "from tally.api.deps import Caller",
+        "from tally.cli.support import console",
+        "from tally import admin",
+        "from ...api import schemas",
+    ):
+        assert _entry_points_among(_modules_imported_by(source, "tally.customers.sub")), source
+    for source in ("import typing", "from tally.customers import service", "from . import orm"):
+        assert _entry_points_among(_modules_imported_by(source, "tally.imports")) == [], source
+
+
 def test_only_the_root_cli_is_imported_by_nobody_but_itself() -> None:
+    # The command groups share tally.cli.support; only the package's __init__ (the console
+    # script's `tally.cli:app`) imports the root app in cli/main.py.
     offenders = sorted(
         str(path.relative_to(SRC))
         for path in _all_modules()
-        if path != SRC / "cli.py" and "tally.cli" in _imported_modules(path)
+        if path not in {SRC / "cli" / "main.py", SRC / "cli" / "__init__.py"}
+        and ({"tally.cli", "tally.cli.main"} & _imported_modules(path))
     )
     assert offenders == []
 
@@ -150,4 +224,4 @@ def test_the_merchant_option_is_defined_once() -> None:
     defining = sorted(
         str(path.relative_to(SRC)) for path in _all_modules() if _assigns(path, "MerchantOption")
     )
-    assert defining == ["cli_support.py"]
+    assert defining == ["cli/support.py"]

@@ -19,13 +19,13 @@ from sqlalchemy import text
 from tally import __version__
 from tally.admin import router as admin_router
 from tally.api import customers, problems, program, rewards
+from tally.api import dotdigital as dotdigital_api
+from tally.api import imports as imports_api
+from tally.api import notifications as notifications_api
 from tally.api.edge import RefuseNul
 from tally.config import Settings, WorkerMode
 from tally.db.engine import make_engine, make_session_factory
 from tally.errors import NotFound
-from tally.imports import api as imports_api
-from tally.integrations.dotdigital import api as dotdigital_api
-from tally.notifications import api as notifications_api
 from tally.outbox.registry import load_plugins
 from tally.outbox.worker import Worker
 from tally.state import AppState

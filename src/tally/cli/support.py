@@ -1,7 +1,7 @@
 """What every `tally` command shares: consoles, errors, `--merchant`, settings and transactions.
 
-The root `tally.cli` and the domain CLIs it mounts (`tally import`, `tally mail`, ...) all import
-from here, so none of them has to import `tally.cli` back.
+The root app (`tally.cli.main`) and the command groups it mounts (`tally import`, `tally mail`,
+...) all import from here, so none of them has to import the root app back.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tally.cli_support import command_unit_of_work, console, resolve_merchant
+from tally.cli.support import command_unit_of_work, console, resolve_merchant
 from tally.outbox import service
 
 outbox_app = typer.Typer(

@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tally.cli_support import (
+from tally.cli.support import (
     MerchantOption,
     console,
     domain_message,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tally.cli_support import MerchantOption, command_unit_of_work, console, resolve_merchant
+from tally.cli.support import MerchantOption, command_unit_of_work, console, resolve_merchant
 from tally.config import Settings
 
 mail_app = typer.Typer(help="Notification emails: previews and the mail log.", no_args_is_help=True)

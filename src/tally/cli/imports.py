@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from tally.cli_support import (
+from tally.cli.support import (
     MerchantOption,
     command_unit_of_work,
     console,

@@ -10,15 +10,15 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
-from tally.cli_support import (
+from tally.cli.support import (
     MerchantOption,
     console,
     err_console,
     fail,
     resolve_merchant,
 )
-from tally.cli_support import command_unit_of_work as unit_of_work
-from tally.cli_support import load_settings as _settings
+from tally.cli.support import command_unit_of_work as unit_of_work
+from tally.cli.support import load_settings as _settings
 from tally.config import WorkerMode
 from tally.db.engine import make_engine, make_session_factory
 
@@ -34,11 +34,11 @@ app.add_typer(ledger_app, name="ledger")
 
 
 def _add_domain_commands() -> None:
-    # The domain CLIs take their helpers from tally.cli_support, never from this module.
-    from tally.imports.cli import import_app
-    from tally.integrations.dotdigital.cli import dotdigital_app
-    from tally.notifications.cli import mail_app
-    from tally.outbox.cli import outbox_app
+    # The other commands take their helpers from tally.cli.support, never from this module.
+    from tally.cli.dotdigital import dotdigital_app
+    from tally.cli.imports import import_app
+    from tally.cli.notifications import mail_app
+    from tally.cli.outbox import outbox_app
 
     app.add_typer(mail_app, name="mail")
     app.add_typer(outbox_app, name="outbox")
