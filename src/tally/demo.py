@@ -122,7 +122,9 @@ def seed_demo(session: Session) -> DemoStore:
             session, merchant_id=merchant.id, email=DEMO_ADMIN_EMAIL, password=DEMO_ADMIN_PASSWORD
         )
         bind_merchant(session, merchant.id)
-        update_program(session, merchant_id=merchant.id, changes=DEMO_PROGRAM)
+        update_program(
+            session, merchant_id=merchant.id, changes=DEMO_PROGRAM, changed_by="tally demo"
+        )
         for email, first, last, birthday, points in DEMO_CUSTOMERS:
             customer = customers.enroll_customer(
                 session,

@@ -194,4 +194,4 @@ def test_a_cli_adjustment_and_the_demo_reach_the_outbox(cli_db: str) -> None:
             "SELECT handler, payload FROM outbox_messages WHERE event_type = 'PointsBalanceChanged'"
             " AND payload LIKE '%\"points\": 25%'"
         ).fetchall()
-    assert ("dotdigital.mark_contact" in {handler for handler, _ in rows}), rows
+    assert "dotdigital.mark_contact" in {handler for handler, _ in rows}, rows

@@ -27,7 +27,7 @@ from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants import service as merchants
 from tally.merchants.orm import AdminUser, ApiKey
-from tally.program.config_service import load_program, update_program
+from tally.program.config_service import load_program, program_history, update_program
 from tally.state import AppState
 from tests.support.factories import make_customer, make_merchant
 
@@ -528,6 +528,11 @@ def test_earning_rewards_referrals_and_expiry_are_saved(
     assert settings.expiry.mode == "rolling"
     assert settings.expiry.enabled_at is not None
     assert settings.version == 6
+    with session_factory() as session:
+        history = program_history(session, store.merchant_id)
+    assert [(v.version, v.changed_by) for v in history][:5] == [
+        (version, store.email) for version in (6, 5, 4, 3, 2)
+    ]
 
 
 def test_an_api_key_is_shown_once_and_can_be_revoked(

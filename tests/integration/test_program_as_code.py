@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
-from tally import cli
+from tally.cli import main as cli
 from tally.config import Settings
 from tally.db.engine import unit_of_work
 from tally.demo import DEMO_PROGRAM
+from tally.merchants.orm import ApiKey
 from tally.program.config_service import load_program, update_program
 from tally.program.orm import ProgramVersion
 from tests.support.factories import make_merchant
@@ -60,7 +62,8 @@ def test_show_then_apply_is_a_no_op(
 ) -> None:
     shown = tally("program", "show", "--merchant", str(merchant_id))
     assert shown.exit_code == 0, shown.output
-    assert "rewards:" in shown.output and "points_cost: 500" in shown.output
+    assert "rewards:" in shown.output
+    assert "points_cost: 500" in shown.output
     path = tmp_path / "program.yaml"
     path.write_text(shown.output, encoding="utf-8")
     before = _versions(session_factory, merchant_id)
@@ -108,7 +111,8 @@ def test_apply_names_every_change_and_saves_one_version(
     assert settings.rewards[0].points_cost == 650
     assert [a.id for a in settings.custom_actions] == ["follow"]
     versions = _versions(session_factory, merchant_id)
-    assert versions[-1][0] == 3 and versions[-1][1].startswith("cli (")
+    assert versions[-1][0] == 3
+    assert versions[-1][1].startswith("cli (")
 
     history = tally("program", "history", "--merchant", str(merchant_id))
     assert history.exit_code == 0, history.output
@@ -127,7 +131,8 @@ def test_an_invalid_file_is_refused_with_the_field_path_and_changes_nothing(
 
     assert refused.exit_code == 2
     assert "is not a valid program" in refused.output
-    assert "rewards[1]" in refused.output and "points_cost" in refused.output
+    assert "rewards[1]" in refused.output
+    assert "points_cost" in refused.output
     assert "greater than or equal to 1" in refused.output
     assert len(_versions(session_factory, merchant_id)) == 1
 
@@ -173,3 +178,19 @@ def test_a_file_from_an_older_version_cannot_undo_a_later_change(
         _, settings = load_program(session, merchant_id)
     assert settings.birthday.enabled is False
     assert settings.rewards[0].points_cost == 500
+
+
+def test_api_changes_are_kept_with_the_key_that_made_them(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    merchant = make_merchant(session_factory)
+    response = client.patch(
+        "/api/v1/program",
+        headers=merchant.headers,
+        json={"birthday": {"enabled": True, "points": 75}},
+    )
+    assert response.status_code == 200, response.text
+    with session_factory() as session:
+        key_id = session.scalar(select(ApiKey.id).where(ApiKey.merchant_id == merchant.id))
+    versions = _versions(session_factory, merchant.id)
+    assert versions == [(response.json()["version"], f"api-key:{key_id}")]

@@ -232,6 +232,7 @@ def _save(
                 changes=changes,
                 # The version the page was rendered from: saving over a newer one is refused.
                 expected_version=int(version) if version.isdigit() and len(version) < 19 else None,
+                changed_by=admin.email,
             )
     except PreconditionFailed as error:
         message = f"{error.detail} (someone saved these settings after you opened the page)"

@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
 from tally.db.engine import unit_of_work
-from tally.merchants.service import resolve_api_key
+from tally.merchants.service import find_api_key
 from tally.state import AppState
 
 
@@ -26,6 +26,8 @@ class Caller:
 
     merchant_id: int
     state: AppState
+    # Who is acting, for the records that keep it (program versions): `api-key:<id>`.
+    actor: str = "api"
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
         """A session bound to this merchant; commits when the block succeeds."""
@@ -43,12 +45,13 @@ def authenticated(request: Request, state: Annotated[AppState, Depends(app_state
             headers={"WWW-Authenticate": "Bearer"},
         )
     with state.session_factory() as session:
-        merchant_id = resolve_api_key(session, token.strip())
-    if merchant_id is None:
+        key = find_api_key(session, token.strip())
+        found = None if key is None else (key.merchant_id, key.id)
+    if found is None:
         raise HTTPException(
             401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
         )
-    return Caller(merchant_id=merchant_id, state=state)
+    return Caller(merchant_id=found[0], state=state, actor=f"api-key:{found[1]}")
 
 
 CallerDep = Annotated[Caller, Depends(authenticated)]

@@ -141,6 +141,7 @@ def change_program(
             merchant_id=caller.merchant_id,
             changes=changes,
             expected_version=_if_match_version(if_match),
+            changed_by=caller.actor,
         )
     response.headers["ETag"] = _etag(updated.version)
     return updated.model_dump(mode="json")

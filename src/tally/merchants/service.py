@@ -104,8 +104,8 @@ def list_api_keys(session: Session, *, merchant_id: int) -> list[ApiKey]:
     )
 
 
-def resolve_api_key(session: Session, secret: str) -> int | None:
-    """The merchant id an API key belongs to, or None for an unknown or revoked key."""
+def find_api_key(session: Session, secret: str) -> ApiKey | None:
+    """The live API key this secret belongs to, or None for an unknown or revoked one."""
     parts = secret.split("_", 2)
     if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
         return None
@@ -114,7 +114,13 @@ def resolve_api_key(session: Session, secret: str) -> int | None:
         return None
     if not hmac.compare_digest(key.key_hash, _hash_key(secret)):
         return None
-    return key.merchant_id
+    return key
+
+
+def resolve_api_key(session: Session, secret: str) -> int | None:
+    """The merchant id an API key belongs to, or None for an unknown or revoked key."""
+    key = find_api_key(session, secret)
+    return None if key is None else key.merchant_id
 
 
 def create_admin_user(

@@ -4,6 +4,7 @@ reading one back with errors that name the line or the field, and the changes be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import yaml
@@ -15,9 +16,10 @@ from tally.program.settings import ProgramSettings
 
 def render(settings: ProgramSettings) -> str:
     """The settings as YAML, sections in the model's order (the same document as the API's)."""
-    return yaml.safe_dump(
+    text: str = yaml.safe_dump(
         settings.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100
     )
+    return text
 
 
 @dataclass(frozen=True)
@@ -158,13 +160,15 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
     if value is None or isinstance(value, bool | int | float | str):
-        return value.value if hasattr(value, "value") else value
+        return value
     return str(value)
 
 
 def _shown(value: Any) -> str:
-    text = yaml.safe_dump(
+    text: str = yaml.safe_dump(
         _jsonable(value), default_flow_style=True, sort_keys=False, width=10_000
     ).strip()
     return text.removesuffix("\n...").strip()
