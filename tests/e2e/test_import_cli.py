@@ -73,6 +73,12 @@ def test_import_customers_and_orders_from_the_command_line(cli_db: str, tmp_path
     missing = tally(cli_db, "customer", "show", "wei.li@example.com", check=False)
     assert missing.returncode == 2
 
+    # A dry run of a file the real run would refuse fails the same way, after its report.
+    checked = tally(cli_db, "import", "customers", str(customers), "--dry-run", check=False)
+    assert checked.returncode == 2
+    assert "would be refused: 2 invalid rows" in " ".join(checked.stdout.split())
+    assert _row(checked.stdout, "invalid rows") == "2"
+
     dry = tally(cli_db, "import", "customers", str(customers), "--dry-run", "--skip-invalid")
     assert "dry run: nothing was written" in dry.stdout
     assert _row(dry.stdout, "new customers would be created") == "2"

@@ -180,6 +180,9 @@ def _run(
             for chunk in service.rejected_csv(session, merchant_id=merchant_id, job_id=job.id):
                 out.write(chunk)
         console.print(f"{job.invalid_count} rejected rows written to [bold]{target}[/]")
+    if dry_run and job.invalid_count and not job.options.get("skip_invalid"):
+        # The same exit code as the real run would give, so a script can check a file first.
+        raise typer.Exit(2)
 
 
 def _print_summary(job: object, *, dry_run: bool) -> None:
