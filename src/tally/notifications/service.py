@@ -30,7 +30,6 @@ from typing import ClassVar
 
 from cryptography.fernet import InvalidToken
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tally.config import Settings, SmtpSecurity
@@ -38,11 +37,13 @@ from tally.crypto import decrypt_text, encrypt_text
 from tally.customers.orm import Customer
 from tally.customers.service import get_customer
 from tally.db.base import utcnow
+from tally.db.upsert import insert_or_find
 from tally.errors import FieldProblem, NotFound, ValidationFailed
 from tally.merchants.orm import Merchant
 from tally.notifications import unsubscribe as tokens
 from tally.notifications.orm import EmailMessage, EmailStatus, MailSettings, StoredEmailTemplate
 from tally.notifications.templates import (
+    COMMON_VARIABLES,
     TEMPLATE_VARIABLES,
     EmailTemplate,
     EmailType,
@@ -66,19 +67,7 @@ from tally.outbox.registry import Registry, default_registry
 from tally.outbox.service import emit
 
 # Variables Tally fills in from the customer and the store; callers supply the others.
-COMPUTED_VARIABLES = frozenset(
-    {
-        "customer_first_name",
-        "customer_last_name",
-        "customer_name",
-        "customer_email",
-        "balance",
-        "store_name",
-        "store_url",
-        "unsubscribe_url",
-        "referral_url",
-    }
-)
+COMPUTED_VARIABLES = COMMON_VARIABLES | {"referral_url"}
 MAX_DEDUPE_KEY_LENGTH = 200
 _PART_FIELDS = {
     TemplatePart.SUBJECT: "subject",
@@ -183,17 +172,11 @@ def _upsert_template(
     row = StoredEmailTemplate(
         merchant_id=merchant_id, email_type=email_type.value, enabled=True, updated_at=utcnow()
     )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        # Another request created the row first; change that one.
-        found = _stored_template(session, merchant_id, email_type)
-        if found is None:
-            raise
-        return found
-    return row
+    # Another request may create the row first; then that one is changed.
+    stored, _ = insert_or_find(
+        session, row, lambda: _stored_template(session, merchant_id, email_type)
+    )
+    return stored
 
 
 def save_template(
@@ -426,17 +409,11 @@ def _queue(
         last_error=reason,
         created_at=utcnow(),
     )
-    try:
-        # A concurrent writer of the same key makes this insert fail (on PostgreSQL it waits for
-        # that writer to commit first), which is the only race-free duplicate check.
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        existing = _find_email(session, merchant_id, dedupe_key)
-        if existing is None:
-            raise
-        return _replayed(existing)
+    row, inserted = insert_or_find(
+        session, row, lambda: _find_email(session, merchant_id, dedupe_key)
+    )
+    if not inserted:
+        return _replayed(row)
     if reason:
         return None, QueueOutcome.SUPPRESSED
     emit(

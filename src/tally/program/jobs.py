@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVarTuple
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Row, Select, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
@@ -30,6 +31,7 @@ from tally.program import service as program_service
 from tally.program.settings import ExpiryMode
 
 BATCH_SIZE = 1000
+Columns = TypeVarTuple("Columns")
 
 
 @dataclass
@@ -84,48 +86,30 @@ def _expire_rolling(
     version: int,
     batch_size: int,
 ) -> ExpiryStats:
-    stats = ExpiryStats()
-    cutoff = now - timedelta(days=days)
-    cursor = 0
-    while True:
-        with unit_of_work(factory, merchant_id=merchant_id) as session:
-            rows = session.execute(
-                _lock(
-                    select(Customer.id, Customer.points_balance, Customer.last_activity_at)
-                    .where(
-                        Customer.merchant_id == merchant_id,
-                        Customer.id > cursor,
-                        Customer.points_balance > 0,
-                        Customer.last_activity_at <= cutoff,
-                    )
-                    .order_by(Customer.id)
-                    .limit(batch_size),
-                    session,
-                )
-            ).all()
-            if not rows:
-                return stats
-            cursor = rows[-1][0]
-            _post_expiry(
-                session,
-                merchant_id,
-                now,
-                stats,
-                [
-                    Transfer(
-                        customer_id=cid,
-                        points=-balance,
-                        kind=EntryKind.EXPIRE,
-                        idempotency_key=f"expire:{cid}:{last.isoformat()}",
-                        reason=f"Points expired after {days} days without activity",
-                        rule_id="expiry",
-                        rule_version=version,
-                        closes_credits=True,
-                        counts_as_activity=False,
-                    )
-                    for cid, balance, last in rows
-                ],
-            )
+    due = select(Customer.id, Customer.points_balance, Customer.last_activity_at).where(
+        Customer.merchant_id == merchant_id,
+        Customer.points_balance > 0,
+        Customer.last_activity_at <= now - timedelta(days=days),
+    )
+
+    def expire_balance(row: Row[int, int, datetime | None]) -> Transfer:
+        customer_id, balance, last_activity_at = row
+        assert last_activity_at is not None  # the query compared it with the cutoff
+        return Transfer(
+            customer_id=customer_id,
+            points=-balance,
+            kind=EntryKind.EXPIRE,
+            idempotency_key=f"expire:{customer_id}:{last_activity_at.isoformat()}",
+            reason=f"Points expired after {days} days without activity",
+            rule_id="expiry",
+            rule_version=version,
+            closes_credits=True,
+            counts_as_activity=False,
+        )
+
+    return _expire_in_batches(
+        factory, merchant_id, now, batch_size, due, Customer.id, expire_balance
+    )
 
 
 def _expire_grants(
@@ -135,63 +119,61 @@ def _expire_grants(
     version: int,
     batch_size: int,
 ) -> ExpiryStats:
+    due = select(LedgerEntry.id, LedgerEntry.customer_id, LedgerEntry.remaining).where(
+        LedgerEntry.merchant_id == merchant_id,
+        LedgerEntry.remaining > 0,
+        LedgerEntry.expires_at <= now,
+    )
+
+    def expire_credit(row: Row[int, int, int | None]) -> Transfer:
+        credit_id, customer_id, remaining = row
+        assert remaining is not None  # the query compared it with 0
+        return Transfer(
+            customer_id=customer_id,
+            points=-int(remaining),
+            kind=EntryKind.EXPIRE,
+            idempotency_key=f"expire-grant:{credit_id}",
+            reason=f"Points earned in entry {credit_id} expired",
+            source_ref=f"entry:{credit_id}",
+            rule_id="expiry",
+            rule_version=version,
+            draws_on=credit_id,
+            counts_as_activity=False,
+        )
+
+    return _expire_in_batches(
+        factory, merchant_id, now, batch_size, due, LedgerEntry.id, expire_credit
+    )
+
+
+def _expire_in_batches(
+    factory: sessionmaker[Session],
+    merchant_id: int,
+    now: datetime,
+    batch_size: int,
+    due: Select[*Columns],
+    id_column: InstrumentedAttribute[int],
+    expire: Callable[[Row[*Columns]], Transfer],
+) -> ExpiryStats:
+    """Post `expire(row)` for each row of `due` (id first), walked by id, a batch per transaction."""
     stats = ExpiryStats()
     cursor = 0
     while True:
         with unit_of_work(factory, merchant_id=merchant_id) as session:
-            credits = session.execute(
-                _lock(
-                    select(LedgerEntry.id, LedgerEntry.customer_id, LedgerEntry.remaining)
-                    .where(
-                        LedgerEntry.merchant_id == merchant_id,
-                        LedgerEntry.id > cursor,
-                        LedgerEntry.remaining > 0,
-                        LedgerEntry.expires_at <= now,
-                    )
-                    .order_by(LedgerEntry.id)
-                    .limit(batch_size),
-                    session,
-                )
-            ).all()
-            if not credits:
+            batch = due.where(id_column > cursor).order_by(id_column).limit(batch_size)
+            rows = session.execute(_lock(batch, session)).all()
+            if not rows:
                 return stats
-            cursor = credits[-1][0]
-            _post_expiry(
+            cursor = rows[-1][0]
+            written = post_transfers(
                 session,
-                merchant_id,
-                now,
-                stats,
-                [
-                    Transfer(
-                        customer_id=cid,
-                        points=-int(remaining),
-                        kind=EntryKind.EXPIRE,
-                        idempotency_key=f"expire-grant:{credit_id}",
-                        reason=f"Points earned in entry {credit_id} expired",
-                        source_ref=f"entry:{credit_id}",
-                        rule_id="expiry",
-                        rule_version=version,
-                        draws_on=credit_id,
-                        counts_as_activity=False,
-                    )
-                    for credit_id, cid, remaining in credits
-                ],
-            )
-
-
-def _post_expiry(
-    session: Session,
-    merchant_id: int,
-    now: datetime,
-    stats: ExpiryStats,
-    transfers: list[Transfer],
-) -> None:
-    written = post_transfers(
-        session, merchant_id=merchant_id, now=now, transfers=transfers
-    ).written()
-    stats.customers += len({r.transfer.customer_id for r in written})
-    stats.entries += len(written)
-    stats.points += sum(-r.transfer.points for r in written)
+                merchant_id=merchant_id,
+                now=now,
+                transfers=[expire(row) for row in rows],
+            ).written()
+            stats.customers += len({r.transfer.customer_id for r in written})
+            stats.entries += len(written)
+            stats.points += sum(-r.transfer.points for r in written)
 
 
 def send_expiry_reminders(
