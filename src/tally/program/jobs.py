@@ -95,16 +95,13 @@ def _expire_rolling(
     def expire_balance(row: Row[int, int, datetime | None]) -> Transfer:
         customer_id, balance, last_activity_at = row
         assert last_activity_at is not None  # the query compared it with the cutoff
-        return Transfer(
-            customer_id=customer_id,
-            points=-balance,
-            kind=EntryKind.EXPIRE,
-            idempotency_key=f"expire:{customer_id}:{last_activity_at.isoformat()}",
+        return _expiry_transfer(
+            customer_id,
+            balance,
+            version,
+            key=f"expire:{customer_id}:{last_activity_at.isoformat()}",
             reason=f"Points expired after {days} days without activity",
-            rule_id="expiry",
-            rule_version=version,
             closes_credits=True,
-            counts_as_activity=False,
         )
 
     return _expire_in_batches(
@@ -128,21 +125,45 @@ def _expire_grants(
     def expire_credit(row: Row[int, int, int | None]) -> Transfer:
         credit_id, customer_id, remaining = row
         assert remaining is not None  # the query compared it with 0
-        return Transfer(
-            customer_id=customer_id,
-            points=-int(remaining),
-            kind=EntryKind.EXPIRE,
-            idempotency_key=f"expire-grant:{credit_id}",
+        return _expiry_transfer(
+            customer_id,
+            int(remaining),
+            version,
+            key=f"expire-grant:{credit_id}",
             reason=f"Points earned in entry {credit_id} expired",
             source_ref=f"entry:{credit_id}",
-            rule_id="expiry",
-            rule_version=version,
             draws_on=credit_id,
-            counts_as_activity=False,
         )
 
     return _expire_in_batches(
         factory, merchant_id, now, batch_size, due, LedgerEntry.id, expire_credit
+    )
+
+
+def _expiry_transfer(
+    customer_id: int,
+    points: int,
+    version: int,
+    *,
+    key: str,
+    reason: str,
+    source_ref: str | None = None,
+    draws_on: int | None = None,
+    closes_credits: bool = False,
+) -> Transfer:
+    # Expiring is not activity: under a rolling policy it would restart the customer's clock.
+    return Transfer(
+        customer_id=customer_id,
+        points=-points,
+        kind=EntryKind.EXPIRE,
+        idempotency_key=key,
+        reason=reason,
+        source_ref=source_ref,
+        rule_id="expiry",
+        rule_version=version,
+        draws_on=draws_on,
+        closes_credits=closes_credits,
+        counts_as_activity=False,
     )
 
 
@@ -155,7 +176,7 @@ def _expire_in_batches(
     id_column: InstrumentedAttribute[int],
     expire: Callable[[Row[*Columns]], Transfer],
 ) -> ExpiryStats:
-    """Post `expire(row)` for each row of `due` (id first), walked by id, a batch per transaction."""
+    """Post `expire(row)` for each row of `due` (id first), in id order, a batch per transaction."""
     stats = ExpiryStats()
     cursor = 0
     while True:
