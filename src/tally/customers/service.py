@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from tally.customers.emails import canonical_email, email_problem
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
+from tally.db.pages import page
 from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from tally.outbox.events import CustomerEnrolled, CustomerUpdated
 from tally.outbox.service import emit
@@ -260,6 +261,4 @@ def search_customers(
 ) -> tuple[list[Customer], int]:
     """One page of customers matching the filters, and the total count."""
     stmt = search_customers_query(merchant_id, query=query, state=state, tier=tier)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Customer.id).limit(limit).offset(offset))
-    return list(rows), total
+    return page(session, stmt, order_by=Customer.id, limit=limit, offset=offset)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from tally.config import Settings, SmtpSecurity
@@ -37,6 +37,7 @@ from tally.crypto import decrypt_text, encrypt_text
 from tally.customers.orm import Customer
 from tally.customers.service import get_customer
 from tally.db.base import utcnow
+from tally.db.pages import page
 from tally.db.upsert import insert_or_find
 from tally.errors import FieldProblem, NotFound, ValidationFailed
 from tally.merchants.orm import Merchant
@@ -554,9 +555,7 @@ def list_emails(
         stmt = stmt.where(EmailMessage.status == status)
     if customer_id is not None:
         stmt = stmt.where(EmailMessage.customer_id == customer_id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(EmailMessage.id.desc()).limit(limit).offset(offset))
-    return list(rows), total
+    return page(session, stmt, order_by=EmailMessage.id.desc(), limit=limit, offset=offset)
 
 
 # -- unsubscribe ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVarTuple
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from tally.customers.orm import Customer, CustomerState
@@ -95,14 +95,9 @@ def _expire_rolling(
     def expire_balance(row: Row[int, int, datetime | None]) -> Transfer:
         customer_id, balance, last_activity_at = row
         assert last_activity_at is not None  # the query compared it with the cutoff
-        return _expiry_transfer(
-            customer_id,
-            balance,
-            version,
-            key=f"expire:{customer_id}:{last_activity_at.isoformat()}",
-            reason=f"Points expired after {days} days without activity",
-            closes_credits=True,
-        )
+        key = f"expire:{customer_id}:{last_activity_at.isoformat()}"
+        reason = f"Points expired after {days} days without activity"
+        return _expiry_transfer(customer_id, balance, version, key, reason)
 
     return _expire_in_batches(
         factory, merchant_id, now, batch_size, due, Customer.id, expire_balance
@@ -125,15 +120,9 @@ def _expire_grants(
     def expire_credit(row: Row[int, int, int | None]) -> Transfer:
         credit_id, customer_id, remaining = row
         assert remaining is not None  # the query compared it with 0
-        return _expiry_transfer(
-            customer_id,
-            int(remaining),
-            version,
-            key=f"expire-grant:{credit_id}",
-            reason=f"Points earned in entry {credit_id} expired",
-            source_ref=f"entry:{credit_id}",
-            draws_on=credit_id,
-        )
+        key = f"expire-grant:{credit_id}"
+        reason = f"Points earned in entry {credit_id} expired"
+        return _expiry_transfer(customer_id, int(remaining), version, key, reason, credit_id)
 
     return _expire_in_batches(
         factory, merchant_id, now, batch_size, due, LedgerEntry.id, expire_credit
@@ -141,16 +130,9 @@ def _expire_grants(
 
 
 def _expiry_transfer(
-    customer_id: int,
-    points: int,
-    version: int,
-    *,
-    key: str,
-    reason: str,
-    source_ref: str | None = None,
-    draws_on: int | None = None,
-    closes_credits: bool = False,
+    customer_id: int, points: int, version: int, key: str, reason: str, credit: int | None = None
 ) -> Transfer:
+    """Expire `points` of one credit (per grant), or without `credit` all the balance (rolling)."""
     # Expiring is not activity: under a rolling policy it would restart the customer's clock.
     return Transfer(
         customer_id=customer_id,
@@ -158,11 +140,11 @@ def _expiry_transfer(
         kind=EntryKind.EXPIRE,
         idempotency_key=key,
         reason=reason,
-        source_ref=source_ref,
+        source_ref=None if credit is None else f"entry:{credit}",
         rule_id="expiry",
         rule_version=version,
-        draws_on=draws_on,
-        closes_credits=closes_credits,
+        draws_on=credit,
+        closes_credits=credit is None,
         counts_as_activity=False,
     )
 
@@ -302,89 +284,94 @@ def award_birthdays(
     factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
 ) -> int:
     """Give today's birthday points (once per birthday year); returns how many were given."""
-    now = now or utcnow()
-    awarded = 0
-    cursor = 0
-    while True:
-        with unit_of_work(factory, merchant_id=merchant_id) as session:
-            program = program_service.load(session, merchant_id)
-            action = program.settings.birthday
-            if not action.enabled or action.points <= 0:
-                return awarded
-            today = earning.local_today(now, program.zone)
-            batch = list(
-                session.scalars(
-                    select(Customer)
-                    .where(
-                        Customer.merchant_id == merchant_id,
-                        Customer.id > cursor,
-                        Customer.birthday.is_not(None),
-                        Customer.state == CustomerState.MEMBER,
-                    )
-                    .order_by(Customer.id)
-                    .limit(BATCH_SIZE)
-                )
-            )
-            if not batch:
-                return awarded
-            cursor = batch[-1].id
-            for customer in batch:
-                assert customer.birthday is not None
-                due = earning.due_birthday(
-                    customer.birthday,
-                    customer.birthday_set_at or customer.created_at,
-                    today,
-                    None,
-                    tz=program.zone,
-                )
-                if due is None:
-                    continue
-                posting = program_service.award(
-                    session,
-                    program,
-                    customer,
-                    rule_id="birthday",
-                    points=action.points,
-                    idempotency_key=f"birthday:{customer.id}:{due.year}",
-                    reason=f"Happy birthday {due.year}",
-                    email=action.send_email,
-                    limit=action.limit,
-                    now=now,
-                )
-                if posting is not None and not posting.replayed:
-                    awarded += 1
+    at = now or utcnow()
+
+    def give_points(session: Session, program: program_service.Program, customer: Customer) -> bool:
+        action = program.settings.birthday
+        assert customer.birthday is not None
+        due = earning.due_birthday(
+            customer.birthday,
+            customer.birthday_set_at or customer.created_at,
+            earning.local_today(at, program.zone),
+            None,
+            tz=program.zone,
+        )
+        if due is None:
+            return False
+        posting = program_service.award(
+            session,
+            program,
+            customer,
+            rule_id="birthday",
+            points=action.points,
+            idempotency_key=f"birthday:{customer.id}:{due.year}",
+            reason=f"Happy birthday {due.year}",
+            email=action.send_email,
+            limit=action.limit,
+            now=at,
+        )
+        return posting is not None and not posting.replayed
+
+    return _for_each_customer(
+        factory,
+        merchant_id,
+        (Customer.birthday.is_not(None), Customer.state == CustomerState.MEMBER),
+        active=lambda program: (
+            program.settings.birthday.enabled and program.settings.birthday.points > 0
+        ),
+        step=give_points,
+    )
 
 
 def review_tiers(
     factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
 ) -> int:
     """Recompute the tier of every customer in a tier (rolling windows make them drop)."""
-    now = now or utcnow()
-    changed = 0
+    at = now or utcnow()
+    return _for_each_customer(
+        factory,
+        merchant_id,
+        (Customer.vip_tier.is_not(None),),
+        active=lambda program: program.settings.vip.enabled,
+        step=lambda session, program, customer: bool(
+            program_service.recompute_tier(session, program, customer, now=at)
+        ),
+    )
+
+
+def _for_each_customer(
+    factory: sessionmaker[Session],
+    merchant_id: int,
+    where: tuple[ColumnElement[bool], ...],
+    *,
+    active: Callable[[program_service.Program], bool],
+    step: Callable[[Session, program_service.Program, Customer], bool],
+) -> int:
+    """How many customers matching `where` `step` did something for, a batch per transaction.
+
+    The program is read again for each batch, and the walk stops once it is no longer `active`.
+    """
+    done = 0
     cursor = 0
     while True:
         with unit_of_work(factory, merchant_id=merchant_id) as session:
             program = program_service.load(session, merchant_id)
-            if not program.settings.vip.enabled:
-                return changed
+            if not active(program):
+                return done
             batch = list(
                 session.scalars(
                     select(Customer)
-                    .where(
-                        Customer.merchant_id == merchant_id,
-                        Customer.id > cursor,
-                        Customer.vip_tier.is_not(None),
-                    )
+                    .where(Customer.merchant_id == merchant_id, Customer.id > cursor, *where)
                     .order_by(Customer.id)
                     .limit(BATCH_SIZE)
                 )
             )
             if not batch:
-                return changed
+                return done
             cursor = batch[-1].id
             for customer in batch:
-                if program_service.recompute_tier(session, program, customer, now=now):
-                    changed += 1
+                if step(session, program, customer):
+                    done += 1
 
 
 def _each_merchant(run: Callable[..., object]) -> Callable[[JobContext], None]:
