@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,6 +67,29 @@ def find_by_email(session: Session, merchant_id: int, email: str) -> Customer | 
     return session.scalar(
         select(Customer).where(
             Customer.merchant_id == merchant_id, Customer.email == normalize_email(email)
+        )
+    )
+
+
+def customers_after(
+    session: Session,
+    merchant_id: int,
+    after_id: int,
+    *,
+    where: Sequence[ColumnElement[bool]] = (),
+    limit: int,
+) -> list[Customer]:
+    """The next `limit` customers matching `where`, in id order, after the one with `after_id`.
+
+    Jobs that go through every customer read them like this (keyset paging), a batch at a time,
+    so memory stays flat and a batch never skips or repeats a customer, whatever is inserted.
+    """
+    return list(
+        session.scalars(
+            select(Customer)
+            .where(Customer.merchant_id == merchant_id, Customer.id > after_id, *where)
+            .order_by(Customer.id)
+            .limit(limit)
         )
     )
 

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from tally.config import Settings, SmtpSecurity
 from tally.crypto import decrypt_text, encrypt_text
 from tally.customers.orm import Customer
-from tally.customers.service import get_customer
+from tally.customers.service import customers_after, get_customer
 from tally.db.base import utcnow
 from tally.db.pages import page
 from tally.db.upsert import insert_or_find
@@ -497,17 +497,10 @@ def queue_bulk(
     enabled = template_enabled(session, merchant_id=merchant_id, email_type=kind)
     last_id = 0
     while True:
-        page = list(
-            session.scalars(
-                select(Customer)
-                .where(Customer.merchant_id == merchant_id, Customer.id > last_id, *where)
-                .order_by(Customer.id)
-                .limit(batch_size)
-            )
-        )
-        if not page:
+        batch = customers_after(session, merchant_id, last_id, where=where, limit=batch_size)
+        if not batch:
             return result
-        for customer in page:
+        for customer in batch:
             values = variables(customer)
             _check_variables(kind, values)
             dedupe_key = f"{dedupe_key_prefix}:{customer.id}"
@@ -527,7 +520,7 @@ def queue_bulk(
                 result.suppressed += 1
             else:
                 result.duplicates += 1
-        last_id = page[-1].id
+        last_id = batch[-1].id
         session.flush()
 
 

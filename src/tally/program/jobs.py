@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from tally.customers.orm import Customer, CustomerState
+from tally.customers.service import customers_after
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.ledger.batch import Transfer, post_transfers
@@ -231,18 +232,12 @@ def _reminder_candidates(
     found: list[tuple[Customer, datetime, int]] = []
     if policy.mode == ExpiryMode.ROLLING:
         days = timedelta(days=policy.days)
-        customers = session.scalars(
-            select(Customer)
-            .where(
-                Customer.merchant_id == merchant_id,
-                Customer.id > cursor,
-                Customer.points_balance > 0,
-                Customer.last_activity_at > now - days,
-                Customer.last_activity_at <= horizon - days,
-            )
-            .order_by(Customer.id)
-            .limit(BATCH_SIZE)
+        expiring = (
+            Customer.points_balance > 0,
+            Customer.last_activity_at > now - days,
+            Customer.last_activity_at <= horizon - days,
         )
+        customers = customers_after(session, merchant_id, cursor, where=expiring, limit=BATCH_SIZE)
         for customer in customers:
             assert customer.last_activity_at is not None
             at = expiry.effective_expiry(customer.last_activity_at + days, policy.enabled_at)
@@ -358,14 +353,7 @@ def _for_each_customer(
             program = program_service.load(session, merchant_id)
             if not active(program):
                 return done
-            batch = list(
-                session.scalars(
-                    select(Customer)
-                    .where(Customer.merchant_id == merchant_id, Customer.id > cursor, *where)
-                    .order_by(Customer.id)
-                    .limit(BATCH_SIZE)
-                )
-            )
+            batch = customers_after(session, merchant_id, cursor, where=where, limit=BATCH_SIZE)
             if not batch:
                 return done
             cursor = batch[-1].id
