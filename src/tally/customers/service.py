@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tally.customers.emails import canonical_email, email_problem
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
+from tally.db.pages import page
 from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from tally.outbox.events import CustomerEnrolled, CustomerUpdated
 from tally.outbox.service import emit
@@ -65,6 +67,29 @@ def find_by_email(session: Session, merchant_id: int, email: str) -> Customer | 
     return session.scalar(
         select(Customer).where(
             Customer.merchant_id == merchant_id, Customer.email == normalize_email(email)
+        )
+    )
+
+
+def customers_after(
+    session: Session,
+    merchant_id: int,
+    after_id: int,
+    *,
+    where: Sequence[ColumnElement[bool]] = (),
+    limit: int,
+) -> list[Customer]:
+    """The next `limit` customers matching `where`, in id order, after the one with `after_id`.
+
+    Jobs that go through every customer read them like this (keyset paging), a batch at a time,
+    so memory stays flat and a batch never skips or repeats a customer, whatever is inserted.
+    """
+    return list(
+        session.scalars(
+            select(Customer)
+            .where(Customer.merchant_id == merchant_id, Customer.id > after_id, *where)
+            .order_by(Customer.id)
+            .limit(limit)
         )
     )
 
@@ -260,6 +285,4 @@ def search_customers(
 ) -> tuple[list[Customer], int]:
     """One page of customers matching the filters, and the total count."""
     stmt = search_customers_query(merchant_id, query=query, state=state, tier=tier)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Customer.id).limit(limit).offset(offset))
-    return list(rows), total
+    return page(session, stmt, order_by=Customer.id, limit=limit, offset=offset)

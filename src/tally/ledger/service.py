@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
+from tally.db.pages import page
 from tally.errors import FieldProblem
 from tally.ledger.batch import Outcome, Transfer, post_transfers
 from tally.ledger.bounds import MAX_POINTS
@@ -227,7 +228,5 @@ def list_entries(
     session: Session, *, customer_id: int, limit: int = 50, offset: int = 0
 ) -> tuple[list[LedgerEntry], int]:
     """A page of a customer's entries, newest first, and the total count."""
-    base = select(LedgerEntry).where(LedgerEntry.customer_id == customer_id)
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.scalars(base.order_by(LedgerEntry.id.desc()).limit(limit).offset(offset))
-    return list(rows), total
+    entries = select(LedgerEntry).where(LedgerEntry.customer_id == customer_id)
+    return page(session, entries, order_by=LedgerEntry.id.desc(), limit=limit, offset=offset)

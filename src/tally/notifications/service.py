@@ -29,20 +29,22 @@ from pathlib import Path
 from typing import ClassVar
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from tally.config import Settings, SmtpSecurity
 from tally.crypto import decrypt_text, encrypt_text
 from tally.customers.orm import Customer
-from tally.customers.service import get_customer
+from tally.customers.service import customers_after, get_customer
 from tally.db.base import utcnow
+from tally.db.pages import page
+from tally.db.upsert import insert_or_find
 from tally.errors import FieldProblem, NotFound, ValidationFailed
 from tally.merchants.orm import Merchant
 from tally.notifications import unsubscribe as tokens
 from tally.notifications.orm import EmailMessage, EmailStatus, MailSettings, StoredEmailTemplate
 from tally.notifications.templates import (
+    COMMON_VARIABLES,
     TEMPLATE_VARIABLES,
     EmailTemplate,
     EmailType,
@@ -66,19 +68,7 @@ from tally.outbox.registry import Registry, default_registry
 from tally.outbox.service import emit
 
 # Variables Tally fills in from the customer and the store; callers supply the others.
-COMPUTED_VARIABLES = frozenset(
-    {
-        "customer_first_name",
-        "customer_last_name",
-        "customer_name",
-        "customer_email",
-        "balance",
-        "store_name",
-        "store_url",
-        "unsubscribe_url",
-        "referral_url",
-    }
-)
+COMPUTED_VARIABLES = COMMON_VARIABLES | {"referral_url"}
 MAX_DEDUPE_KEY_LENGTH = 200
 _PART_FIELDS = {
     TemplatePart.SUBJECT: "subject",
@@ -183,17 +173,11 @@ def _upsert_template(
     row = StoredEmailTemplate(
         merchant_id=merchant_id, email_type=email_type.value, enabled=True, updated_at=utcnow()
     )
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        # Another request created the row first; change that one.
-        found = _stored_template(session, merchant_id, email_type)
-        if found is None:
-            raise
-        return found
-    return row
+    # Another request may create the row first; then that one is changed.
+    stored, _ = insert_or_find(
+        session, row, lambda: _stored_template(session, merchant_id, email_type)
+    )
+    return stored
 
 
 def save_template(
@@ -426,17 +410,11 @@ def _queue(
         last_error=reason,
         created_at=utcnow(),
     )
-    try:
-        # A concurrent writer of the same key makes this insert fail (on PostgreSQL it waits for
-        # that writer to commit first), which is the only race-free duplicate check.
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:
-        existing = _find_email(session, merchant_id, dedupe_key)
-        if existing is None:
-            raise
-        return _replayed(existing)
+    row, inserted = insert_or_find(
+        session, row, lambda: _find_email(session, merchant_id, dedupe_key)
+    )
+    if not inserted:
+        return _replayed(row)
     if reason:
         return None, QueueOutcome.SUPPRESSED
     emit(
@@ -519,17 +497,10 @@ def queue_bulk(
     enabled = template_enabled(session, merchant_id=merchant_id, email_type=kind)
     last_id = 0
     while True:
-        page = list(
-            session.scalars(
-                select(Customer)
-                .where(Customer.merchant_id == merchant_id, Customer.id > last_id, *where)
-                .order_by(Customer.id)
-                .limit(batch_size)
-            )
-        )
-        if not page:
+        batch = customers_after(session, merchant_id, last_id, where=where, limit=batch_size)
+        if not batch:
             return result
-        for customer in page:
+        for customer in batch:
             values = variables(customer)
             _check_variables(kind, values)
             dedupe_key = f"{dedupe_key_prefix}:{customer.id}"
@@ -549,7 +520,7 @@ def queue_bulk(
                 result.suppressed += 1
             else:
                 result.duplicates += 1
-        last_id = page[-1].id
+        last_id = batch[-1].id
         session.flush()
 
 
@@ -577,9 +548,7 @@ def list_emails(
         stmt = stmt.where(EmailMessage.status == status)
     if customer_id is not None:
         stmt = stmt.where(EmailMessage.customer_id == customer_id)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(EmailMessage.id.desc()).limit(limit).offset(offset))
-    return list(rows), total
+    return page(session, stmt, order_by=EmailMessage.id.desc(), limit=limit, offset=offset)
 
 
 # -- unsubscribe ---------------------------------------------------------------------------

@@ -70,7 +70,8 @@ TEMPLATE_VARIABLES: Mapping[str, str] = MappingProxyType(
     }
 )
 
-_COMMON_VARIABLES = frozenset(
+# Every email type has these; Tally fills them from the customer and the store.
+COMMON_VARIABLES = frozenset(
     {
         "customer_first_name",
         "customer_last_name",
@@ -193,7 +194,7 @@ def _parts(template: EmailTemplate) -> tuple[tuple[TemplatePart, str], ...]:
 
 def variables_for(email_type: EmailType) -> frozenset[str]:
     """The documented variables a template of this type may use."""
-    return _COMMON_VARIABLES | _TYPE_VARIABLES[email_type]
+    return COMMON_VARIABLES | _TYPE_VARIABLES[email_type]
 
 
 def sample_variables(email_type: EmailType) -> dict[str, object]:

@@ -42,20 +42,23 @@ def effective_expiry(computed: datetime, enabled_at: datetime | None) -> datetim
 
 def rolling_expires_at(last_balance_change_at: datetime, policy: ExpiryPolicy) -> datetime | None:
     """When a whole balance expires under a rolling policy (None under any other mode)."""
-    _require_aware(last_balance_change_at, "last_balance_change_at")
-    if policy.mode is not ExpiryMode.ROLLING:
-        return None
-    computed = last_balance_change_at + timedelta(days=policy.days)
-    return effective_expiry(computed, policy.enabled_at)
+    return _expires_after(
+        last_balance_change_at, "last_balance_change_at", policy, ExpiryMode.ROLLING
+    )
 
 
 def grant_expires_at(earned_at: datetime, policy: ExpiryPolicy) -> datetime | None:
     """When a credit earned at `earned_at` expires under a per-grant policy (None otherwise)."""
-    _require_aware(earned_at, "earned_at")
-    if policy.mode is not ExpiryMode.PER_GRANT:
+    return _expires_after(earned_at, "earned_at", policy, ExpiryMode.PER_GRANT)
+
+
+def _expires_after(
+    start: datetime, name: str, policy: ExpiryPolicy, mode: ExpiryMode
+) -> datetime | None:
+    _require_aware(start, name)
+    if policy.mode is not mode:
         return None
-    computed = earned_at + timedelta(days=policy.days)
-    return effective_expiry(computed, policy.enabled_at)
+    return effective_expiry(start + timedelta(days=policy.days), policy.enabled_at)
 
 
 def has_expired(expires_at: datetime | None, now: datetime) -> bool:

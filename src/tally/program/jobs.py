@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVarTuple
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, Row, Select, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from tally.customers.orm import Customer, CustomerState
+from tally.customers.service import customers_after
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.ledger.batch import Transfer, post_transfers
@@ -30,6 +32,7 @@ from tally.program import service as program_service
 from tally.program.settings import ExpiryMode
 
 BATCH_SIZE = 1000
+Columns = TypeVarTuple("Columns")
 
 
 @dataclass
@@ -84,48 +87,22 @@ def _expire_rolling(
     version: int,
     batch_size: int,
 ) -> ExpiryStats:
-    stats = ExpiryStats()
-    cutoff = now - timedelta(days=days)
-    cursor = 0
-    while True:
-        with unit_of_work(factory, merchant_id=merchant_id) as session:
-            rows = session.execute(
-                _lock(
-                    select(Customer.id, Customer.points_balance, Customer.last_activity_at)
-                    .where(
-                        Customer.merchant_id == merchant_id,
-                        Customer.id > cursor,
-                        Customer.points_balance > 0,
-                        Customer.last_activity_at <= cutoff,
-                    )
-                    .order_by(Customer.id)
-                    .limit(batch_size),
-                    session,
-                )
-            ).all()
-            if not rows:
-                return stats
-            cursor = rows[-1][0]
-            _post_expiry(
-                session,
-                merchant_id,
-                now,
-                stats,
-                [
-                    Transfer(
-                        customer_id=cid,
-                        points=-balance,
-                        kind=EntryKind.EXPIRE,
-                        idempotency_key=f"expire:{cid}:{last.isoformat()}",
-                        reason=f"Points expired after {days} days without activity",
-                        rule_id="expiry",
-                        rule_version=version,
-                        closes_credits=True,
-                        counts_as_activity=False,
-                    )
-                    for cid, balance, last in rows
-                ],
-            )
+    due = select(Customer.id, Customer.points_balance, Customer.last_activity_at).where(
+        Customer.merchant_id == merchant_id,
+        Customer.points_balance > 0,
+        Customer.last_activity_at <= now - timedelta(days=days),
+    )
+
+    def expire_balance(row: Row[int, int, datetime | None]) -> Transfer:
+        customer_id, balance, last_activity_at = row
+        assert last_activity_at is not None  # the query compared it with the cutoff
+        key = f"expire:{customer_id}:{last_activity_at.isoformat()}"
+        reason = f"Points expired after {days} days without activity"
+        return _expiry_transfer(customer_id, balance, version, key, reason)
+
+    return _expire_in_batches(
+        factory, merchant_id, now, batch_size, due, Customer.id, expire_balance
+    )
 
 
 def _expire_grants(
@@ -135,63 +112,72 @@ def _expire_grants(
     version: int,
     batch_size: int,
 ) -> ExpiryStats:
+    due = select(LedgerEntry.id, LedgerEntry.customer_id, LedgerEntry.remaining).where(
+        LedgerEntry.merchant_id == merchant_id,
+        LedgerEntry.remaining > 0,
+        LedgerEntry.expires_at <= now,
+    )
+
+    def expire_credit(row: Row[int, int, int | None]) -> Transfer:
+        credit_id, customer_id, remaining = row
+        assert remaining is not None  # the query compared it with 0
+        key = f"expire-grant:{credit_id}"
+        reason = f"Points earned in entry {credit_id} expired"
+        return _expiry_transfer(customer_id, int(remaining), version, key, reason, credit_id)
+
+    return _expire_in_batches(
+        factory, merchant_id, now, batch_size, due, LedgerEntry.id, expire_credit
+    )
+
+
+def _expiry_transfer(
+    customer_id: int, points: int, version: int, key: str, reason: str, credit: int | None = None
+) -> Transfer:
+    """Expire `points` of one credit (per grant), or without `credit` all the balance (rolling)."""
+    # Expiring is not activity: under a rolling policy it would restart the customer's clock.
+    return Transfer(
+        customer_id=customer_id,
+        points=-points,
+        kind=EntryKind.EXPIRE,
+        idempotency_key=key,
+        reason=reason,
+        source_ref=None if credit is None else f"entry:{credit}",
+        rule_id="expiry",
+        rule_version=version,
+        draws_on=credit,
+        closes_credits=credit is None,
+        counts_as_activity=False,
+    )
+
+
+def _expire_in_batches(
+    factory: sessionmaker[Session],
+    merchant_id: int,
+    now: datetime,
+    batch_size: int,
+    due: Select[*Columns],
+    id_column: InstrumentedAttribute[int],
+    expire: Callable[[Row[*Columns]], Transfer],
+) -> ExpiryStats:
+    """Post `expire(row)` for each row of `due` (id first), in id order, a batch per transaction."""
     stats = ExpiryStats()
     cursor = 0
     while True:
         with unit_of_work(factory, merchant_id=merchant_id) as session:
-            credits = session.execute(
-                _lock(
-                    select(LedgerEntry.id, LedgerEntry.customer_id, LedgerEntry.remaining)
-                    .where(
-                        LedgerEntry.merchant_id == merchant_id,
-                        LedgerEntry.id > cursor,
-                        LedgerEntry.remaining > 0,
-                        LedgerEntry.expires_at <= now,
-                    )
-                    .order_by(LedgerEntry.id)
-                    .limit(batch_size),
-                    session,
-                )
-            ).all()
-            if not credits:
+            batch = due.where(id_column > cursor).order_by(id_column).limit(batch_size)
+            rows = session.execute(_lock(batch, session)).all()
+            if not rows:
                 return stats
-            cursor = credits[-1][0]
-            _post_expiry(
+            cursor = rows[-1][0]
+            written = post_transfers(
                 session,
-                merchant_id,
-                now,
-                stats,
-                [
-                    Transfer(
-                        customer_id=cid,
-                        points=-int(remaining),
-                        kind=EntryKind.EXPIRE,
-                        idempotency_key=f"expire-grant:{credit_id}",
-                        reason=f"Points earned in entry {credit_id} expired",
-                        source_ref=f"entry:{credit_id}",
-                        rule_id="expiry",
-                        rule_version=version,
-                        draws_on=credit_id,
-                        counts_as_activity=False,
-                    )
-                    for credit_id, cid, remaining in credits
-                ],
-            )
-
-
-def _post_expiry(
-    session: Session,
-    merchant_id: int,
-    now: datetime,
-    stats: ExpiryStats,
-    transfers: list[Transfer],
-) -> None:
-    written = post_transfers(
-        session, merchant_id=merchant_id, now=now, transfers=transfers
-    ).written()
-    stats.customers += len({r.transfer.customer_id for r in written})
-    stats.entries += len(written)
-    stats.points += sum(-r.transfer.points for r in written)
+                merchant_id=merchant_id,
+                now=now,
+                transfers=[expire(row) for row in rows],
+            ).written()
+            stats.customers += len({r.transfer.customer_id for r in written})
+            stats.entries += len(written)
+            stats.points += sum(-r.transfer.points for r in written)
 
 
 def send_expiry_reminders(
@@ -246,18 +232,12 @@ def _reminder_candidates(
     found: list[tuple[Customer, datetime, int]] = []
     if policy.mode == ExpiryMode.ROLLING:
         days = timedelta(days=policy.days)
-        customers = session.scalars(
-            select(Customer)
-            .where(
-                Customer.merchant_id == merchant_id,
-                Customer.id > cursor,
-                Customer.points_balance > 0,
-                Customer.last_activity_at > now - days,
-                Customer.last_activity_at <= horizon - days,
-            )
-            .order_by(Customer.id)
-            .limit(BATCH_SIZE)
+        expiring = (
+            Customer.points_balance > 0,
+            Customer.last_activity_at > now - days,
+            Customer.last_activity_at <= horizon - days,
         )
+        customers = customers_after(session, merchant_id, cursor, where=expiring, limit=BATCH_SIZE)
         for customer in customers:
             assert customer.last_activity_at is not None
             at = expiry.effective_expiry(customer.last_activity_at + days, policy.enabled_at)
@@ -299,89 +279,87 @@ def award_birthdays(
     factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
 ) -> int:
     """Give today's birthday points (once per birthday year); returns how many were given."""
-    now = now or utcnow()
-    awarded = 0
-    cursor = 0
-    while True:
-        with unit_of_work(factory, merchant_id=merchant_id) as session:
-            program = program_service.load(session, merchant_id)
-            action = program.settings.birthday
-            if not action.enabled or action.points <= 0:
-                return awarded
-            today = earning.local_today(now, program.zone)
-            batch = list(
-                session.scalars(
-                    select(Customer)
-                    .where(
-                        Customer.merchant_id == merchant_id,
-                        Customer.id > cursor,
-                        Customer.birthday.is_not(None),
-                        Customer.state == CustomerState.MEMBER,
-                    )
-                    .order_by(Customer.id)
-                    .limit(BATCH_SIZE)
-                )
-            )
-            if not batch:
-                return awarded
-            cursor = batch[-1].id
-            for customer in batch:
-                assert customer.birthday is not None
-                due = earning.due_birthday(
-                    customer.birthday,
-                    customer.birthday_set_at or customer.created_at,
-                    today,
-                    None,
-                    tz=program.zone,
-                )
-                if due is None:
-                    continue
-                posting = program_service.award(
-                    session,
-                    program,
-                    customer,
-                    rule_id="birthday",
-                    points=action.points,
-                    idempotency_key=f"birthday:{customer.id}:{due.year}",
-                    reason=f"Happy birthday {due.year}",
-                    email=action.send_email,
-                    limit=action.limit,
-                    now=now,
-                )
-                if posting is not None and not posting.replayed:
-                    awarded += 1
+    at = now or utcnow()
+
+    def give_points(session: Session, program: program_service.Program, customer: Customer) -> bool:
+        action = program.settings.birthday
+        assert customer.birthday is not None
+        due = earning.due_birthday(
+            customer.birthday,
+            customer.birthday_set_at or customer.created_at,
+            earning.local_today(at, program.zone),
+            None,
+            tz=program.zone,
+        )
+        if due is None:
+            return False
+        posting = program_service.award(
+            session,
+            program,
+            customer,
+            rule_id="birthday",
+            points=action.points,
+            idempotency_key=f"birthday:{customer.id}:{due.year}",
+            reason=f"Happy birthday {due.year}",
+            email=action.send_email,
+            limit=action.limit,
+            now=at,
+        )
+        return posting is not None and not posting.replayed
+
+    return _for_each_customer(
+        factory,
+        merchant_id,
+        (Customer.birthday.is_not(None), Customer.state == CustomerState.MEMBER),
+        active=lambda program: (
+            program.settings.birthday.enabled and program.settings.birthday.points > 0
+        ),
+        step=give_points,
+    )
 
 
 def review_tiers(
     factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
 ) -> int:
     """Recompute the tier of every customer in a tier (rolling windows make them drop)."""
-    now = now or utcnow()
-    changed = 0
+    at = now or utcnow()
+    return _for_each_customer(
+        factory,
+        merchant_id,
+        (Customer.vip_tier.is_not(None),),
+        active=lambda program: program.settings.vip.enabled,
+        step=lambda session, program, customer: bool(
+            program_service.recompute_tier(session, program, customer, now=at)
+        ),
+    )
+
+
+def _for_each_customer(
+    factory: sessionmaker[Session],
+    merchant_id: int,
+    where: tuple[ColumnElement[bool], ...],
+    *,
+    active: Callable[[program_service.Program], bool],
+    step: Callable[[Session, program_service.Program, Customer], bool],
+) -> int:
+    """How many customers matching `where` `step` did something for, a batch per transaction.
+
+    The program is read again for each batch, and the walk stops once it is no longer `active`.
+    """
+    done = 0
     cursor = 0
     while True:
         with unit_of_work(factory, merchant_id=merchant_id) as session:
             program = program_service.load(session, merchant_id)
-            if not program.settings.vip.enabled:
-                return changed
-            batch = list(
-                session.scalars(
-                    select(Customer)
-                    .where(
-                        Customer.merchant_id == merchant_id,
-                        Customer.id > cursor,
-                        Customer.vip_tier.is_not(None),
-                    )
-                    .order_by(Customer.id)
-                    .limit(BATCH_SIZE)
-                )
-            )
+            if not active(program):
+                return done
+            batch = customers_after(session, merchant_id, cursor, where=where, limit=BATCH_SIZE)
             if not batch:
-                return changed
+                return done
             cursor = batch[-1].id
             for customer in batch:
-                if program_service.recompute_tier(session, program, customer, now=now):
-                    changed += 1
+                if step(session, program, customer):
+                    done += 1
 
 
 def _each_merchant(run: Callable[..., object]) -> Callable[[JobContext], None]:

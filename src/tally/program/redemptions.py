@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from tally.customers import service as customers
 from tally.db.base import utcnow
+from tally.db.pages import page
 from tally.errors import Conflict, FieldProblem, NotFound
 from tally.ledger import service as ledger
 from tally.ledger.errors import IdempotencyKeyReused
@@ -343,9 +344,7 @@ def list_redemptions(
     base = select(Redemption).where(
         Redemption.merchant_id == merchant_id, Redemption.customer_id == customer_id
     )
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.scalars(base.order_by(Redemption.id.desc()).limit(limit).offset(offset))
-    return list(rows), total
+    return page(session, base, order_by=Redemption.id.desc(), limit=limit, offset=offset)
 
 
 # -- code pools ---------------------------------------------------------------------------------

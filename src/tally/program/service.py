@@ -12,12 +12,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tally.customers import service as customers
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
+from tally.db.upsert import insert_or_find
 from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
@@ -326,24 +326,40 @@ def _locked_order(session: Session, merchant_id: int, order_id: str) -> Order | 
     )
 
 
-def _insert_order(session: Session, order: Order) -> bool:
-    """Insert a new order; False when a concurrent request inserted the same order id first."""
-    try:
-        with session.begin_nested():
-            session.add(order)
-            session.flush()
-    except IntegrityError:
-        if (
-            session.scalar(
-                select(Order.id).where(
-                    Order.merchant_id == order.merchant_id, Order.order_id == order.order_id
-                )
-            )
-            is None
-        ):
-            raise
-        return False
-    return True
+def _insert_order(
+    session: Session,
+    program: Program,
+    data: OrderInput,
+    *,
+    source: str,
+    import_id: int | None,
+    now: datetime,
+) -> tuple[Order, bool]:
+    """The new order and True, or the row of a concurrent report of the same order and False."""
+    customer = _order_customer(session, program.merchant.id, data)
+    order = Order(
+        merchant_id=program.merchant.id,
+        customer_id=customer.id,
+        order_id=data.order_id.strip(),
+        subtotal=data.subtotal if data.subtotal is not None else data.total,
+        discounts=data.discounts,
+        shipping=data.shipping,
+        tax=data.tax,
+        total=data.total,
+        currency=(data.currency or program.merchant.currency).upper(),
+        status=data.status,
+        placed_at=data.placed_at,
+        refunded_amount=data.refunded_amount,
+        source=source,
+        import_id=import_id,
+        created_at=now,
+        updated_at=now,
+    )
+    # Losing the race carries on as an update of the winner's row, which answers what a retry
+    # after it would have answered.
+    return insert_or_find(
+        session, order, lambda: _locked_order(session, order.merchant_id, order.order_id)
+    )
 
 
 def _amounts(order: Order) -> earning.OrderAmounts:
@@ -380,36 +396,13 @@ def record_order(
     now = now or utcnow()
     order_id = data.order_id.strip()
     order = _locked_order(session, merchant_id, order_id)
-    created = order is None
+    created = False
     if order is None:
-        customer = _order_customer(session, merchant_id, data)
-        subtotal = data.subtotal if data.subtotal is not None else data.total
-        order = Order(
-            merchant_id=merchant_id,
-            customer_id=customer.id,
-            order_id=order_id,
-            subtotal=subtotal,
-            discounts=data.discounts,
-            shipping=data.shipping,
-            tax=data.tax,
-            total=data.total,
-            currency=(data.currency or program.merchant.currency).upper(),
-            status=data.status,
-            placed_at=data.placed_at,
-            refunded_amount=data.refunded_amount,
-            source=source,
-            import_id=import_id,
-            created_at=now,
-            updated_at=now,
+        order, created = _insert_order(
+            session, program, data, source=source, import_id=import_id, now=now
         )
-        if not _insert_order(session, order):
-            # Lost the race to a concurrent report of the same order: carry on as an update
-            # of the winner's row, which answers what a retry after it would have answered.
-            created = False
-            order = _locked_order(session, merchant_id, order_id)
-            assert order is not None
+    customer = session.get_one(Customer, order.customer_id)
     if not created:
-        customer = session.get_one(Customer, order.customer_id)
         if order.status != data.status:
             order.status = data.status
             order.updated_at = now

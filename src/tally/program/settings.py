@@ -72,13 +72,15 @@ class ActionLimit(_Frozen):
     period: LimitPeriod
 
 
-class CreateAccountAction(_Frozen):
-    """Points for joining the program."""
-
+class _OneOffPointsAction(_Frozen):
     enabled: bool = False
     points: Points = 0
     send_email: bool = True
     limit: ActionLimit | None = None
+
+
+class CreateAccountAction(_OneOffPointsAction):
+    """Points for joining the program."""
 
 
 class OrderPointsMode(StrEnum):
@@ -115,13 +117,8 @@ class PlaceOrderAction(_Frozen):
     limit: ActionLimit | None = None
 
 
-class BirthdayAction(_Frozen):
+class BirthdayAction(_OneOffPointsAction):
     """Points once a year on the customer's birthday."""
-
-    enabled: bool = False
-    points: Points = 0
-    send_email: bool = True
-    limit: ActionLimit | None = None
 
 
 class MilestoneMode(StrEnum):
