@@ -43,6 +43,7 @@ router = APIRouter(route_class=AdminRoute)
 PAGE_SIZE = 25
 ACTIVITY_LIMIT = 50
 TABS = {"earning": "Earning", "spending": "Spending", "vip": "VIP", "orders": "Orders"}
+ActivityTab = Annotated[str, Query(pattern="^(earning|spending|vip|orders)$")]
 SORTS: dict[str, Any] = {
     "name": (func.lower(func.coalesce(Customer.last_name, "")), Customer.first_name),
     "email": (Customer.email,),
@@ -289,7 +290,7 @@ def customer_profile(
     request: Request,
     admin: AdminDep,
     customer_id: Id,
-    tab: Annotated[str, Query(pattern="^(earning|spending|vip|orders)$")] = "earning",
+    tab: ActivityTab = "earning",
 ) -> Response:
     """A customer's profile (another merchant's customer is a 404, like a missing one)."""
     with admin.unit_of_work() as session:
@@ -303,7 +304,7 @@ def customer_activity(
     request: Request,
     admin: AdminDep,
     customer_id: Id,
-    tab: Annotated[str, Query(pattern="^(earning|spending|vip|orders)$")] = "earning",
+    tab: ActivityTab = "earning",
 ) -> Response:
     """One activity tab's panel (htmx), or the whole profile on that tab."""
     if not is_htmx(request):

@@ -277,18 +277,10 @@ def save_earning(request: Request, admin: AdminDep, form: FormDep) -> Response:
 
     def build(current: ProgramSettings) -> dict[str, Any]:
         p = which
-        if which == "create_account":
+        if which in ("create_account", "birthday"):
+            # The two actions that award a set number of points share one form.
             return {
-                "create_account": {
-                    "enabled": checkbox(form, f"{p}.enabled"),
-                    "points": required_number(form, f"{p}.points"),
-                    "send_email": checkbox(form, f"{p}.send_email"),
-                    "limit": _limit(form, p),
-                }
-            }
-        if which == "birthday":
-            return {
-                "birthday": {
+                which: {
                     "enabled": checkbox(form, f"{p}.enabled"),
                     "points": required_number(form, f"{p}.points"),
                     "send_email": checkbox(form, f"{p}.send_email"),

@@ -7,13 +7,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
 from tally.api.edge import Id, Limit, Offset
-from tally.api.idempotency import idempotent_post
+from tally.api.idempotency import IdempotencyKey, idempotent_post
 from tally.api.schemas import (
     AdjustmentCreate,
     AdjustmentOut,
@@ -22,6 +22,7 @@ from tally.api.schemas import (
     CustomerUpdate,
     LedgerEntryOut,
     Page,
+    view_of,
 )
 from tally.customers import service as customers
 from tally.customers.orm import Customer
@@ -32,15 +33,6 @@ from tally.program.next_expiry import next_expiry
 
 router = APIRouter(prefix="/api/v1", tags=["customers"])
 LEDGER_KEY_LENGTH = 200
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=200,
-        description="Replays of the same key and body return the first response",
-    ),
-]
 
 
 def customer_view(session: Session, customer: Customer, base_url: str) -> CustomerOut:
@@ -60,41 +52,18 @@ def customer_out(
     points_expiring: int = 0,
 ) -> CustomerOut:
     """The API view of a customer."""
-    return CustomerOut(
+    return view_of(
+        CustomerOut,
+        customer,
         points_expire_at=points_expire_at,
         points_expiring=points_expiring,
-        id=customer.id,
-        email=customer.email,
-        first_name=customer.first_name,
-        last_name=customer.last_name,
-        birthday=customer.birthday,
-        external_id=customer.external_id,
-        state=customer.state,
-        referral_code=customer.referral_code,
         referral_url=f"{base_url}/r/{customer.referral_code}",
-        points_balance=customer.points_balance,
-        vip_tier=customer.vip_tier,
-        enrolled_at=customer.enrolled_at,
-        last_activity_at=customer.last_activity_at,
-        created_at=customer.created_at,
     )
 
 
 def entry_out(entry: LedgerEntry) -> LedgerEntryOut:
     """The API view of a ledger entry."""
-    return LedgerEntryOut(
-        id=entry.id,
-        customer_id=entry.customer_id,
-        points=entry.points,
-        kind=entry.kind,
-        reason=entry.reason,
-        source_ref=entry.source_ref,
-        rule_id=entry.rule_id,
-        rule_version=entry.rule_version,
-        remaining=entry.remaining,
-        expires_at=entry.expires_at,
-        created_at=entry.created_at,
-    )
+    return view_of(LedgerEntryOut, entry)
 
 
 @router.post("/customers", status_code=201, response_model=CustomerOut)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from tally.api.deps import CallerDep
 from tally.api.edge import Id
+from tally.api.schemas import view_of
 from tally.errors import NotFound
 from tally.integrations.dotdigital import service
 from tally.integrations.dotdigital.fields import DataFieldMapping
@@ -96,63 +97,37 @@ class StatusOut(BaseModel):
 
 def failure_out(failure: FailureView) -> FailureOut:
     """The API view of a failure."""
-    return FailureOut(
-        customer_id=failure.customer_id,
-        email=failure.email,
-        code=failure.code,
-        reason=failure.reason,
-        failed_at=failure.failed_at,
-    )
+    return view_of(FailureOut, failure)
 
 
 def job_out(job: JobView) -> JobOut:
     """The API view of a manual sync."""
-    return JobOut(
-        id=job.id,
-        status=job.status,
-        total=job.total,
-        sent=job.sent,
-        created=job.created,
-        updated=job.updated,
-        failed=job.failed,
-        imports=job.imports,
-        imports_running=job.imports_running,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        last_error=job.last_error,
-    )
+    return view_of(JobOut, job)
 
 
 def status_out(view: StatusView) -> StatusOut:
     """The API view of the status."""
-    return StatusOut(
-        connected=view.connected,
-        enabled=view.enabled,
-        api_username=view.api_username,
-        api_endpoint=view.api_endpoint,
+    return view_of(
+        StatusOut,
+        view,
         mapping=dict(view.mapping),
-        field_check=view.field_check,
-        calls_per_minute=view.calls_per_minute,
-        last_successful_sync_at=view.last_successful_sync_at,
-        paused_until=view.paused_until,
-        last_error=view.last_error,
-        last_error_at=view.last_error_at,
-        backlog=view.backlog,
-        backlog_retrying=view.backlog_retrying,
-        failures_total=view.failures_total,
         recent_failures=[failure_out(f) for f in view.recent_failures],
         recent_jobs=[job_out(j) for j in view.recent_jobs],
     )
 
 
-@router.get("", response_model=StatusOut)
-def get_status(caller: CallerDep) -> StatusOut:
-    """Connection, whether syncing is on, backlog, recent failures and manual syncs."""
+def _current_status(caller: CallerDep) -> StatusOut:
     with caller.unit_of_work() as session:
         view = service.status(
             session, merchant_id=caller.merchant_id, settings=caller.state.settings
         )
     return status_out(view)
+
+
+@router.get("", response_model=StatusOut)
+def get_status(caller: CallerDep) -> StatusOut:
+    """Connection, whether syncing is on, backlog, recent failures and manual syncs."""
+    return _current_status(caller)
 
 
 @router.put("/credentials", response_model=ConnectionOut)
@@ -165,13 +140,7 @@ def put_credentials(body: CredentialsIn, caller: CallerDep) -> ConnectionOut:
         password=body.password.get_secret_value(),
         settings=caller.state.settings,
     )
-    return ConnectionOut(
-        api_username=saved.api_username,
-        api_endpoint=saved.api_endpoint,
-        account_id=saved.account_id,
-        enabled=saved.enabled,
-        replaced_user=saved.replaced_user,
-    )
+    return view_of(ConnectionOut, saved)
 
 
 @router.post("/enable", response_model=EnableOut)
@@ -188,11 +157,7 @@ def post_disable(caller: CallerDep) -> StatusOut:
     """Stop syncing; credentials and mapping are kept."""
     with caller.unit_of_work() as session:
         service.disable(session, merchant_id=caller.merchant_id)
-    with caller.unit_of_work() as session:
-        view = service.status(
-            session, merchant_id=caller.merchant_id, settings=caller.state.settings
-        )
-    return status_out(view)
+    return _current_status(caller)
 
 
 @router.delete("", status_code=204)

@@ -7,15 +7,25 @@ are claimed and responses stored is described in `tally.idempotency.service`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from tally.api.deps import Caller
 from tally.idempotency.service import request_fingerprint, run_idempotent
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Replays of the same key and body return the first response",
+    ),
+]
+"""The optional `Idempotency-Key` header of a POST that may be retried."""
 
 
 def idempotent_post(

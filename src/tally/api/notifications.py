@@ -10,15 +10,15 @@ import html
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep, app_state
 from tally.api.edge import MAX_ID, EmailTypeName, Id, Limit, Offset, OptionalQueryId
-from tally.api.idempotency import idempotent_post
-from tally.api.schemas import Page
+from tally.api.idempotency import IdempotencyKey, idempotent_post
+from tally.api.schemas import Page, view_of
 from tally.customers.orm import Customer
 from tally.db.engine import bind_merchant, unit_of_work
 from tally.merchants.orm import Merchant
@@ -29,15 +29,6 @@ from tally.state import AppState
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 public_router = APIRouter(tags=["unsubscribe"])
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        max_length=200,
-        description="Replays of the same key and body return the first response",
-    ),
-]
 
 
 # -- shapes --------------------------------------------------------------------------------
@@ -153,32 +144,23 @@ class MailSettingsOut(BaseModel):
 
 
 def _template_out(view: service.TemplateView) -> TemplateOut:
-    return TemplateOut(
+    return view_of(
+        TemplateOut,
+        view.template,
         email_type=view.email_type.value,
         enabled=view.enabled,
         customized=view.customized,
         updated_at=view.updated_at,
-        subject=view.template.subject,
-        html_body=view.template.html_body,
-        text_body=view.template.text_body,
         variables=service.template_variable_docs(view.email_type),
     )
 
 
+def _template_summary_out(view: service.TemplateView) -> TemplateSummaryOut:
+    return view_of(TemplateSummaryOut, view, email_type=view.email_type.value)
+
+
 def _email_out(email: EmailMessage) -> EmailOut:
-    return EmailOut(
-        id=email.id,
-        customer_id=email.customer_id,
-        email_type=email.email_type,
-        recipient=email.recipient,
-        subject=email.subject,
-        status=email.status,
-        attempts=email.attempts,
-        last_error=email.last_error,
-        message_id=email.message_id,
-        created_at=email.created_at,
-        sent_at=email.sent_at,
-    )
+    return view_of(EmailOut, email)
 
 
 def _subscription_out(customer: Customer) -> SubscriptionOut:
@@ -192,15 +174,11 @@ def _subscription_out(customer: Customer) -> SubscriptionOut:
 def _mail_settings_out(row: MailSettings | None) -> MailSettingsOut:
     if row is None:
         return MailSettingsOut(configured=False)
-    return MailSettingsOut(
+    return view_of(
+        MailSettingsOut,
+        row,
         configured=True,
-        host=row.host,
-        port=row.port,
-        security=row.security,
-        username=row.username,
         password_set=row.password_encrypted is not None,
-        sender=row.sender,
-        updated_at=row.updated_at,
     )
 
 
@@ -216,15 +194,7 @@ def list_templates(caller: CallerDep) -> list[TemplateSummaryOut]:
     """Every email type, whether it is sent, and whether it was edited."""
     with caller.unit_of_work() as session:
         views = service.list_templates(session, merchant_id=caller.merchant_id)
-    return [
-        TemplateSummaryOut(
-            email_type=v.email_type.value,
-            enabled=v.enabled,
-            customized=v.customized,
-            updated_at=v.updated_at,
-        )
-        for v in views
-    ]
+    return [_template_summary_out(v) for v in views]
 
 
 @router.get("/email-templates/{email_type}", response_model=TemplateOut)

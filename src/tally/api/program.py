@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from tally.api.deps import CallerDep, app_state
 from tally.api.edge import Id, OrderId
 from tally.api.idempotency import idempotent_post
+from tally.api.schemas import view_of
 from tally.customers import service as customers
 from tally.db.base import utcnow
 from tally.db.engine import bind_merchant
@@ -88,17 +89,7 @@ class ActionIn(BaseModel):
 
 def order_out(order: Order) -> OrderOut:
     """The API view of an order."""
-    return OrderOut(
-        order_id=order.order_id,
-        customer_id=order.customer_id,
-        total=order.total,
-        refunded_amount=order.refunded_amount,
-        currency=order.currency,
-        status=order.status,
-        placed_at=order.placed_at,
-        points_awarded=order.points_awarded,
-        points_clawed_back=order.points_clawed_back,
-    )
+    return view_of(OrderOut, order)
 
 
 def _etag(version: int) -> str:

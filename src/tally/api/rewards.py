@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from tally.api.deps import CallerDep
 from tally.api.edge import Id, Limit, Offset, RewardId
 from tally.api.idempotency import idempotent_post
-from tally.api.schemas import Page
+from tally.api.schemas import Page, view_of
 from tally.customers import service as customers
 from tally.errors import FieldProblem
 from tally.program import redemptions
@@ -140,17 +140,8 @@ def _optional_text(value: Decimal | None) -> str | None:
 
 def redemption_out(redemption: Redemption) -> RedemptionOut:
     """The API view of a redemption."""
-    return RedemptionOut(
-        id=redemption.id,
-        customer_id=redemption.customer_id,
-        reward_id=redemption.reward_id,
-        reward_name=redemption.reward_name,
-        points_spent=redemption.points_spent,
-        discount_value=decimal_text(redemption.discount_value),
-        discount_unit=redemption.discount_unit,
-        coupon_code=redemption.coupon_code,
-        expires_at=redemption.expires_at,
-        created_at=redemption.created_at,
+    return view_of(
+        RedemptionOut, redemption, discount_value=decimal_text(redemption.discount_value)
     )
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from tally.ledger.bounds import MAX_POINTS
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -117,6 +118,12 @@ class AdjustmentOut(BaseModel):
 
     entry: LedgerEntryOut
     balance: int
+
+
+def view_of(model: type[M], source: object, **computed: Any) -> M:
+    """`model` filled from the same-named attributes of `source`; `computed` gives the rest."""
+    copied = {name: getattr(source, name) for name in model.model_fields if name not in computed}
+    return model(**copied, **computed)
 
 
 def model_dump_json_ready(model: BaseModel) -> Any:
