@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from tally.api.deps import CallerDep, app_state
 from tally.api.edge import Id, OrderId
 from tally.api.idempotency import idempotent_post
-from tally.api.schemas import view_of
+from tally.api.schemas import MoneyText, money_text, view_of
 from tally.customers import service as customers
 from tally.db.base import utcnow
 from tally.db.engine import bind_merchant
@@ -25,6 +25,7 @@ from tally.program import service as program_service
 from tally.program import tiers
 from tally.program.config_service import update_program
 from tally.program.orm import Order, ReferralClick, TierChangeRecord
+from tally.program.settings import VipMetric
 from tally.state import AppState
 
 router = APIRouter(prefix="/api/v1", tags=["program"])
@@ -57,8 +58,8 @@ class OrderOut(BaseModel):
 
     order_id: str
     customer_id: int
-    total: Decimal
-    refunded_amount: Decimal
+    total: MoneyText
+    refunded_amount: MoneyText
     currency: str
     status: str
     placed_at: datetime
@@ -201,7 +202,7 @@ def post_refund(
         order = session.get_one(Order, result.refund.order_pk)
         return {
             "refund_id": result.refund.refund_id,
-            "amount": str(result.refund.amount),
+            "amount": money_text(result.refund.amount),
             "points_clawed_back": result.refund.points_clawed_back,
             "shortfall": result.refund.shortfall,
             "replayed": result.replayed,
@@ -245,12 +246,14 @@ def get_tier(customer_id: Id, caller: CallerDep) -> dict[str, Any]:
             .order_by(TierChangeRecord.id.desc())
             .limit(50)
         )
+        # Money as money (two places at least), points as a whole number.
+        shown = money_text if vip.metric == VipMetric.AMOUNT_SPENT else _whole
         return {
             "tier": customer.vip_tier,
             "metric": vip.metric,
-            "value": str(value),
+            "value": shown(value),
             "next_tier": progress.next.id if progress and progress.next else None,
-            "remaining": str(progress.remaining) if progress and progress.remaining else None,
+            "remaining": shown(progress.remaining) if progress and progress.remaining else None,
             "history": [
                 {"from": h.old_tier, "to": h.new_tier, "at": h.changed_at.isoformat()}
                 for h in history
@@ -273,3 +276,7 @@ def referral_redirect(
         session.commit()
         target = f"{merchant.store_url}/?ref={referrer.referral_code}"
     return RedirectResponse(target, status_code=302)
+
+
+def _whole(value: Decimal) -> str:
+    return str(int(value))

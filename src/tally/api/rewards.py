@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from tally.api.deps import CallerDep
 from tally.api.edge import Id, Limit, Offset, RewardId
 from tally.api.idempotency import idempotent_post
-from tally.api.schemas import Page, view_of
+from tally.api.schemas import Page, money_text, view_of
 from tally.customers import service as customers
 from tally.errors import FieldProblem
 from tally.program import redemptions
@@ -125,24 +125,13 @@ class CodePoolUploadOut(BaseModel):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def decimal_text(value: Decimal) -> str:
-    """A decimal as text with at least two places and no trailing zeros beyond them."""
-    normalized = value.normalize()
-    exponent = normalized.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > -2:
-        normalized = normalized.quantize(Decimal("0.01"))
-    return format(normalized, "f")
-
-
 def _optional_text(value: Decimal | None) -> str | None:
-    return None if value is None else decimal_text(value)
+    return None if value is None else money_text(value)
 
 
 def redemption_out(redemption: Redemption) -> RedemptionOut:
     """The API view of a redemption."""
-    return view_of(
-        RedemptionOut, redemption, discount_value=decimal_text(redemption.discount_value)
-    )
+    return view_of(RedemptionOut, redemption, discount_value=money_text(redemption.discount_value))
 
 
 def reward_out(reward: Reward, pool: redemptions.PoolStatus | None) -> RewardOut:

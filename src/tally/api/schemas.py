@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from tally.ledger.bounds import MAX_POINTS
 
@@ -27,6 +28,20 @@ def _iso_date_text(value: object) -> object:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
+
+
+def money_text(value: Decimal) -> str:
+    """A decimal as text with at least two places and no trailing zeros beyond them."""
+    normalized = value.normalize()
+    exponent = normalized.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        normalized = normalized.quantize(Decimal("0.01"))
+    return format(normalized, "f")
+
+
+# Amounts are stored with four places: without one rendering, the same order read back would
+# say 120.0000 where the POST that made it said 120.00.
+MoneyText = Annotated[Decimal, PlainSerializer(money_text, return_type=str)]
 
 
 class Page(BaseModel, Generic[T]):
