@@ -403,7 +403,26 @@ class _Lease:
     def __exit__(self, *_: object) -> None:
         self._done.set()
         self._thread.join(timeout=30)
-        self.renew()  # the last progress reported
+        self._write_last_progress()
+
+    def _write_last_progress(self) -> None:
+        progress = self._progress
+        if progress is None:
+            return
+        try:
+            with unit_of_work(self._factory) as session:
+                session.execute(
+                    update(ImportJob)
+                    .where(ImportJob.id == self._job_id, ImportJob.locked_by == self._worker_id)
+                    .values(
+                        progress_phase=progress[0],
+                        progress_done=progress[1],
+                        progress_total=progress[2],
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception:  # only the progress bar's last step
+            log.warning("could not write the progress of import %s", self._job_id, exc_info=True)
 
     def report(self, phase: str, done: int, total: int) -> None:
         """Remember where the run is (written by the next renewal)."""
