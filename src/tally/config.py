@@ -69,6 +69,12 @@ class Settings(BaseSettings):
 
     # Largest CSV file an import accepts over HTTP (API and admin); the CLI reads any size.
     import_max_upload_mb: int = Field(default=1024, ge=1)
+    # Rows per transaction of an import the workers run.
+    import_batch_size: int = Field(default=20_000, ge=1)
+    # A worker running an import renews its lease (and writes the progress) about every second;
+    # a job whose lease ran out this long ago was left by a process that died, and another
+    # worker takes it over.
+    import_lease_seconds: float = Field(default=120.0, gt=0)
 
     dotdigital_base_url: str = "https://r1-api.dotdigital.com"
     dotdigital_calls_per_minute: int = 30

@@ -43,7 +43,7 @@ from tally.outbox.registry import default_registry
 from tally.outbox.worker import Worker
 from tally.state import AppState
 from tests.support.factories import MerchantFixture, make_customer, make_merchant
-from tests.support.server import serve_in_thread
+from tests.support.server import import_worker, serve_in_thread
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -355,8 +355,15 @@ BAD_CUSTOMERS = (
 )
 
 
+@pytest.fixture
+def imports_run(settings: Settings, session_factory: sessionmaker[Session]) -> Iterator[None]:
+    """Queued imports run, as the worker would run them."""
+    with import_worker(settings, session_factory):
+        yield
+
+
 def test_import_customers_see_the_bad_row_fix_it_apply_and_see_balances(
-    visit: Visit, session_factory: sessionmaker[Session], tmp_path: Path
+    visit: Visit, session_factory: sessionmaker[Session], tmp_path: Path, imports_run: None
 ) -> None:
     shop = make_shop(session_factory)
     page = visit.page

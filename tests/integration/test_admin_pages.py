@@ -23,6 +23,7 @@ from tally.api.app import create_app
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
+from tally.imports import queue
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants import service as merchants
@@ -655,6 +656,9 @@ def apply_import(client: TestClient, kind: str, content: bytes, **options: str) 
     )
     assert applied.status_code == 303
     run_token = applied.headers["location"].rsplit("run=", 1)[1]
+    # The tests run no background worker: run the queued import here, as a worker would.
+    state = client.app.state.tally  # type: ignore[attr-defined]
+    queue.work(state.settings, state.session_factory)
     for _ in range(300):
         fragment = client.get(
             f"/admin/imports/{kind}/runs/{run_token}", headers={"HX-Request": "true"}

@@ -24,7 +24,7 @@ from tally.api.app import create_app
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
-from tally.imports import jobs
+from tally.imports import jobs, queue
 from tally.imports import service as imports
 from tally.imports.orm import ImportJob
 from tally.program.config_service import update_program
@@ -87,6 +87,9 @@ def _rejected_csv(factory: sessionmaker[Session], merchant_id: int, job_id: int)
 
 
 def _finished(api: TestClient, location: str, headers: dict[str, str]) -> dict[str, Any]:
+    # The tests run no background worker: run the queued import here, as a worker would.
+    state = api.app.state.tally  # type: ignore[attr-defined]
+    queue.work(state.settings, state.session_factory)
     for _ in range(200):
         job: dict[str, Any] = api.get(location, headers=headers).json()
         if job["status"] != "running":

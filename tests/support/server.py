@@ -1,4 +1,5 @@
-"""Run the real ASGI app under uvicorn in a background thread, on a free loopback port."""
+"""Run the real ASGI app under uvicorn in a background thread, on a free loopback port; run
+queued imports in a background thread."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from tally.config import Settings
+from tally.imports import queue
+from tally.outbox.registry import Registry
+from tally.outbox.worker import Worker
 
 
 def free_port() -> int:
@@ -37,3 +44,17 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def import_worker(settings: Settings, factory: sessionmaker[Session]) -> Iterator[None]:
+    """A worker that runs only queued imports (the tests' settings run no worker) in a thread."""
+    registry = Registry()
+    queue.register(registry)
+    worker = Worker(settings=settings, session_factory=factory, registry=registry)
+    thread = worker.start_thread()
+    try:
+        yield
+    finally:
+        worker.stop()
+        thread.join(timeout=60)

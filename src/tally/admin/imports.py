@@ -1,25 +1,20 @@
 """Customers → Import customers / Import orders: template download, options, upload, preview
 with the errors of each row, apply with a live progress bar, and the history with revert.
 
-An upload is kept under ``var_dir/imports/<merchant>/<sha256>.csv`` (named by its content, as the
-import jobs identify a file by its checksum), previewed with ``preview_import`` and applied with
-``run_import`` using the options the preview recorded. Applying runs in a background thread of
-the web process that received it; its progress is kept in that process's memory and shown by a
-fragment that polls itself. If the process stops mid-way the job stays ``running``/``failed``
-in the history and applying the same file again resumes it (the service resumes by checksum).
+A preview spools the upload to a temporary file, checks it with ``preview_import`` and keeps
+the file in the database with the previewed job (``imports.queue.store_preview_upload``), so
+whichever web process receives "apply" can queue it (``enqueue_previewed``) with the options
+the preview recorded. A worker runs the job; the progress bar is a fragment that polls itself
+and reads the job row, where the worker writes its progress, so any web process can show it
+and a web process that stops loses nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -40,7 +35,8 @@ from tally.admin.web import (
     text,
 )
 from tally.api.edge import Id
-from tally.errors import DomainError, NotFound
+from tally.errors import DomainError, NotFound, TooLarge
+from tally.imports import queue, uploads
 from tally.imports import service as imports
 from tally.imports.customers_csv import CustomerCsvReader
 from tally.imports.formats import ImportFileError, ImportRowError
@@ -87,61 +83,10 @@ def options_from_form(kind: ImportKind, form: FormData) -> imports.ImportOptions
 
 def options_of(job: ImportJob) -> imports.ImportOptions:
     """The options a job was previewed (or run) with."""
-    stored = job.options or {}
-    if job.kind == ImportKind.CUSTOMERS:
-        return imports.CustomerImportOptions(
-            points=imports.PointsMode(stored.get("points", imports.PointsMode.REPLACE.value)),
-            award_create_account=bool(stored.get("award_create_account")),
-            skip_invalid=bool(stored.get("skip_invalid")),
-        )
-    return imports.OrderImportOptions(
-        vip_only=bool(stored.get("vip_only")),
-        send_create_account_emails=bool(stored.get("send_create_account_emails")),
-        skip_invalid=bool(stored.get("skip_invalid")),
-    )
+    return queue.options_from_json(job.kind, job.options or {})
 
 
 # --------------------------------------------------------------------------- uploads
-
-
-def upload_dir(admin: Admin) -> Path:
-    """Where this merchant's uploaded import files are kept until imported."""
-    return Path(admin.state.settings.var_dir) / "imports" / str(admin.merchant_id)
-
-
-def upload_path(admin: Admin, checksum: str) -> Path:
-    """The stored upload with this SHA-256."""
-    if len(checksum) != 64 or not all(c in "0123456789abcdef" for c in checksum):
-        raise NotFound("no such upload")
-    return upload_dir(admin) / f"{checksum}.csv"
-
-
-class UploadTooLarge(Exception):
-    """The upload is over the size limit."""
-
-
-def store_upload(admin: Admin, stream: IO[bytes]) -> Path:
-    """Copy an upload to the merchant's directory, named by its SHA-256."""
-    directory = upload_dir(admin)
-    directory.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False) as out:
-        temporary = Path(out.name)
-        try:
-            while chunk := stream.read(1 << 20):
-                size += len(chunk)
-                if size > admin.state.settings.import_max_upload_mb * 1024 * 1024:
-                    raise UploadTooLarge
-                digest.update(chunk)
-                out.write(chunk)
-        except BaseException:
-            out.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    final = directory / f"{digest.hexdigest()}.csv"
-    temporary.replace(final)
-    return final
 
 
 def sample_rows(kind: ImportKind, path: Path) -> list[Any]:
@@ -168,14 +113,16 @@ def sample_rows(kind: ImportKind, path: Path) -> list[Any]:
 # --------------------------------------------------------------------------- runs in progress
 
 
-@dataclass
+FINISHED = (ImportStatus.COMPLETED, ImportStatus.FAILED, ImportStatus.REVERTED)
+
+
+@dataclass(frozen=True)
 class Run:
-    """An import being applied in a background thread, as its progress callback reports it."""
+    """An import the workers run, as its job row shows it (progress written by the worker)."""
 
     token: str
-    merchant_id: int
-    kind: ImportKind
     file_name: str
+    status: str
     phase: str = "starting"
     done: int = 0
     total: int = 0
@@ -183,7 +130,29 @@ class Run:
     job_id: int | None = None
     error: str | None = None
     problems: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def of(cls, job: ImportJob) -> Run:
+        """The run of a job."""
+        failed = job.status == ImportStatus.FAILED
+        return cls(
+            token=str(job.id),
+            file_name=job.file_name,
+            status=job.status,
+            phase=job.progress_phase
+            or ("queued" if job.status == ImportStatus.QUEUED else "starting"),
+            done=job.progress_done,
+            total=job.progress_total,
+            finished=job.status in FINISHED,
+            job_id=job.id,
+            error=(job.failure_reason or "the import stopped") if failed else None,
+            problems=[
+                f"row {error['row']}, {error['column']}: expected {error['expected']}"
+                for error in job.errors[:20]
+            ]
+            if failed
+            else [],
+        )
 
     @property
     def percent(self) -> int:
@@ -196,76 +165,12 @@ class Run:
         return int(10 * share) if self.phase == "checking" else 10 + int(90 * share)
 
 
-class Runs:
-    """The imports this process is applying, by token (kept for an hour after they end)."""
-
-    KEEP_SECONDS = 3600.0
-
-    def __init__(self) -> None:
-        self._runs: dict[str, Run] = {}
-        self._lock = threading.Lock()
-
-    def add(self, run: Run) -> None:
-        """Track a new run (and forget old finished ones)."""
-        with self._lock:
-            now = time.monotonic()
-            for token, old in list(self._runs.items()):
-                if old.finished and now - old.started > self.KEEP_SECONDS:
-                    del self._runs[token]
-            self._runs[run.token] = run
-
-    def get(self, token: str, merchant_id: int) -> Run:
-        """A run of this merchant (another merchant's is not found)."""
-        with self._lock:
-            run = self._runs.get(token)
-        if run is None or run.merchant_id != merchant_id:
-            raise NotFound("that import run is not known to this server")
-        return run
-
-
-_runs_lock = threading.Lock()
-
-
-def runs_of(request: Request) -> Runs:
-    """The application's import runs."""
-    with _runs_lock:
-        runs: Runs | None = getattr(request.app.state, "tally_admin_import_runs", None)
-        if runs is None:
-            runs = Runs()
-            request.app.state.tally_admin_import_runs = runs
-        return runs
-
-
-def _apply_in_background(
-    admin: Admin, run: Run, path: Path, options: imports.ImportOptions
-) -> None:
-    def progress(phase: str, done: int, total: int) -> None:
-        run.phase, run.done, run.total = phase, done, total
-
-    def work() -> None:
-        try:
-            job = imports.run_import(
-                admin.state.session_factory,
-                merchant_id=admin.merchant_id,
-                path=path,
-                options=options,
-                file_name=run.file_name,
-                created_by=f"admin:{admin.email}"[:CREATED_BY_LIMIT],
-                progress=progress,
-            )
-            run.job_id = job.id
-            path.unlink(missing_ok=True)
-        except DomainError as error:
-            run.error = error.detail
-            run.problems = [f"{p.field}: {p.message}" for p in error.errors[:20]]
-            failed = getattr(error, "job", None)
-            run.job_id = failed.id if isinstance(failed, ImportJob) else None
-        except Exception as error:  # the thread must record every outcome
-            run.error = f"the import stopped: {error}"
-        finally:
-            run.finished = True
-
-    threading.Thread(target=work, name=f"tally-import-{run.token}", daemon=True).start()
+def _run_of(admin: Admin, token: str) -> Run:
+    """The run of one of this merchant's jobs (another merchant's is not found)."""
+    if not token.isdigit() or len(token) > 18:
+        raise NotFound("that import run is not known")
+    with admin.unit_of_work() as session:
+        return Run.of(imports.get_import(session, merchant_id=admin.merchant_id, job_id=int(token)))
 
 
 # --------------------------------------------------------------------------- pages
@@ -341,7 +246,7 @@ def imports_home(admin: AdminDep) -> Response:
 @router.get("/imports/{kind}", include_in_schema=False)
 def import_page(request: Request, admin: AdminDep, kind: str, run: str | None = None) -> Response:
     """The import page of one kind: template, options, upload, history (and a run's progress)."""
-    found = runs_of(request).get(run, admin.merchant_id) if run else None
+    found = _run_of(admin, run) if run else None
     return _page(request, admin, _kind(kind), run=found)
 
 
@@ -373,8 +278,8 @@ def import_preview(request: Request, admin: AdminDep, form: FormDep, kind: str) 
             status_code=422,
         )
     try:
-        path = store_upload(admin, upload.file)
-    except UploadTooLarge:
+        spooled = uploads.spool(upload.file, max_mb=admin.state.settings.import_max_upload_mb)
+    except TooLarge:
         return _page(
             request,
             admin,
@@ -388,33 +293,44 @@ def import_preview(request: Request, admin: AdminDep, form: FormDep, kind: str) 
         )
     file_name = Path(upload.filename).name[:255]
     try:
-        job = imports.preview_import(
-            admin.state.session_factory,
-            merchant_id=admin.merchant_id,
-            path=path,
-            options=options,
-            file_name=file_name,
-            created_by=f"admin:{admin.email}"[:CREATED_BY_LIMIT],
-        )
-    except DomainError as error:
-        path.unlink(missing_ok=True)
-        return _page(
-            request,
-            admin,
-            import_kind,
-            file_error=error.detail,
-            options=options,
-            status_code=error.status_code,
-        )
-    status = 422 if job.invalid_count and not options.skip_invalid else 200
-    with admin.state.session_factory() as session:
-        notes = imports.import_notes(session, merchant_id=admin.merchant_id, options=options)
+        try:
+            job = imports.preview_import(
+                admin.state.session_factory,
+                merchant_id=admin.merchant_id,
+                path=spooled.path,
+                options=options,
+                file_name=file_name,
+                created_by=f"admin:{admin.email}"[:CREATED_BY_LIMIT],
+            )
+        except DomainError as error:
+            return _page(
+                request,
+                admin,
+                import_kind,
+                file_error=error.detail,
+                options=options,
+                status_code=error.status_code,
+            )
+        status = 422 if job.invalid_count and not options.skip_invalid else 200
+        if status == 200:
+            # Kept for "apply", which any web process may receive.
+            queue.store_preview_upload(
+                admin.state.session_factory,
+                merchant_id=admin.merchant_id,
+                job_id=job.id,
+                path=spooled.path,
+            )
+        with admin.state.session_factory() as session:
+            notes = imports.import_notes(session, merchant_id=admin.merchant_id, options=options)
+        sample = sample_rows(import_kind, spooled.path)
+    finally:
+        spooled.path.unlink(missing_ok=True)
     return _page(
         request,
         admin,
         import_kind,
         job=job,
-        sample=sample_rows(import_kind, path),
+        sample=sample,
         options=options,
         notes=notes,
         status_code=status,
@@ -431,11 +347,17 @@ def import_apply(request: Request, admin: AdminDep, form: FormDep, kind: str) ->
         raise NotFound("no such import") from None
     with admin.unit_of_work() as session:
         job = imports.get_import(session, merchant_id=admin.merchant_id, job_id=job_id)
-        checksum, file_name, options = job.checksum, job.file_name, options_of(job)
         if job.kind != import_kind.value:
             raise NotFound(f"import {job_id} is not an import of {kind}")
-    path = upload_path(admin, checksum)
-    if not path.exists():
+    try:
+        queued = queue.enqueue_previewed(
+            admin.state.session_factory,
+            merchant_id=admin.merchant_id,
+            job_id=job_id,
+            created_by=f"admin:{admin.email}"[:CREATED_BY_LIMIT],
+            lease_seconds=admin.state.settings.import_lease_seconds,
+        )
+    except uploads.UploadMissing:
         if is_htmx(request):
             return error_page(
                 request,
@@ -448,27 +370,31 @@ def import_apply(request: Request, admin: AdminDep, form: FormDep, kind: str) ->
             admin,
             import_kind,
             file_error="The uploaded file is no longer here (it was imported already, or the "
-            "server was cleaned up). Upload it again.",
+            "preview is too old). Upload it again.",
             status_code=409,
         )
-    run = Run(
-        token=secrets.token_urlsafe(12),
-        merchant_id=admin.merchant_id,
-        kind=import_kind,
-        file_name=file_name,
-    )
-    runs_of(request).add(run)
-    _apply_in_background(admin, run, path, options)
+    except DomainError as error:
+        if error.status_code == 404:
+            raise
+        return _page(
+            request,
+            admin,
+            import_kind,
+            file_error=error.detail,
+            status_code=error.status_code,
+        )
     if is_htmx(request):
-        return render(request, "imports/_run.html", {"run": run, "kind": kind})
-    return redirect(f"/admin/imports/{kind}?run={run.token}")
+        return render(
+            request, "imports/_run.html", {"run": _run_of(admin, str(queued)), "kind": kind}
+        )
+    return redirect(f"/admin/imports/{kind}?run={queued}")
 
 
 @router.get("/imports/{kind}/runs/{token}", include_in_schema=False)
 def import_run(request: Request, admin: AdminDep, kind: str, token: str) -> Response:
     """A run's progress (the fragment polls itself until the import ends)."""
     _kind(kind)
-    run = runs_of(request).get(token, admin.merchant_id)
+    run = _run_of(admin, token)
     if not is_htmx(request):
         return redirect(f"/admin/imports/{kind}?run={token}")
     context: dict[str, Any] = {"run": run, "kind": kind}

@@ -1,20 +1,16 @@
 """Import endpoints: templates, preview, run, job status, rejected rows and revert.
 
-Uploads are multipart (``file`` plus the options as form fields). An import runs inside the
-request for now and answers with the finished job; a file with invalid rows is refused with a
-problem response listing them (unless ``skip_invalid``), and the job keeps its report.
+Uploads are multipart (``file`` plus the options as form fields). A run stores the file and a
+queued job in the database and answers at once; a worker runs it (``imports/queue.py``), and
+the job, read by any web process, shows how it goes. A file with invalid rows is refused with
+the errors on the job (unless ``skip_invalid``); with ``wait=true`` the request runs the import
+itself and answers with the finished job, or a problem response listing the errors.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import secrets
 from datetime import datetime
-from functools import partial
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -25,8 +21,7 @@ from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
 from tally.api.edge import Id, Limit, Offset
-from tally.errors import DomainError, TooLarge
-from tally.imports import service
+from tally.imports import queue, service, uploads
 from tally.imports.orm import ImportJob, ImportKind
 from tally.merchants.orm import ApiKey
 from tally.merchants.service import API_KEY_PREFIX
@@ -44,8 +39,20 @@ class ImportErrorOut(BaseModel):
     message: str
 
 
+class ImportProgressOut(BaseModel):
+    """Where a run is, as the worker running it last wrote it (about every second)."""
+
+    phase: str = Field(description="checking (the first pass over the file) or importing")
+    done: int = Field(description="rows checked, or applied, so far")
+    total: int = Field(description="rows in all (while checking: an estimate)")
+
+
 class ImportJobOut(BaseModel):
-    """An import job: who started it, with what file and options, and what it did."""
+    """An import job: who started it, with what file and options, and what it did.
+
+    ``status``: previewed, queued (stored, waiting for a worker), running, completed, failed
+    or reverted.
+    """
 
     id: int
     kind: str
@@ -78,6 +85,9 @@ class ImportJobOut(BaseModel):
         )
     )
     failure_reason: str | None
+    progress: ImportProgressOut | None = Field(
+        description="Queued and running jobs the workers run: how far the run is."
+    )
     errors: list[ImportErrorOut]
     rejected_rows_url: str | None
     notes: list[str] = Field(
@@ -127,6 +137,11 @@ def job_out(job: ImportJob) -> ImportJobOut:
         last_row_applied=job.cursor if job.kind == ImportKind.CUSTOMERS else None,
         rows_applied=job.cursor if job.kind == ImportKind.ORDERS else None,
         failure_reason=job.failure_reason,
+        progress=ImportProgressOut(
+            phase=job.progress_phase, done=job.progress_done, total=job.progress_total
+        )
+        if job.progress_phase
+        else None,
         errors=[ImportErrorOut.model_validate(error) for error in job.errors],
         rejected_rows_url=rejected if job.status != "previewed" else None,
     )
@@ -141,36 +156,6 @@ def _caller_label(request: Request, session: Session) -> str:
         if key_id is not None:
             return f"api-key:{key_id}"
     return "api"
-
-
-def _kept(upload: UploadFile, max_mb: int) -> Path:
-    """The upload copied to a temporary file the caller deletes; ``TooLarge`` over the limit."""
-    handle, name = tempfile.mkstemp(prefix="tally-upload-", suffix=".csv")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            size = 0
-            while chunk := upload.file.read(1 << 20):
-                size += len(chunk)
-                if size > max_mb * 1024 * 1024:
-                    raise TooLarge(
-                        f"the file is larger than {max_mb} MB (TALLY_IMPORT_MAX_UPLOAD_MB); "
-                        "split it, or import it with the CLI (`tally import`)"
-                    )
-                out.write(chunk)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
-@contextmanager
-def _saved(upload: UploadFile, max_mb: int) -> Iterator[Path]:
-    """The upload as a file on disk (an import reads it twice), deleted afterwards."""
-    path = _kept(upload, max_mb)
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def _options(
@@ -240,15 +225,18 @@ def preview(
     )
     with caller.state.session_factory() as session:
         created_by = _caller_label(request, session)
-    with _saved(file, caller.state.settings.import_max_upload_mb) as path:
+    upload = uploads.spool(file.file, max_mb=caller.state.settings.import_max_upload_mb)
+    try:
         job = service.preview_import(
             caller.state.session_factory,
             merchant_id=caller.merchant_id,
-            path=path,
+            path=upload.path,
             options=options,
             file_name=file.filename or "upload.csv",
             created_by=created_by,
         )
+    finally:
+        upload.path.unlink(missing_ok=True)
     out = job_out(job)
     with caller.state.session_factory() as session:
         out.notes = service.import_notes(session, merchant_id=caller.merchant_id, options=options)
@@ -278,10 +266,10 @@ def run(
 ) -> ImportJobOut:
     """Start importing a file (or finishing the stopped import of the same file).
 
-    Answers 202 with the running job as soon as it is recorded; follow it with
-    ``GET /imports/{id}`` (``Location``). A file that cannot be read at all is refused at once.
-    The import runs in this server process: if the process stops, the job can be finished by
-    uploading the same file again (after two minutes without progress).
+    Answers 202 with the queued job as soon as the file and the job are stored; follow it with
+    ``GET /imports/{id}`` (``Location``). A worker runs it; if that process stops, another
+    worker finishes it. A file that cannot be read at all is refused at once, and so is a file
+    that is being imported right now (409).
     """
     options = _options(
         kind,
@@ -291,48 +279,39 @@ def run(
         vip_only=vip_only,
         send_create_account_emails=send_create_account_emails,
     )
-    with caller.state.session_factory() as session:
+    state = caller.state
+    with state.session_factory() as session:
         created_by = _caller_label(request, session)
-    start = partial(
-        service.run_import,
-        caller.state.session_factory,
-        merchant_id=caller.merchant_id,
-        options=options,
-        file_name=file.filename or "upload.csv",
-        created_by=created_by,
-    )
-    if wait:
-        with _saved(file, caller.state.settings.import_max_upload_mb) as path:
-            job = start(path=path)
-        response.status_code = 201
-        return job_out(job)
-
-    path = _kept(file, caller.state.settings.import_max_upload_mb)
-    claimed = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def on_claimed(job_id: int) -> None:
-        outcome["job_id"] = job_id
-        claimed.set()
-
-    def work() -> None:
-        try:
-            start(path=path, on_claimed=on_claimed)
-        except BaseException as error:  # recorded on the job once claimed; else answered
-            outcome.setdefault("error", error)
-        finally:
-            path.unlink(missing_ok=True)
-            claimed.set()
-
-    threading.Thread(target=work, name="tally-api-import", daemon=True).start()
-    claimed.wait()
-    if "job_id" not in outcome:
-        error = outcome.get("error")
-        if isinstance(error, DomainError):
-            raise error
-        raise RuntimeError("the import did not start") from error
+    upload = uploads.spool(file.file, max_mb=state.settings.import_max_upload_mb)
+    try:
+        # With wait the job is leased to this request, which runs it (a worker takes it over
+        # if this process dies); without, any worker claims it.
+        holder = queue.worker_name(f"request-{secrets.token_hex(4)}") if wait else None
+        job_id = queue.enqueue_upload(
+            state.session_factory,
+            merchant_id=caller.merchant_id,
+            upload=upload,
+            options=options,
+            file_name=file.filename or "upload.csv",
+            created_by=created_by,
+            lease_seconds=state.settings.import_lease_seconds,
+            lease_to=holder,
+        )
+        if holder is not None:
+            finished = queue.run_claimed(
+                state.session_factory,
+                job_id=job_id,
+                worker_id=holder,
+                settings=state.settings,
+                path=upload.path,
+            )
+            if finished is not None:
+                response.status_code = 201
+                return job_out(finished)
+    finally:
+        upload.path.unlink(missing_ok=True)
     with caller.unit_of_work() as session:
-        job = service.get_import(session, merchant_id=caller.merchant_id, job_id=outcome["job_id"])
+        job = service.get_import(session, merchant_id=caller.merchant_id, job_id=job_id)
         response.headers["Location"] = f"/api/v1/imports/{job.id}"
         return job_out(job)
 

@@ -10,7 +10,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tally.db.base import Base, BigId, TenantScoped, utcnow
@@ -27,13 +37,16 @@ class ImportKind(StrEnum):
 class ImportStatus(StrEnum):
     """Life cycle of an import job.
 
-    ``previewed``: the file was checked, nothing written. ``running``: batches are being written
-    (or the process stopped mid-way: running the same file again resumes it). ``failed``: stopped
+    ``previewed``: the file was checked, nothing written. ``queued``: the upload is stored and a
+    worker will run it. ``running``: batches are being written (by the worker holding the
+    lease; if that worker dies, another one takes the job over when the lease runs out; a job
+    the CLI ran is resumed by running the same file again). ``failed``: stopped
     by an error, or refused because the file has errors; running the same file again resumes
     it. ``completed``: every row was applied. ``reverted``: its points were taken back.
     """
 
     PREVIEWED = "previewed"
+    QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -44,7 +57,11 @@ class ImportJob(TenantScoped, Base):
     """One import of one file: who started it, with which options, how far it got, what it did."""
 
     __tablename__ = "import_jobs"
-    __table_args__ = (Index("ix_import_jobs_file", "merchant_id", "kind", "checksum"),)
+    __table_args__ = (
+        Index("ix_import_jobs_file", "merchant_id", "kind", "checksum"),
+        # What the workers poll: queued jobs, and running ones whose lease ran out.
+        Index("ix_import_jobs_status", "status"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
@@ -82,6 +99,16 @@ class ImportJob(TenantScoped, Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     reverted_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The lease of the worker running a queued job (``imports/queue.py``): renewed while it
+    # runs, so a job whose lease ran out was left by a process that died.
+    locked_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    # Times a worker claimed the job: a file that kills every worker that runs it is failed.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where the run is, as the running worker last wrote it (any web process shows it).
+    progress_phase: Mapped[str | None] = mapped_column(String(16), default=None)
+    progress_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ImportRejectedRow(TenantScoped, Base):
@@ -95,6 +122,24 @@ class ImportRejectedRow(TenantScoped, Base):
     row_number: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
     record: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class ImportUploadChunk(TenantScoped, Base):
+    """A piece (about 1 MiB) of an uploaded file a worker is to import, in order.
+
+    The database is the one store every web and worker process shares: the request that
+    receives a file writes it here with its queued job, and the worker that runs the job reads
+    it back. The chunks are deleted when the job finishes (revert and the rejected-rows file
+    need only the job, its rejected rows and the ledger).
+    """
+
+    __tablename__ = "import_upload_chunks"
+    __table_args__ = (UniqueConstraint("job_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 # Reverting an orders import finds its orders by import id.

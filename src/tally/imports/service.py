@@ -914,8 +914,12 @@ def _claim(
     created_by: str,
     now: datetime,
     stale_after: timedelta,
+    job_id: int | None = None,
 ) -> ImportJob:
-    """The job to run: a stopped one of the same file (resumed), a preview of it, or a new one."""
+    """The job to run: a stopped one of the same file (resumed), a preview of it, or a new one.
+
+    With ``job_id``: that job, which the import queue leased to the caller.
+    """
     stmt = (
         select(ImportJob)
         .where(
@@ -928,12 +932,18 @@ def _claim(
         )
         .order_by(ImportJob.id.desc())
     )
+    if job_id is not None:
+        stmt = stmt.where(ImportJob.id == job_id)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     candidates = list(session.scalars(stmt))
+    if job_id is not None and not candidates:
+        raise Conflict(f"job {job_id} is not an import of this file that can run now")
     for job in candidates:
-        if job.status == ImportStatus.RUNNING and (
-            job.heartbeat_at is not None and job.heartbeat_at > now - stale_after
+        if (
+            job_id is None
+            and job.status == ImportStatus.RUNNING
+            and (job.heartbeat_at is not None and job.heartbeat_at > now - stale_after)
         ):
             raise ImportInProgress(
                 f"this file is being imported right now (job {job.id}, last progress at "
@@ -1014,6 +1024,7 @@ def run_import(
     stale_after: timedelta = STALE_AFTER,
     engine: Literal["bulk", "record_order"] = ENGINE_BULK,
     on_claimed: Callable[[int], None] | None = None,
+    job_id: int | None = None,
 ) -> ImportJob:
     """Import a file, or finish the stopped import of the same file; returns the finished job.
 
@@ -1025,6 +1036,8 @@ def run_import(
     (tests stop the import there); ``engine="record_order"`` records orders one at a time
     through ``record_order`` (to check the bulk writes against it). ``on_claimed`` is called with
     the job's id as soon as the job is recorded as running (before the file is checked).
+    ``job_id`` runs that job (the import queue's worker, holding the job's lease) instead of
+    choosing one by the file's checksum.
     """
     kind = _kind_of(options)
     now = utcnow()
@@ -1043,6 +1056,7 @@ def run_import(
                 created_by=created_by,
                 now=now,
                 stale_after=stale_after,
+                job_id=job_id,
             )
             program = _load_program(session, merchant_id)
             prior_imports = _has_prior_imports(session, merchant_id, job.id)

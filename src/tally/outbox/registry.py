@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,6 +41,21 @@ class JobContext:
     session_factory: sessionmaker[Session]
 
 
+@dataclass(frozen=True)
+class RunnerContext:
+    """What a runner gets: the worker's id (for leases) and the event set when it stops."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    worker_id: str
+    stopping: threading.Event
+
+
+Runner = Callable[[RunnerContext], bool]
+"""Long work (an import) a worker runs in a thread of its own, so deliveries go on meanwhile:
+one call claims and does one piece, and returns whether there was any."""
+
+
 class RetryLater(Exception):
     """Raised by a handler to be tried again after a given delay (e.g. a rate limit reset)."""
 
@@ -59,6 +75,7 @@ class Registry:
     handlers: dict[str, dict[str, Handler]] = field(default_factory=dict)
     reactions: dict[str, dict[str, Reaction]] = field(default_factory=dict)
     jobs: dict[str, tuple[timedelta, Job]] = field(default_factory=dict)
+    runners: dict[str, Runner] = field(default_factory=dict)
     builtins_loaded: bool = False
 
     def subscribe(self, event_type: str, name: str, handler: Handler) -> None:
@@ -85,6 +102,10 @@ class Registry:
     def schedule(self, name: str, every: timedelta, job: Job) -> None:
         """Run `job` about every `every`, on exactly one worker at a time."""
         self.jobs[name] = (every, job)
+
+    def run_long(self, name: str, runner: Runner) -> None:
+        """Have every worker call `runner` in a thread of its own, again at once while it works."""
+        self.runners[name] = runner
 
 
 default_registry = Registry()
@@ -120,4 +141,5 @@ _BUILTIN_PLUGINS: list[str] = [
     "tally.program.jobs",
     "tally.notifications.handlers",
     "tally.integrations.dotdigital.handlers",
+    "tally.imports.queue",
 ]

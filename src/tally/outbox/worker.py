@@ -41,11 +41,16 @@ from tally.outbox.registry import (
     PermanentFailure,
     Registry,
     RetryLater,
+    Runner,
+    RunnerContext,
     default_registry,
 )
 from tally.outbox.retry import backoff_seconds
 
 log = logging.getLogger("tally.worker")
+
+RUNNER_STOP_SECONDS = 30.0
+"""How long a stopping worker waits for its runners to reach a point where they can stop."""
 
 # Room for a traceback's last line and a remote's error body, not for whole response pages.
 MAX_ERROR_CHARS = 2000
@@ -129,6 +134,8 @@ class DispatchStats:
     retried: int = 0
     failed: int = 0
     jobs_run: int = 0
+    runs: int = 0
+    """Pieces of long work (imports) done by the runners (``drain`` only)."""
 
 
 class Worker:
@@ -354,22 +361,64 @@ class Worker:
         return stats
 
     def drain(self, *, max_passes: int = 1000) -> DispatchStats:
-        """Process until nothing is due (for tests and the CLI); retries scheduled later wait."""
+        """Process until nothing is due (for tests and the CLI); retries scheduled later wait.
+
+        Runners' work (queued imports) comes first in each pass, in this thread, so the
+        messages it emits are delivered in the same drain.
+        """
         total = DispatchStats()
         for _ in range(max_passes):
+            runs = self.run_runners_once()
             stats = self.run_once()
             total.claimed += stats.claimed
             total.done += stats.done
             total.retried += stats.retried
             total.failed += stats.failed
             total.jobs_run += stats.jobs_run
-            if stats.claimed == 0:
+            total.runs += runs
+            if stats.claimed == 0 and runs == 0:
                 break
         return total
 
+    def _runner_context(self) -> RunnerContext:
+        return RunnerContext(
+            settings=self.settings,
+            session_factory=self.session_factory,
+            worker_id=self.worker_id,
+            stopping=self._stop,
+        )
+
+    def run_runners_once(self) -> int:
+        """Call each registered runner once; how many found work."""
+        context = self._runner_context()
+        return sum(1 for _name, runner in sorted(self.registry.runners.items()) if runner(context))
+
+    def _run_runner(self, name: str, runner: Runner) -> None:
+        context = self._runner_context()
+        while not self._stop.is_set():
+            try:
+                busy = runner(context)
+            except Exception:
+                log.exception("runner %s failed", name)
+                busy = False
+            if not busy:
+                self._stop.wait(self.settings.worker_poll_seconds)
+
     def run_forever(self) -> None:
-        """Poll until stop() is called; a pass that found work is followed by another at once."""
+        """Poll until stop() is called; a pass that found work is followed by another at once.
+
+        Each registered runner (imports) loops in a thread of its own meanwhile, so a long
+        import never holds up deliveries; they are waited for (briefly) when the worker stops.
+        """
         log.info("worker %s started", self.worker_id)
+        runners = [
+            threading.Thread(
+                target=self._run_runner, args=(name, runner), name=f"tally-{name}", daemon=True
+            )
+            for name, runner in sorted(self.registry.runners.items())
+        ]
+        for thread in runners:
+            thread.start()
         while not self._stop.is_set():
             try:
                 stats = self.run_once()
@@ -378,6 +427,10 @@ class Worker:
                 stats = DispatchStats()
             if stats.claimed == 0:
                 self._stop.wait(self.settings.worker_poll_seconds)
+        for thread in runners:
+            # A runner stops at its next step (an import between two batches, and hands the
+            # job back to the queue); one that does not is left to its lease.
+            thread.join(timeout=RUNNER_STOP_SECONDS)
         log.info("worker %s stopped", self.worker_id)
 
     def stop(self) -> None:
