@@ -16,15 +16,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
 from tally.api.edge import Id, Limit, Offset
 from tally.imports import queue, service, uploads
 from tally.imports.orm import ImportJob, ImportKind
-from tally.merchants.orm import ApiKey
-from tally.merchants.service import API_KEY_PREFIX
 
 router = APIRouter(prefix="/api/v1/imports", tags=["imports"])
 
@@ -147,17 +143,6 @@ def job_out(job: ImportJob) -> ImportJobOut:
     )
 
 
-def _caller_label(request: Request, session: Session) -> str:
-    """``api-key:<id>`` for the key that authenticated the request."""
-    token = request.headers.get("authorization", "").partition(" ")[2].strip()
-    parts = token.split("_", 2)
-    if len(parts) == 3 and parts[0] == API_KEY_PREFIX:
-        key_id = session.scalar(select(ApiKey.id).where(ApiKey.prefix == parts[1]))
-        if key_id is not None:
-            return f"api-key:{key_id}"
-    return "api"
-
-
 def _options(
     kind: ImportKind,
     *,
@@ -223,8 +208,7 @@ def preview(
         vip_only=vip_only,
         send_create_account_emails=send_create_account_emails,
     )
-    with caller.state.session_factory() as session:
-        created_by = _caller_label(request, session)
+    created_by = caller.actor
     upload = uploads.spool(file.file, max_mb=caller.state.settings.import_max_upload_mb)
     try:
         job = service.preview_import(
@@ -280,8 +264,7 @@ def run(
         send_create_account_emails=send_create_account_emails,
     )
     state = caller.state
-    with state.session_factory() as session:
-        created_by = _caller_label(request, session)
+    created_by = caller.actor
     upload = uploads.spool(file.file, max_mb=state.settings.import_max_upload_mb)
     try:
         # With wait the job is leased to this request, which runs it (a worker takes it over

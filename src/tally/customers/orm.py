@@ -39,8 +39,10 @@ class Customer(TenantScoped, Base):
     external_id: Mapped[str | None] = mapped_column(String(100), default=None)
     state: Mapped[str] = mapped_column(String(16), default=CustomerState.MEMBER)
     referral_code: Mapped[str] = mapped_column(String(16))
+    # Indexed: deleting a customer (or a merchant's thousands) must find its referees by key,
+    # not by scanning the table once per deleted row.
     referred_by_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="SET NULL"), default=None
+        BigId, ForeignKey("customers.id", ondelete="SET NULL"), default=None, index=True
     )
     points_balance: Mapped[int] = mapped_column(BigInteger, default=0)
     vip_tier: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -1,7 +1,7 @@
 """import queue: stored uploads, the lease and progress of import jobs run by the workers
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-26 10:00:00.000000
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import tally.db.base
 
-revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0008"
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
