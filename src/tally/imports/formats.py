@@ -408,6 +408,45 @@ class CsvReader(Generic[_Row, _Layout]):
         }
         return indexes, label
 
+    def _records(
+        self, skip: Callable[[list[str]], bool] | None = None
+    ) -> Iterator[tuple[int, list[str] | ImportRowError]]:
+        """(row number, values) of each row after the header but blank ones, or its errors.
+
+        The values are as many as the headers (``fit_record``) and one blank more, at the
+        position ``_field_columns`` gives a field the file lacks. A row with values beyond the
+        header, or with a NUL character, comes as its errors instead, after ``skip`` (a row it
+        returns True for is left out unread). Releases the file once read.
+        """
+        source = self._input
+        width = source.width
+        has_nul = source.has_nul
+        headers = self.headers
+        row = source.header_row
+        try:
+            for record in source.records:
+                row += 1
+                if len(record) != width:
+                    fitted = fit_record(record, width, row)
+                    if fitted is None:
+                        continue
+                    if isinstance(fitted, ImportRowError):
+                        yield row, fitted
+                        continue
+                    record = fitted
+                record.append("")
+                if skip is not None and skip(record):
+                    continue
+                if has_nul and NUL in "".join(record):
+                    for error in nul_errors(record[:-1], row, headers):
+                        yield row, error
+                    continue
+                yield row, record
+        except csv.Error as exc:
+            raise source.malformed(exc, row + 1) from exc
+        finally:
+            source.close()
+
     def _parse(self) -> Generator[_Row | ImportRowError, None, None]:
         raise NotImplementedError
 
