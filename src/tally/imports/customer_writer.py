@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from tally.imports.customer_rows import (
 )
 from tally.imports.events import announce, job_source_ref
 from tally.imports.formats import ImportRowError
+from tally.imports.job_record import BatchResult
 from tally.imports.options import PointsMode
 from tally.imports.rejected import RejectedRow
 from tally.imports.spool import (
@@ -193,34 +194,22 @@ def reduction_error(
     )
 
 
-@dataclass
-class CustomerBatchResult:
-    """What writing one batch of customers did."""
-
-    new: int = 0
-    updated: int = 0
-    skipped: int = 0
-    points: int = 0
-    emails: int = 0
-    rejected: list[RejectedRow] = field(default_factory=list)
-
-
 def write_customers(
     session: Session, run: CustomerRun, rows: Sequence[Sequence[Any]], labels: dict[str, str]
-) -> CustomerBatchResult:
+) -> BatchResult:
     """Apply one batch of spooled customer rows (the caller commits, with the job's cursor).
 
     Every row is first inserted as a new customer (a row whose email exists is skipped by the
     unique key), so a batch of new customers costs no lookup; the rows left over are existing
     customers, updated in bulk.
     """
-    result = CustomerBatchResult()
+    result = BatchResult()
     if not rows:
         return result
     bulk = Bulk(session)
     bonus = run.create_account_points
     created = _insert_new(bulk, run, rows)
-    result.new = len(created)
+    result.new = result.customers_created = len(created)
     result.points = _credit_new(session, run, rows, created)
 
     changed = set(created.values())
@@ -325,7 +314,7 @@ def _update_existing(
     run: CustomerRun,
     rows: Sequence[Sequence[Any]],
     labels: dict[str, str],
-    result: CustomerBatchResult,
+    result: BatchResult,
 ) -> set[int]:
     """Update the customers that exist already; the ids of those that changed."""
     existing = load_existing(session, run, [row[C_EMAIL] for row in rows])
@@ -355,7 +344,7 @@ def _changes(
     rows: Sequence[Sequence[Any]],
     existing: dict[str, Existing],
     labels: dict[str, str],
-    result: CustomerBatchResult,
+    result: BatchResult,
 ) -> tuple[list[tuple[Existing, dict[str, Any]]], list[Transfer], list[_Debit]]:
     """What each row changes of its existing customer: profile updates, credits and debits."""
     expires_at = program_service.credit_expiry(run.program, run.now)
@@ -392,7 +381,7 @@ def _post_debits(
     run: CustomerRun,
     debits: Sequence[_Debit],
     labels: dict[str, str],
-    result: CustomerBatchResult,
+    result: BatchResult,
 ) -> set[int]:
     """Lower migrated balances, refusing rows whose points were spent; the customers changed."""
     changed: set[int] = set()

@@ -7,8 +7,9 @@ else by its preview's job, or by a new one; a ``running`` job whose heartbeat is
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +20,9 @@ from tally.errors import Conflict, NotFound
 from tally.imports.errors import ImportInProgress
 from tally.imports.options import ImportOptions
 from tally.imports.orm import ImportJob, ImportKind, ImportStatus
+
+if TYPE_CHECKING:  # rejected.py reads jobs through this module
+    from tally.imports.rejected import RejectedRow
 
 STALE_AFTER = timedelta(minutes=2)
 """A running job without progress for this long was stopped, and may be resumed."""
@@ -146,6 +150,29 @@ def _reset_counts(job: ImportJob) -> None:
 
 def _describe(options: dict[str, Any]) -> str:
     return ", ".join(f"{name}={value}" for name, value in sorted(options.items()))
+
+
+@dataclass
+class BatchResult:
+    """What writing one batch did, as its job counts it."""
+
+    new: int = 0
+    updated: int = 0
+    skipped: int = 0
+    customers_created: int = 0
+    points: int = 0
+    emails: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+    """Rows refused while writing (their checks need the rows written before them)."""
+
+    def add_to(self, job: ImportJob) -> None:
+        """Add the batch's counts to the job's."""
+        job.new_count += self.new
+        job.updated_count += self.updated
+        job.skipped_count += self.skipped
+        job.customers_created += self.customers_created
+        job.points_issued += self.points
+        job.emails_queued += self.emails
 
 
 def heartbeat(factory: sessionmaker[Session], merchant_id: int, job_id: int) -> None:

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from tally.db.bulk import Bulk
+from tally.imports import spool
 from tally.imports.customer_rows import insert_guests, order_customers
 from tally.imports.events import announce, job_source_ref
+from tally.imports.job_record import BatchResult
 from tally.imports.order_planner import OrderPlan, OrderPlanner, OrderRun
-from tally.imports.spool import (
-    O_CURRENCY,
-    O_DISCOUNTS,
-    O_EMAIL,
-    O_ID,
-    O_PLACED,
-    O_REFUNDED,
-    O_SHIPPING,
-    O_STATUS,
-    O_SUBTOTAL,
-    O_TAX,
-    O_TOTAL,
-)
 from tally.ledger.batch import Outcome, Transfer, post_transfers
 from tally.ledger.orm import EntryKind
 
@@ -53,31 +41,21 @@ _ORDER_COLUMNS = (
 )
 
 
-@dataclass
-class OrderBatchResult:
-    """What writing one batch of orders did."""
-
-    new: int = 0
-    skipped: int = 0
-    guests: int = 0
-    points: int = 0
-
-
 _Earned = tuple[int, int, str, Decimal | None, Decimal]
 """An order that earned points: (customer id, points, order id, points basis, multiplier)."""
 
 
 def write_orders(
     session: Session, run: OrderRun, planner: OrderPlanner, rows: Sequence[Sequence[Any]]
-) -> OrderBatchResult:
+) -> BatchResult:
     """Record one batch of spooled orders (the caller commits, with the job's cursor)."""
-    result = OrderBatchResult()
+    result = BatchResult()
     if not rows:
         return result
     plan = planner.plan(session, rows)
     result.skipped = plan.skipped
     bulk = Bulk(session)
-    ids, result.guests = _customer_ids(bulk, run, plan)
+    ids, result.customers_created = _customer_ids(bulk, run, plan)
     earned = _insert_orders(bulk, run, plan, ids)
     result.new = len(plan.orders)
     result.points = plan.points
@@ -115,30 +93,31 @@ def _insert_orders(
     money = bulk.money_text
     placed = bulk.timestamp_text
     # Written in customer order: the indexes by customer are then filled in one sweep.
-    plan.orders.sort(key=lambda order: ids[order[0][O_EMAIL]])
+    plan.orders.sort(key=lambda order: ids[order[0][spool.O_EMAIL]])
     order_ids = bulk.allocate_ids("orders", len(plan.orders))
     order_rows = []
     earned: list[_Earned] = []
     for pk, (row, points, basis, multiplier) in zip(order_ids, plan.orders, strict=True):
-        customer_id = ids[row[O_EMAIL]]
-        total = row[O_TOTAL]
-        refunded = row[O_REFUNDED]
+        customer_id = ids[row[spool.O_EMAIL]]
+        total = row[spool.O_TOTAL]
+        refunded = row[spool.O_REFUNDED]
+        status = row[spool.O_STATUS]
         if refunded is None:
-            refunded = total if row[O_STATUS] == "refunded" else "0"
+            refunded = total if status == "refunded" else "0"
         order_rows.append(
             (
                 pk,
                 merchant_id,
                 customer_id,
-                row[O_ID],
-                money(row[O_SUBTOTAL] if row[O_SUBTOTAL] is not None else total),
-                money(row[O_DISCOUNTS] or "0"),
-                money(row[O_SHIPPING] or "0"),
-                money(row[O_TAX] or "0"),
+                row[spool.O_ID],
+                money(row[spool.O_SUBTOTAL] if row[spool.O_SUBTOTAL] is not None else total),
+                money(row[spool.O_DISCOUNTS] or "0"),
+                money(row[spool.O_SHIPPING] or "0"),
+                money(row[spool.O_TAX] or "0"),
                 money(total),
-                (row[O_CURRENCY] or currency).upper(),
-                row[O_STATUS],
-                placed(row[O_PLACED]),
+                (row[spool.O_CURRENCY] or currency).upper(),
+                status,
+                placed(row[spool.O_PLACED]),
                 money(refunded),
                 points,
                 0,
@@ -150,7 +129,7 @@ def _insert_orders(
             )
         )
         if points > 0:
-            earned.append((customer_id, points, row[O_ID], basis, multiplier))
+            earned.append((customer_id, points, row[spool.O_ID], basis, multiplier))
     bulk.insert("orders", _ORDER_COLUMNS, order_rows)
     return earned
 

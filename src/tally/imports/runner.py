@@ -12,7 +12,6 @@ continues after the cursor. The ledger keys make a repeat harmless even without 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -245,38 +244,18 @@ def _apply_batch(
     plain_rows, plain_rejected, last_row = batch
     rejected = [rejected_row(item) for item in plain_rejected]
     with unit_of_work(factory, merchant_id=context.merchant_id) as session:
-        counts: dict[str, int] = defaultdict(int)
         if customer_run is not None:
             written = customer_writer.write_customers(
                 session, customer_run, plain_rows, context.labels
             )
-            counts.update(
-                new=written.new,
-                customers_created=written.new,
-                updated=written.updated,
-                skipped=written.skipped,
-                points=written.points,
-                emails=written.emails,
-            )
-            rejected = sorted([*rejected, *written.rejected], key=lambda item: item.row)
         else:
             assert order_run is not None
             assert planner is not None
-            result = order_writer.write_orders(session, order_run, planner, plain_rows)
-            counts.update(
-                new=result.new,
-                customers_created=result.guests,
-                skipped=result.skipped,
-                points=result.points,
-            )
+            written = order_writer.write_orders(session, order_run, planner, plain_rows)
+        rejected = sorted([*rejected, *written.rejected], key=lambda item: item.row)
         store_rejected(session, context.merchant_id, context.job_id, rejected)
         job = session.get_one(ImportJob, context.job_id)
-        job.new_count += counts["new"]
-        job.updated_count += counts["updated"]
-        job.skipped_count += counts["skipped"]
-        job.customers_created += counts["customers_created"]
-        job.points_issued += counts["points"]
-        job.emails_queued += counts["emails"]
+        written.add_to(job)
         add_errors(job, rejected)
         job.cursor = max(job.cursor, last_row)
         job.heartbeat_at = utcnow()
