@@ -33,12 +33,11 @@ from tally.imports.formats import (
     ImportFileError,
     ImportRowError,
     SeenKeys,
-    impossible_date,
     is_blank,
     normalised_headers,
     quoted_list,
-    whole_number_expected,
 )
+from tally.imports.values import impossible_date, whole_number_expected
 
 MAX_POINTS = 2_147_483_647
 """Largest accepted points balance (fits a signed 32-bit column)."""

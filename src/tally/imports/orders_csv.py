@@ -36,7 +36,6 @@ from typing import NamedTuple
 
 from tally.customers.emails import canonical_email, email_problem
 from tally.imports.formats import (
-    AMOUNT_PATTERN,
     MAX_TEXT_LENGTH,
     REJECTED_REASON_HEADERS,
     BinarySource,
@@ -44,14 +43,12 @@ from tally.imports.formats import (
     ImportFileError,
     ImportRowError,
     SeenKeys,
-    amount_expected,
-    impossible_date,
     is_blank,
     normalise_header,
     normalised_headers,
-    parse_timestamp,
     quoted_list,
 )
+from tally.imports.values import AMOUNT_PATTERN, amount_expected, impossible_date, parse_timestamp
 
 FUTURE_TOLERANCE = timedelta(days=1)
 """How far ahead of the clock an order date may be (exports in a local time read as UTC)."""
