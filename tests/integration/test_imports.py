@@ -1265,6 +1265,43 @@ def _crash_after(batches: int) -> Any:
     return hook
 
 
+def test_a_claimed_job_runs_and_resumes_by_its_id_and_file(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    m = make_merchant(session_factory)
+    lines = ["email,points"] + [f"c{n}@example.com,{n + 1}" for n in range(25)]
+    path = _write(tmp_path, "customers.csv", "\n".join(lines) + "\n")
+    other = _write(tmp_path, "other.csv", "email,points\nana@example.com,5\n")
+    with pytest.raises(imports.ImportFailed, check=_caused_by_crash):
+        imports.run_import(
+            session_factory,
+            merchant_id=m.id,
+            path=path,
+            options=CustomerOptions(),
+            batch_size=10,
+            after_batch=_crash_after(1),
+        )
+    with session_factory() as session:
+        job = session.scalars(select(ImportJob).where(ImportJob.merchant_id == m.id)).one()
+        job.status = "running"  # claimed again, as a worker would find it
+        session.commit()
+
+    with pytest.raises(Conflict):
+        imports.run_job(session_factory, merchant_id=m.id, job_id=job.id, path=other)
+    resumed = imports.run_job(
+        session_factory, merchant_id=m.id, job_id=job.id, path=path, batch_size=10
+    )
+
+    assert (resumed.id, resumed.status, resumed.new_count, resumed.points_issued) == (
+        job.id,
+        "completed",
+        25,
+        325,
+    )
+    assert _balances(session_factory, m.id) == {f"c{n}@example.com": n + 1 for n in range(25)}
+    _assert_ledger_consistent(session_factory, m.id)
+
+
 def test_a_crashed_customer_import_resumes_without_double_counting(
     session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:

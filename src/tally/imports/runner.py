@@ -63,12 +63,18 @@ def run_job(
     not the error itself). ``after_batch`` is called with the number of batches committed so
     far (tests stop the import there).
     """
-    spool = Spool()
-    orders: OrdersByDate | None = None
     try:
         if facts is None:
             facts = file_facts(path)
+        # Outside the job's failure handling: the wrong file leaves the job as it is.
         context, cursor = _load(factory, merchant_id, job_id, facts, batch_size)
+    except BaseException:
+        if reader is not None:
+            reader.close()
+        raise
+    spool = Spool()
+    orders: OrdersByDate | None = None
+    try:
         if reader is None:
             reader = open_reader(context.kind, path, context.now)
         context.labels = labels(reader)
