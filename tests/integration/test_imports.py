@@ -22,7 +22,9 @@ from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.errors import Conflict, NotFound
+from tally.imports import checking
 from tally.imports import service as imports
+from tally.imports.orders_csv import OrderCsvReader, OrderRow, OrderStatus
 from tally.imports.orm import ImportJob, ImportRejectedRow
 from tally.ledger import service as ledger
 from tally.ledger.orm import EntryKind, LedgerEntry
@@ -1035,6 +1037,48 @@ def _varied_orders(count: int, customers: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _record_one_by_one(factory: sessionmaker[Session], merchant_id: int, path: Path) -> int:
+    """The file's orders recorded one at a time through ``record_order`` (the API's path), in
+    date order as an import applies them; how many."""
+    with OrderCsvReader(path) as reader:
+        rows = [row for row in reader if isinstance(row, OrderRow)]
+    rows.sort(key=lambda row: (row.placed_at, row.row_number))
+    now = utcnow()
+    for row in rows:
+        refunded = row.refunded_amount
+        if refunded is None:
+            refunded = row.total if row.status is OrderStatus.REFUNDED else Decimal(0)
+        # As an import counts them: refunded and cancelled orders earn nothing, and neither does
+        # a partially refunded one whose refunded amount the file does not give.
+        earns = row.status not in {OrderStatus.REFUNDED, OrderStatus.CANCELLED} and (
+            row.status is not OrderStatus.PARTIALLY_REFUNDED or row.refunded_amount is not None
+        )
+        data = program_service.OrderInput(
+            order_id=row.order_id,
+            total=row.total,
+            placed_at=row.placed_at,
+            email=row.email,
+            subtotal=row.subtotal,
+            discounts=row.discounts or Decimal(0),
+            shipping=row.shipping or Decimal(0),
+            tax=row.tax or Decimal(0),
+            currency=row.currency,
+            status=row.status.value,
+            refunded_amount=refunded,
+        )
+        with unit_of_work(factory, merchant_id=merchant_id) as session:
+            program_service.record_order(
+                session,
+                merchant_id=merchant_id,
+                data=data,
+                award_points=earns,
+                apply_limits=False,
+                source="import",
+                now=now,
+            )
+    return len(rows)
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 1000])
 def test_orders_count_in_date_order_whatever_the_file_order(
     session_factory: sessionmaker[Session], tmp_path: Path, batch_size: int
@@ -1134,20 +1178,22 @@ def test_bulk_orders_match_record_order_one_by_one(
     }
     path = _write(tmp_path, "orders.csv", _varied_orders(70, 9))
     results = []
-    for engine in (imports.ENGINE_BULK, imports.ENGINE_RECORD_ORDER):
+    for one_by_one in (False, True):
         m = make_merchant(session_factory)
         _program(session_factory, m.id, **program)
         # Two of the customers exist already.
         make_customer(session_factory, m.id, email="c0@example.com", points=10)
         make_customer(session_factory, m.id, email="c1@example.com")
-        job = imports.run_import(
-            session_factory,
-            merchant_id=m.id,
-            path=path,
-            options=OrderOptions(),
-            batch_size=8,
-            engine=engine,
-        )
+        if one_by_one:
+            new_count = _record_one_by_one(session_factory, m.id, path)
+        else:
+            new_count = imports.run_import(
+                session_factory,
+                merchant_id=m.id,
+                path=path,
+                options=OrderOptions(),
+                batch_size=8,
+            ).new_count
         with session_factory() as session:
             orders = {
                 o.order_id: (o.points_awarded, o.points_basis, o.refunded_amount, o.status)
@@ -1188,7 +1234,7 @@ def test_bulk_orders_match_record_order_one_by_one(
         _assert_ledger_consistent(session_factory, m.id)
         # Per customer in the order they happened (batches write them customer by customer).
         changes.sort(key=lambda change: change[0])
-        results.append((customers, orders, changes, entries, job.new_count))
+        results.append((customers, orders, changes, entries, new_count))
     bulk, one_by_one = results
     assert bulk[0] == one_by_one[0]
     assert bulk[1] == one_by_one[1]
@@ -1217,6 +1263,43 @@ def _crash_after(batches: int) -> Any:
             raise Crash(f"simulated crash after {committed} batches")
 
     return hook
+
+
+def test_a_claimed_job_runs_and_resumes_by_its_id_and_file(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    m = make_merchant(session_factory)
+    lines = ["email,points"] + [f"c{n}@example.com,{n + 1}" for n in range(25)]
+    path = _write(tmp_path, "customers.csv", "\n".join(lines) + "\n")
+    other = _write(tmp_path, "other.csv", "email,points\nana@example.com,5\n")
+    with pytest.raises(imports.ImportFailed, check=_caused_by_crash):
+        imports.run_import(
+            session_factory,
+            merchant_id=m.id,
+            path=path,
+            options=CustomerOptions(),
+            batch_size=10,
+            after_batch=_crash_after(1),
+        )
+    with session_factory() as session:
+        job = session.scalars(select(ImportJob).where(ImportJob.merchant_id == m.id)).one()
+        job.status = "running"  # claimed again, as a worker would find it
+        session.commit()
+
+    with pytest.raises(Conflict):
+        imports.run_job(session_factory, merchant_id=m.id, job_id=job.id, path=other)
+    resumed = imports.run_job(
+        session_factory, merchant_id=m.id, job_id=job.id, path=path, batch_size=10
+    )
+
+    assert (resumed.id, resumed.status, resumed.new_count, resumed.points_issued) == (
+        job.id,
+        "completed",
+        25,
+        325,
+    )
+    assert _balances(session_factory, m.id) == {f"c{n}@example.com": n + 1 for n in range(25)}
+    _assert_ledger_consistent(session_factory, m.id)
 
 
 def test_a_crashed_customer_import_resumes_without_double_counting(
@@ -1321,7 +1404,7 @@ def test_a_long_check_keeps_its_job_alive(
     m = make_merchant(session_factory)
     lines = ["email,points"] + [f"c{n}@example.com,{n}" for n in range(30)]
     path = _write(tmp_path, "customers.csv", "\n".join(lines) + "\n")
-    monkeypatch.setattr(imports, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(checking, "HEARTBEAT_SECONDS", 0.0)
     second: list[BaseException] = []
 
     def progress(phase: str, done: int, total: int) -> None:

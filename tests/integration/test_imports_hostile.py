@@ -24,7 +24,7 @@ from tally.api.app import create_app
 from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.engine import unit_of_work
-from tally.imports import jobs, queue
+from tally.imports import customer_writer, queue
 from tally.imports import service as imports
 from tally.imports.orm import ImportJob
 from tally.program.config_service import update_program
@@ -268,7 +268,7 @@ def test_an_unexpected_error_is_logged_and_the_job_shows_only_a_reference(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     m = make_merchant(session_factory)
-    monkeypatch.setattr(jobs, "write_customers", _data_error)
+    monkeypatch.setattr(customer_writer, "write_customers", _data_error)
     caplog.set_level(logging.ERROR, logger="tally.imports.service")
 
     r = api.post(
@@ -301,7 +301,7 @@ def test_an_unexpected_error_of_a_waited_import_is_a_problem_with_the_reference(
     api: TestClient, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     m = make_merchant(session_factory)
-    monkeypatch.setattr(jobs, "write_customers", _data_error)
+    monkeypatch.setattr(customer_writer, "write_customers", _data_error)
 
     r = api.post(
         "/api/v1/imports/customers",
@@ -328,7 +328,7 @@ def test_an_unexpected_error_in_a_preview_is_a_problem_with_the_reference(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     m = make_merchant(session_factory)
-    monkeypatch.setattr(jobs, "load_existing", _data_error)
+    monkeypatch.setattr(customer_writer, "load_existing", _data_error)
     caplog.set_level(logging.ERROR, logger="tally.imports.service")
 
     r = api.post(
@@ -348,7 +348,7 @@ def test_the_service_raises_import_failed_from_the_original_error(
     session_factory: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     m = make_merchant(session_factory)
-    monkeypatch.setattr(jobs, "write_customers", _data_error)
+    monkeypatch.setattr(customer_writer, "write_customers", _data_error)
     path = _write(tmp_path, "c.csv", b"email,points\nana@example.com,10\n")
 
     with pytest.raises(imports.ImportFailed) as raised:
@@ -385,7 +385,7 @@ def test_the_admin_shows_a_reference_for_an_unexpected_error(
     settings: Settings, session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = make_store(session_factory, "owner@hostile.example")
-    monkeypatch.setattr(jobs, "write_customers", _data_error)
+    monkeypatch.setattr(customer_writer, "write_customers", _data_error)
     with TestClient(admin_app(settings, session_factory)) as client:
         assert sign_in(client, store.email) == (303, "/admin")
         fragment = apply_import(client, "customers", b"email,points\nana@example.com,10\n")
@@ -563,7 +563,7 @@ def test_the_cli_shows_a_reference_for_an_unexpected_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_merchant(session_factory)
-    monkeypatch.setattr(jobs, "write_customers", _data_error)
+    monkeypatch.setattr(customer_writer, "write_customers", _data_error)
     path = _write(tmp_path, "c.csv", b"email,points\nana@example.com,10\n")
 
     result = _cli(monkeypatch, database_url, tmp_path, "import", "customers", str(path))

@@ -40,6 +40,7 @@ from tally.imports import queue, uploads
 from tally.imports import service as imports
 from tally.imports.customers_csv import CustomerCsvReader
 from tally.imports.formats import ImportFileError, ImportRowError
+from tally.imports.options import options_from_json
 from tally.imports.orders_csv import OrderCsvReader
 from tally.imports.orm import ImportJob, ImportKind, ImportStatus
 
@@ -83,7 +84,7 @@ def options_from_form(kind: ImportKind, form: FormData) -> imports.ImportOptions
 
 def options_of(job: ImportJob) -> imports.ImportOptions:
     """The options a job was previewed (or run) with."""
-    return queue.options_from_json(job.kind, job.options or {})
+    return options_from_json(job.kind, job.options or {})
 
 
 # --------------------------------------------------------------------------- uploads

@@ -17,7 +17,6 @@ from 1900-01-01 to today. A row with a NUL character in any value is refused.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,21 +27,17 @@ from typing import NamedTuple
 from tally.customers.emails import canonical_email, email_problem
 from tally.imports.formats import (
     MAX_TEXT_LENGTH,
-    NUL,
     REJECTED_REASON_HEADERS,
     BinarySource,
     CsvReader,
     ImportFileError,
     ImportRowError,
     SeenKeys,
-    fit_record,
-    impossible_date,
     is_blank,
     normalised_headers,
-    nul_errors,
     quoted_list,
-    whole_number_expected,
 )
+from tally.imports.values import impossible_date, whole_number_expected
 
 MAX_POINTS = 2_147_483_647
 """Largest accepted points balance (fits a signed 32-bit column)."""
@@ -208,126 +203,112 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
         super().__init__(source, detect_customer_format)
 
     def _parse(self) -> Generator[CustomerRow | ImportRowError, None, None]:
-        source = self._input
-        width = source.width
-        split_name = "name" in self.format.columns
+        self._split_name = "name" in self.format.columns
         fields = tuple(
-            "name" if field == "first_name" and split_name else field for field in _FIELDS
+            "name" if field == "first_name" and self._split_name else field for field in _FIELDS
         )
-        indexes, label = self._field_columns(fields)
+        indexes, self._label = self._field_columns(fields)
         pick = itemgetter(*indexes)
-        today = self._today
-        has_nul = source.has_nul
-        headers = self.headers
-        seen = SeenKeys(source.line_count)
-        row = source.header_row
-        try:
-            for record in source.records:
-                row += 1
-                if len(record) != width:
-                    fitted = fit_record(record, width, row)
-                    if fitted is None:
-                        continue
-                    if isinstance(fitted, ImportRowError):
-                        yield fitted
-                        continue
-                    record = fitted
-                if has_nul and NUL in "".join(record):
-                    yield from nul_errors(record, row, headers)
-                    continue
-                record.append("")
-                raw_email, raw_first, raw_last, raw_points, raw_birthday, raw_tier, raw_id = pick(
-                    record
-                )
-                errors: list[ImportRowError] = []
+        self._seen = SeenKeys(self._input.line_count)
+        for row, record in self._records():
+            if isinstance(record, ImportRowError):
+                yield record
+                continue
+            parsed = self._row(row, record, pick(record))
+            if isinstance(parsed, CustomerRow):
+                yield parsed
+            elif parsed is not None:
+                yield from parsed
 
-                canonical = canonical_email(raw_email)
-                email = raw_email.strip().lower() if canonical is None else canonical
-                if canonical is not None:
-                    first_row = seen.first_row(email, row)
-                    if first_row is not None:
-                        errors.append(
-                            ImportRowError(
-                                row,
-                                label["email"],
-                                raw_email,
-                                "an email address not already used in this file "
-                                f"(it is on row {first_row})",
-                            )
-                        )
-                elif email or not is_blank(record):
-                    errors.append(
-                        ImportRowError(row, label["email"], raw_email, email_problem(raw_email))
+    def _row(
+        self, row: int, record: list[str], values: Sequence[str]
+    ) -> CustomerRow | list[ImportRowError] | None:
+        """The customer on a row, or its errors; None for a row without values."""
+        raw_email, raw_first, raw_last, raw_points, raw_birthday, raw_tier, raw_id = values
+        label = self._label
+        errors: list[ImportRowError] = []
+        canonical = canonical_email(raw_email)
+        email = raw_email.strip().lower() if canonical is None else canonical
+        if canonical is not None:
+            first_row = self._seen.first_row(email, row)
+            if first_row is not None:
+                errors.append(
+                    ImportRowError(
+                        row,
+                        label["email"],
+                        raw_email,
+                        "an email address not already used in this file "
+                        f"(it is on row {first_row})",
                     )
-                else:
-                    continue
-
-                first_name = raw_first.strip()
-                if split_name:
-                    first_name, _, last_name = first_name.partition(" ")
-                    last_name = last_name.strip()
-                else:
-                    last_name = raw_last.strip()
-                if len(first_name) > MAX_TEXT_LENGTH or len(last_name) > MAX_TEXT_LENGTH:
-                    errors.extend(_name_errors(row, label, raw_first, raw_last, split_name))
-
-                text = raw_points.strip()
-                points: int | None = None
-                if text:
-                    if (
-                        text.isdigit()
-                        and text.isascii()
-                        and (len(text) < 10 or int(text) <= MAX_POINTS)
-                    ):
-                        points = int(text)
-                    else:
-                        errors.append(_points_error(row, label["points"], raw_points, text))
-
-                text = raw_birthday.strip()
-                birthday: date | None = None
-                if text:
-                    birthday = _parse_date(text)
-                    if birthday is None or not EARLIEST_BIRTHDAY <= birthday <= today:
-                        errors.append(
-                            _birthday_error(row, label["birthday"], raw_birthday, birthday)
-                        )
-
-                tier = raw_tier.strip()
-                if len(tier) > MAX_TEXT_LENGTH:
-                    errors.append(
-                        ImportRowError(
-                            row,
-                            label["vip_tier"],
-                            raw_tier,
-                            f"a tier name of at most {MAX_TEXT_LENGTH} characters",
-                        )
-                    )
-
-                external_id = raw_id.strip()
-                if external_id:
-                    match = _SHOPIFY_ID.fullmatch(external_id)
-                    if match is None:
-                        errors.append(_external_id_error(row, label["external_id"], raw_id))
-                    else:
-                        external_id = match[1]
-
-                if errors:
-                    yield from errors
-                    continue
-                yield CustomerRow(
-                    row,
-                    email,
-                    first_name or None,
-                    last_name or None,
-                    points,
-                    birthday,
-                    tier or None,
-                    external_id or None,
                 )
-        except csv.Error as exc:
-            raise source.malformed(exc, row + 1) from exc
-        finally:
-            source.close()
+        elif email or not is_blank(record):
+            errors.append(ImportRowError(row, label["email"], raw_email, email_problem(raw_email)))
+        else:
+            return None
+
+        first_name = raw_first.strip()
+        if self._split_name:
+            first_name, _, last_name = first_name.partition(" ")
+            last_name = last_name.strip()
+        else:
+            last_name = raw_last.strip()
+        if len(first_name) > MAX_TEXT_LENGTH or len(last_name) > MAX_TEXT_LENGTH:
+            errors.extend(_name_errors(row, label, raw_first, raw_last, self._split_name))
+        points, birthday, tier, external_id = self._values(
+            row, raw_points, raw_birthday, raw_tier, raw_id, errors
+        )
+        if errors:
+            return errors
+        return CustomerRow(
+            row,
+            email,
+            first_name or None,
+            last_name or None,
+            points,
+            birthday,
+            tier or None,
+            external_id or None,
+        )
+
+    def _values(
+        self,
+        row: int,
+        raw_points: str,
+        raw_birthday: str,
+        raw_tier: str,
+        raw_id: str,
+        errors: list[ImportRowError],
+    ) -> tuple[int | None, date | None, str, str]:
+        """Points, birthday, tier and external id of a row; their errors go to ``errors``."""
+        label = self._label
+        text = raw_points.strip()
+        points: int | None = None
+        if text:
+            if text.isdigit() and text.isascii() and (len(text) < 10 or int(text) <= MAX_POINTS):
+                points = int(text)
+            else:
+                errors.append(_points_error(row, label["points"], raw_points, text))
+
+        text = raw_birthday.strip()
+        birthday: date | None = None
+        if text:
+            birthday = _parse_date(text)
+            if birthday is None or not EARLIEST_BIRTHDAY <= birthday <= self._today:
+                errors.append(_birthday_error(row, label["birthday"], raw_birthday, birthday))
+
+        tier = raw_tier.strip()
+        if len(tier) > MAX_TEXT_LENGTH:
+            expected = f"a tier name of at most {MAX_TEXT_LENGTH} characters"
+            errors.append(ImportRowError(row, label["vip_tier"], raw_tier, expected))
+
+        external_id = raw_id.strip()
+        if external_id:
+            match = _SHOPIFY_ID.fullmatch(external_id)
+            if match is None:
+                errors.append(_external_id_error(row, label["external_id"], raw_id))
+            else:
+                external_id = match[1]
+        return points, birthday, tier, external_id
 
 
 def parse_customers(

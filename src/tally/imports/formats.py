@@ -1,22 +1,20 @@
-"""Shared pieces of the CSV import formats: errors, streaming input, value checks, templates.
+"""Shared pieces of the CSV import formats: errors, streaming input, headers, templates.
 
-The customer and order parsers (``customers_csv`` and ``orders_csv``) build on this module.
-Everything here is pure: no database, no settings, nothing global beyond compiled patterns.
+The customer and order parsers (``customers_csv`` and ``orders_csv``) build on this module and
+on ``values`` (the value checks). Everything here is pure: no database, no settings, nothing
+global beyond compiled patterns.
 """
 
 from __future__ import annotations
 
-import calendar
 import codecs
 import csv
 import io
 import os
-import re
 import shutil
 import tempfile
 from array import array
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from importlib import resources
 from types import TracebackType
 from typing import IO, Generic, NamedTuple, Protocol, Self, TypeAlias, TypeVar
@@ -35,35 +33,6 @@ _CHUNK_SIZE = 1 << 20
 # any row is read); up to this size the copy stays in memory.
 _SPOOL_SIZE = 4 << 20
 _MESSAGE_VALUE_LIMIT = 60
-
-AMOUNT_PATTERN = re.compile(r"\d{1,12}(?:\.\d{1,4})?", re.ASCII)
-_NEGATIVE_NUMBER = re.compile(r"-\s*[\d.,]+", re.ASCII)
-# Digit groups of three split by one repeated separator: 1,200 / 1.200 / 1 200 / 1'200.
-_GROUPED_DIGITS = re.compile(r"\d{1,3}([,.' \u00a0\u202f\u2019])\d{3}(?:\1\d{3})*")
-_GROUPED_AMOUNT = re.compile(
-    r"\d{1,3}(?:([,' \u00a0\u202f\u2019])\d{3}(?:\1\d{3})*(?:\.\d+)?"
-    r"|(\.)\d{3}(?:\.\d{3})*,\d+)"
-)
-_DECIMAL_COMMA = re.compile(r"\d+,\d{1,2}", re.ASCII)
-_TOO_PRECISE = re.compile(r"\d+\.\d{5,}", re.ASCII)
-_DECIMAL_NUMBER = re.compile(r"\d*[.,]\d+", re.ASCII)
-_CURRENCY_SIGNS = frozenset("$€£¥₹₩₽₺₪฿₫₦₱¢")
-# A date written year first, not followed by another digit (a time may follow).
-_DATE_SHAPE = re.compile(r"(\d{4})([-/])(\d{2})\2(\d{2})(?!\d)", re.ASCII)
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
 
 NUL = "\x00"
 """PostgreSQL cannot store this character in text, and no one types it: it comes from a damaged
@@ -408,6 +377,45 @@ class CsvReader(Generic[_Row, _Layout]):
         }
         return indexes, label
 
+    def _records(
+        self, skip: Callable[[list[str]], bool] | None = None
+    ) -> Iterator[tuple[int, list[str] | ImportRowError]]:
+        """(row number, values) of each row after the header but blank ones, or its errors.
+
+        The values are as many as the headers (``fit_record``) and one blank more, at the
+        position ``_field_columns`` gives a field the file lacks. A row with values beyond the
+        header, or with a NUL character, comes as its errors instead, after ``skip`` (a row it
+        returns True for is left out unread). Releases the file once read.
+        """
+        source = self._input
+        width = source.width
+        has_nul = source.has_nul
+        headers = self.headers
+        row = source.header_row
+        try:
+            for record in source.records:
+                row += 1
+                if len(record) != width:
+                    fitted = fit_record(record, width, row)
+                    if fitted is None:
+                        continue
+                    if isinstance(fitted, ImportRowError):
+                        yield row, fitted
+                        continue
+                    record = fitted
+                record.append("")
+                if skip is not None and skip(record):
+                    continue
+                if has_nul and NUL in "".join(record):
+                    for error in nul_errors(record[:-1], row, headers):
+                        yield row, error
+                    continue
+                yield row, record
+        except csv.Error as exc:
+            raise source.malformed(exc, row + 1) from exc
+        finally:
+            source.close()
+
     def _parse(self) -> Generator[_Row | ImportRowError, None, None]:
         raise NotImplementedError
 
@@ -591,81 +599,6 @@ class SeenKeys:
                     slot = (slot + 1) & mask
                 hashes[slot] = digest
                 rows[slot] = row
-
-
-# --- values ----------------------------------------------------------------------------------
-
-
-def amount_expected(text: str) -> str:
-    """What an invalid amount should have looked like."""
-    if not text:
-        return "an amount like 49.90 (required)"
-    if _NEGATIVE_NUMBER.fullmatch(text):
-        return "an amount that is not negative"
-    if text[0] in _CURRENCY_SIGNS or text[-1] in _CURRENCY_SIGNS:
-        return "an amount without a currency sign, like 49.90"
-    if _DECIMAL_COMMA.fullmatch(text):
-        return 'an amount with a "." decimal point, like 49.90'
-    if _GROUPED_AMOUNT.fullmatch(text):
-        return "an amount without thousands separators, like 1234.50"
-    if _TOO_PRECISE.fullmatch(text):
-        return "an amount with at most 4 decimal places"
-    return 'an amount like 49.90 (digits and an optional "." decimal point)'
-
-
-def whole_number_expected(text: str) -> str:
-    """What an invalid whole number (points) should have looked like."""
-    if _NEGATIVE_NUMBER.fullmatch(text):
-        return "a whole number that is not negative"
-    if _GROUPED_DIGITS.fullmatch(text):
-        return "a whole number without thousands separators"
-    if _DECIMAL_NUMBER.fullmatch(text):
-        return "a whole number (no decimals)"
-    return "a whole number like 250"
-
-
-def parse_timestamp(text: str) -> datetime | None:
-    """An ISO 8601 date or date-time as aware UTC; naive values are taken as UTC. None if invalid.
-
-    Also reads Shopify's ``2024-03-05 14:22:10 -0500`` (a space before the offset). A time so
-    close to the ends of the calendar (year 1, year 9999) that it has no UTC equivalent reads
-    as ``datetime.min`` or ``datetime.max`` (in UTC): outside any range a caller accepts.
-    """
-    if len(text) == 25 and text[19] == " " and text[20] in "+-":
-        text = text[:19] + text[20:]
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        if value.year > 1:
-            return datetime.max.replace(tzinfo=UTC)
-        return datetime.min.replace(tzinfo=UTC)
-
-
-def impossible_date(text: str, *, slashes: bool = False) -> str | None:
-    """What to expect instead of a date written YYYY-MM-DD that does not exist (``2023-02-30``).
-
-    ``text`` may go on with a time. None when it does not start with such a date, or the date
-    exists. ``slashes`` also reads YYYY/MM/DD.
-    """
-    match = _DATE_SHAPE.match(text)
-    if match is None or (match[2] == "/" and not slashes):
-        return None
-    year, month, day = int(match[1]), int(match[3]), int(match[4])
-    written = match[0]
-    if year == 0:
-        return f"a real date ({written} is not one: there is no year 0)"
-    if not 1 <= month <= 12:
-        return f"a real date ({written} is not one: there is no month {month})"
-    days = calendar.monthrange(year, month)[1]
-    if not 1 <= day <= days:
-        return f"a real date ({written} is not one: {_MONTHS[month - 1]} {year} has {days} days)"
-    return None
 
 
 # --- templates -------------------------------------------------------------------------------

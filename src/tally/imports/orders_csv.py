@@ -26,7 +26,6 @@ in any value is refused (for Shopify: the first row of an order; the others are 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,30 +36,26 @@ from typing import NamedTuple
 
 from tally.customers.emails import canonical_email, email_problem
 from tally.imports.formats import (
-    AMOUNT_PATTERN,
     MAX_TEXT_LENGTH,
-    NUL,
     REJECTED_REASON_HEADERS,
     BinarySource,
     CsvReader,
     ImportFileError,
     ImportRowError,
     SeenKeys,
-    amount_expected,
-    fit_record,
-    impossible_date,
     is_blank,
     normalise_header,
     normalised_headers,
-    nul_errors,
-    parse_timestamp,
     quoted_list,
 )
+from tally.imports.values import AMOUNT_PATTERN, amount_expected, impossible_date, parse_timestamp
 
 FUTURE_TOLERANCE = timedelta(days=1)
 """How far ahead of the clock an order date may be (exports in a local time read as UTC)."""
 EARLIEST_ORDER_DATE = datetime(1970, 1, 1, tzinfo=UTC)
 """Earliest accepted order date: an older one is a placeholder or a slip, not an online order."""
+
+_valid_amount = AMOUNT_PATTERN.fullmatch
 
 
 class OrderStatus(StrEnum):
@@ -250,169 +245,173 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
         super().__init__(source, detect_order_format)
 
     def _parse(self) -> Generator[OrderRow | ImportRowError, None, None]:
-        source = self._input
-        width = source.width
-        indexes, label = self._field_columns(_FIELDS)
+        indexes, self._label = self._field_columns(_FIELDS)
         pick = itemgetter(*indexes)
-        shopify = self.format.line_items
-        statuses = _SHOPIFY_STATUSES if shopify else _STATUSES
-        valid_amount = AMOUNT_PATTERN.fullmatch
-        latest = self._latest
-        earliest = EARLIEST_ORDER_DATE
-        has_nul = source.has_nul
-        headers = self.headers
-        seen = SeenKeys(source.line_count)
+        id_position = indexes[0]
+        self._seen = SeenKeys(self._input.line_count)
         previous_id = ""
-        row = source.header_row
-        try:
-            for record in source.records:
-                row += 1
-                if len(record) != width:
-                    fitted = fit_record(record, width, row)
-                    if fitted is None:
-                        continue
-                    if isinstance(fitted, ImportRowError):
-                        yield fitted
-                        continue
-                    record = fitted
-                record.append("")
-                (
-                    raw_id,
-                    raw_email,
-                    raw_total,
-                    raw_subtotal,
-                    raw_discounts,
-                    raw_shipping,
-                    raw_tax,
-                    raw_currency,
-                    raw_status,
-                    raw_placed_at,
-                    raw_refunded,
-                    raw_cancelled_at,
-                    raw_external_id,
-                    raw_fulfillment,
-                ) = pick(record)
-                errors: list[ImportRowError] = []
 
-                order_id = raw_id.strip()
-                if shopify and order_id == previous_id and order_id:
-                    continue  # another line item of the order just read
-                previous_id = order_id
-                if has_nul and NUL in "".join(record):
-                    yield from nul_errors(record[:-1], row, headers)
-                    continue
-                if not order_id:
-                    if is_blank(record):
-                        continue
-                    errors.append(ImportRowError(row, label["order_id"], raw_id, _ID_REQUIRED))
-                elif len(order_id) > MAX_TEXT_LENGTH:
-                    errors.append(ImportRowError(row, label["order_id"], raw_id, _ID_TOO_LONG))
-                else:
-                    first_row = seen.first_row(order_id, row)
-                    if first_row is not None:
-                        errors.append(
-                            ImportRowError(
-                                row,
-                                label["order_id"],
-                                raw_id,
-                                "an order id not already used in this file "
-                                f"(it is on row {first_row})",
-                            )
-                        )
+        def another_line_item(record: list[str]) -> bool:
+            # Shopify: the rows after an order's first are its other line items.
+            nonlocal previous_id
+            order_id = record[id_position].strip()
+            if order_id and order_id == previous_id:
+                return True
+            previous_id = order_id
+            return False
 
-                canonical = canonical_email(raw_email)
-                email = raw_email.strip().lower() if canonical is None else canonical
-                if canonical is None:
-                    expected = email_problem(raw_email)
-                    if shopify and not email:
-                        expected = f"an email address: order {order_id} has no email"
-                    errors.append(ImportRowError(row, label["email"], raw_email, expected))
+        skip = another_line_item if self.format.line_items else None
+        for row, record in self._records(skip):
+            if isinstance(record, ImportRowError):
+                yield record
+                continue
+            order_id = record[id_position].strip()
+            if not order_id and is_blank(record):
+                continue
+            parsed = self._order(row, order_id, pick(record))
+            if isinstance(parsed, OrderRow):
+                yield parsed
+            else:
+                yield from parsed
 
-                text = raw_total.strip()
-                total = Decimal(text) if valid_amount(text) else None
-                if total is None:
-                    errors.append(_amount_error(row, label["total"], raw_total))
+    def _order(
+        self, row: int, order_id: str, values: Sequence[str]
+    ) -> OrderRow | list[ImportRowError]:
+        """The order on a row, or its errors."""
+        (
+            raw_id,
+            raw_email,
+            raw_total,
+            raw_subtotal,
+            raw_discounts,
+            raw_shipping,
+            raw_tax,
+            raw_currency,
+            raw_status,
+            raw_placed_at,
+            raw_refunded,
+            raw_cancelled_at,
+            raw_external_id,
+            raw_fulfillment,
+        ) = values
+        label = self._label
+        errors = self._id_errors(row, order_id, raw_id)
+        canonical = canonical_email(raw_email)
+        email = raw_email.strip().lower() if canonical is None else canonical
+        if canonical is None:
+            expected = email_problem(raw_email)
+            if self.format.line_items and not email:
+                expected = f"an email address: order {order_id} has no email"
+            errors.append(ImportRowError(row, label["email"], raw_email, expected))
+        text = raw_total.strip()
+        total = Decimal(text) if _valid_amount(text) else None
+        if total is None:
+            errors.append(_amount_error(row, label["total"], raw_total))
+        subtotal, discounts, shipping, tax, refunded = self._amounts(
+            row, raw_subtotal, raw_discounts, raw_shipping, raw_tax, raw_refunded, errors
+        )
+        currency: str | None = raw_currency.strip().upper()
+        if not currency:
+            currency = None
+        elif len(currency) != 3 or not (currency.isalpha() and currency.isascii()):
+            errors.append(ImportRowError(row, label["currency"], raw_currency, _CURRENCY_EXPECTED))
+        status = self._status(row, raw_status, raw_cancelled_at, raw_fulfillment, errors)
+        text = raw_placed_at.strip()
+        placed_at = parse_timestamp(text) if text else None
+        if placed_at is None or not EARLIEST_ORDER_DATE <= placed_at <= self._latest:
+            errors.append(_placed_at_error(row, label["placed_at"], raw_placed_at, placed_at))
+        if errors or total is None or status is None or placed_at is None:
+            return errors
+        external_id = raw_external_id.strip().removeprefix("'")
+        return OrderRow(
+            row,
+            order_id,
+            email,
+            total,
+            subtotal,
+            discounts,
+            shipping,
+            tax,
+            currency,
+            status,
+            placed_at,
+            refunded,
+            external_id or None,
+        )
 
-                # Written out rather than looped over: this runs for every row of the file.
-                text = raw_subtotal.strip()
-                subtotal = Decimal(text) if text and valid_amount(text) else None
-                if subtotal is None and text:
-                    errors.append(_amount_error(row, label["subtotal"], raw_subtotal))
-                text = raw_discounts.strip()
-                discounts = Decimal(text) if text and valid_amount(text) else None
-                if discounts is None and text:
-                    errors.append(_amount_error(row, label["discounts"], raw_discounts))
-                text = raw_shipping.strip()
-                shipping = Decimal(text) if text and valid_amount(text) else None
-                if shipping is None and text:
-                    errors.append(_amount_error(row, label["shipping"], raw_shipping))
-                text = raw_tax.strip()
-                tax = Decimal(text) if text and valid_amount(text) else None
-                if tax is None and text:
-                    errors.append(_amount_error(row, label["tax"], raw_tax))
-                text = raw_refunded.strip()
-                refunded = Decimal(text) if text and valid_amount(text) else None
-                if refunded is None and text:
-                    errors.append(_amount_error(row, label["refunded_amount"], raw_refunded))
+    def _id_errors(self, row: int, order_id: str, raw_id: str) -> list[ImportRowError]:
+        """The errors of an order id: missing, too long, or already used in the file."""
+        column = self._label["order_id"]
+        if not order_id:
+            return [ImportRowError(row, column, raw_id, _ID_REQUIRED)]
+        if len(order_id) > MAX_TEXT_LENGTH:
+            return [ImportRowError(row, column, raw_id, _ID_TOO_LONG)]
+        first_row = self._seen.first_row(order_id, row)
+        if first_row is None:
+            return []
+        expected = f"an order id not already used in this file (it is on row {first_row})"
+        return [ImportRowError(row, column, raw_id, expected)]
 
-                currency: str | None = raw_currency.strip().upper()
-                if not currency:
-                    currency = None
-                elif len(currency) != 3 or not (currency.isalpha() and currency.isascii()):
-                    errors.append(
-                        ImportRowError(row, label["currency"], raw_currency, _CURRENCY_EXPECTED)
-                    )
+    def _amounts(
+        self,
+        row: int,
+        raw_subtotal: str,
+        raw_discounts: str,
+        raw_shipping: str,
+        raw_tax: str,
+        raw_refunded: str,
+        errors: list[ImportRowError],
+    ) -> tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None, Decimal | None]:
+        """The optional amounts (blank: None); their errors go to ``errors``."""
+        # Written out rather than looped over: this runs for every row of the file.
+        label = self._label
+        text = raw_subtotal.strip()
+        subtotal = Decimal(text) if text and _valid_amount(text) else None
+        if subtotal is None and text:
+            errors.append(_amount_error(row, label["subtotal"], raw_subtotal))
+        text = raw_discounts.strip()
+        discounts = Decimal(text) if text and _valid_amount(text) else None
+        if discounts is None and text:
+            errors.append(_amount_error(row, label["discounts"], raw_discounts))
+        text = raw_shipping.strip()
+        shipping = Decimal(text) if text and _valid_amount(text) else None
+        if shipping is None and text:
+            errors.append(_amount_error(row, label["shipping"], raw_shipping))
+        text = raw_tax.strip()
+        tax = Decimal(text) if text and _valid_amount(text) else None
+        if tax is None and text:
+            errors.append(_amount_error(row, label["tax"], raw_tax))
+        text = raw_refunded.strip()
+        refunded = Decimal(text) if text and _valid_amount(text) else None
+        if refunded is None and text:
+            errors.append(_amount_error(row, label["refunded_amount"], raw_refunded))
+        return subtotal, discounts, shipping, tax, refunded
 
-                status: OrderStatus | None = OrderStatus.CANCELLED
-                text = raw_status.strip()
-                if raw_cancelled_at.strip():
-                    pass  # Shopify: cancelled whatever the payment state
-                elif not text and not shopify:
-                    status = OrderStatus.PAID
-                else:
-                    status = statuses.get(text) or statuses.get(
-                        text.lower().replace(" ", "_").replace("-", "_")
-                    )
-                    if status is None:
-                        expected = _SHOPIFY_STATUS_EXPECTED if shopify else _STATUS_EXPECTED
-                        errors.append(ImportRowError(row, label["status"], raw_status, expected))
-                    elif (
-                        status is OrderStatus.PAID
-                        and raw_fulfillment.strip().lower() == "fulfilled"
-                    ):
-                        status = OrderStatus.FULFILLED  # Shopify: paid and shipped
-
-                text = raw_placed_at.strip()
-                placed_at = parse_timestamp(text) if text else None
-                if placed_at is None or not earliest <= placed_at <= latest:
-                    errors.append(
-                        _placed_at_error(row, label["placed_at"], raw_placed_at, placed_at)
-                    )
-
-                external_id = raw_external_id.strip().removeprefix("'")
-
-                if errors or total is None or status is None or placed_at is None:
-                    yield from errors
-                    continue
-                yield OrderRow(
-                    row,
-                    order_id,
-                    email,
-                    total,
-                    subtotal,
-                    discounts,
-                    shipping,
-                    tax,
-                    currency,
-                    status,
-                    placed_at,
-                    refunded,
-                    external_id or None,
-                )
-        except csv.Error as exc:
-            raise source.malformed(exc, row + 1) from exc
-        finally:
-            source.close()
+    def _status(
+        self,
+        row: int,
+        raw_status: str,
+        raw_cancelled_at: str,
+        raw_fulfillment: str,
+        errors: list[ImportRowError],
+    ) -> OrderStatus | None:
+        """The order's status (None, with its error in ``errors``, when not one)."""
+        if raw_cancelled_at.strip():
+            return OrderStatus.CANCELLED  # Shopify: cancelled whatever the payment state
+        text = raw_status.strip()
+        shopify = self.format.line_items
+        if not text and not shopify:
+            return OrderStatus.PAID
+        statuses = _SHOPIFY_STATUSES if shopify else _STATUSES
+        status = statuses.get(text) or statuses.get(
+            text.lower().replace(" ", "_").replace("-", "_")
+        )
+        if status is None:
+            expected = _SHOPIFY_STATUS_EXPECTED if shopify else _STATUS_EXPECTED
+            errors.append(ImportRowError(row, self._label["status"], raw_status, expected))
+        elif status is OrderStatus.PAID and raw_fulfillment.strip().lower() == "fulfilled":
+            return OrderStatus.FULFILLED  # Shopify: paid and shipped
+        return status
 
 
 def parse_orders(

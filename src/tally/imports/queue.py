@@ -40,10 +40,9 @@ from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.errors import Conflict, DomainError
 from tally.imports import service, uploads
-from tally.imports.customers_csv import CustomerCsvReader
-from tally.imports.formats import ImportFileError
-from tally.imports.orders_csv import OrderCsvReader
+from tally.imports.options import kind_of, options_from_json
 from tally.imports.orm import ImportJob, ImportKind, ImportStatus, ImportUploadChunk
+from tally.imports.reading import open_reader
 from tally.outbox.registry import Registry, RunnerContext
 
 log = logging.getLogger(__name__)
@@ -61,42 +60,9 @@ class ImportStopped(BaseException):
     """Raised between two batches to stop a run: the worker is stopping or lost the lease."""
 
 
-# --- options ---------------------------------------------------------------------------------
-
-
-def options_from_json(kind: ImportKind | str, stored: dict[str, Any]) -> service.ImportOptions:
-    """The options as a job stores them (``as_json``), back as options."""
-    if ImportKind(kind) is ImportKind.CUSTOMERS:
-        return service.CustomerImportOptions(
-            points=service.PointsMode(stored.get("points", service.PointsMode.REPLACE.value)),
-            award_create_account=bool(stored.get("award_create_account")),
-            skip_invalid=bool(stored.get("skip_invalid")),
-        )
-    return service.OrderImportOptions(
-        vip_only=bool(stored.get("vip_only")),
-        send_create_account_emails=bool(stored.get("send_create_account_emails")),
-        skip_invalid=bool(stored.get("skip_invalid")),
-    )
-
-
-def _kind_of(options: service.ImportOptions) -> ImportKind:
-    if isinstance(options, service.CustomerImportOptions):
-        return ImportKind.CUSTOMERS
-    return ImportKind.ORDERS
-
-
 def check_readable(kind: ImportKind, path: os.PathLike[str] | str) -> None:
     """Refuse at once (``ImportFileRefused``) a file that cannot be read as this kind at all."""
-    now = utcnow()
-    try:
-        reader = (
-            CustomerCsvReader(path, today=now.date())
-            if kind is ImportKind.CUSTOMERS
-            else OrderCsvReader(path, now=now)
-        )
-    except ImportFileError as exc:
-        raise service.ImportFileRefused(exc.message) from exc
-    reader.close()
+    open_reader(kind, path, utcnow()).close()
 
 
 def worker_name(role: str) -> str:
@@ -245,7 +211,7 @@ def enqueue_upload(
     runs it with ``run_claimed``. Raises ``ImportFileRefused`` for a file that cannot be read
     as an import at all, ``ImportInProgress`` while the same file is queued or running.
     """
-    kind = _kind_of(options)
+    kind = kind_of(options)
     check_readable(kind, upload.path)
     now = utcnow()
     with unit_of_work(factory, merchant_id=merchant_id) as session:

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tally.customers import service as customers
+from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.db.pages import page
 from tally.errors import Conflict, FieldProblem, NotFound
@@ -42,6 +43,7 @@ from tally.program.config_service import load_program
 from tally.program.orm import PoolCode, Redemption
 from tally.program.rewards import (
     CodePoolInvalid,
+    RedemptionQuote,
     RedemptionRefused,
     coupon_expires_at,
     generate_coupon_code,
@@ -247,6 +249,34 @@ def _insert_with_generated_code(session: Session, fields: dict[str, Any]) -> Red
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
+def _insert_redemption(
+    session: Session,
+    *,
+    customer: Customer,
+    reward: Reward,
+    quote: RedemptionQuote,
+    entry: LedgerEntry,
+    issued_at: datetime,
+    pool_code: PoolCode | None,
+) -> Redemption:
+    """The redemption row, with the pool's code or a generated one."""
+    fields: dict[str, Any] = {
+        "merchant_id": customer.merchant_id,
+        "customer_id": customer.id,
+        "reward_id": reward.id,
+        "reward_name": reward.name,
+        "points_spent": quote.points_to_spend,
+        "discount_value": quote.discount_value.quantize(STORED_PLACES),
+        "discount_unit": quote.discount_unit.value,
+        "expires_at": coupon_expires_at(reward, issued_at),
+        "ledger_entry_id": entry.id,
+        "created_at": issued_at,
+    }
+    if pool_code is not None:
+        return _insert_with_pool_code(session, fields, pool_code)
+    return _insert_with_generated_code(session, fields)
+
+
 def redeem_reward(
     session: Session,
     *,
@@ -270,13 +300,17 @@ def redeem_reward(
             LedgerEntry.merchant_id == merchant_id, LedgerEntry.idempotency_key == key
         )
     )
-    if entry is not None:
+
+    def replay(entry: LedgerEntry) -> Redemption:
         return _check_replay(
             _redemption_for_entry(session, entry),
             customer_id=customer_id,
             reward_id=reward_id,
             points=points,
         )
+
+    if entry is not None:
+        return replay(entry)
 
     _, settings = load_program(session, merchant_id)
     reward = _enabled_reward(settings, reward_id)
@@ -301,40 +335,32 @@ def redeem_reward(
         )
         if posting.replayed:
             # A concurrent call with the same key committed first; its redemption is the answer.
-            return _check_replay(
-                _redemption_for_entry(session, posting.entry),
-                customer_id=customer_id,
-                reward_id=reward_id,
-                points=points,
-            )
-        fields: dict[str, Any] = {
-            "merchant_id": merchant_id,
-            "customer_id": customer.id,
-            "reward_id": reward.id,
-            "reward_name": reward.name,
-            "points_spent": quote.points_to_spend,
-            "discount_value": quote.discount_value.quantize(STORED_PLACES),
-            "discount_unit": quote.discount_unit.value,
-            "expires_at": coupon_expires_at(reward, issued_at),
-            "ledger_entry_id": posting.entry.id,
-            "created_at": issued_at,
-        }
-        if pool_code is not None:
-            redemption = _insert_with_pool_code(session, fields, pool_code)
-        else:
-            redemption = _insert_with_generated_code(session, fields)
+            return replay(posting.entry)
+        redemption = _insert_redemption(
+            session,
+            customer=customer,
+            reward=reward,
+            quote=quote,
+            entry=posting.entry,
+            issued_at=issued_at,
+            pool_code=pool_code,
+        )
+    _announce(session, redemption)
+    return redemption
+
+
+def _announce(session: Session, redemption: Redemption) -> None:
     emit(
         session,
         RewardRedeemed(
-            merchant_id=merchant_id,
-            customer_id=customer.id,
+            merchant_id=redemption.merchant_id,
+            customer_id=redemption.customer_id,
             redemption_id=redemption.id,
             points=redemption.points_spent,
             reward_name=redemption.reward_name,
             coupon_code=redemption.coupon_code,
         ),
     )
-    return redemption
 
 
 def list_redemptions(
