@@ -70,13 +70,14 @@ DEMO_PROGRAM: dict[str, Any] = {
     },
 }
 
-# (order id, customer email, total, days ago)
+# (order id, customer email, total, days ago). Not Shopify's #1001…: a real store's export
+# starts with those numbers, and importing it would find them "already known".
 DEMO_ORDERS = [
-    ("#1001", "ada@example.com", "120.00", 40),
-    ("#1002", "ada@example.com", "415.50", 12),
-    ("#1003", "grace@example.com", "64.90", 30),
-    ("#1004", "edsger@example.com", "230.00", 5),
-    ("#1005", "shopper@example.com", "45.00", 2),
+    ("DEMO-1001", "ada@example.com", "120.00", 40),
+    ("DEMO-1002", "ada@example.com", "415.50", 12),
+    ("DEMO-1003", "grace@example.com", "64.90", 30),
+    ("DEMO-1004", "edsger@example.com", "230.00", 5),
+    ("DEMO-1005", "shopper@example.com", "45.00", 2),
 ]
 
 
@@ -107,7 +108,8 @@ class DemoStore:
 
 
 def seed_demo(session: Session) -> DemoStore:
-    """Create the demo store once (customers with balances); issue a fresh API key every time."""
+    """Create the demo store once (customers with balances); issue a fresh API key every time,
+    revoking the one issued before."""
     merchant = session.scalar(select(Merchant).where(Merchant.name == DEMO_STORE_NAME))
     created = merchant is None
     if merchant is None:
@@ -144,6 +146,10 @@ def seed_demo(session: Session) -> DemoStore:
                     reason="Balance brought over from the previous loyalty program",
                 )
         _demo_orders(session, merchant.id)
+    # One demo key at a time: the previous one (its secret was printed once) stops working.
+    for previous in merchants.list_api_keys(session, merchant_id=merchant.id):
+        if previous.name == "demo" and previous.revoked_at is None:
+            merchants.revoke_api_key(session, merchant_id=merchant.id, key_id=previous.id)
     key = merchants.create_api_key(session, merchant_id=merchant.id, name="demo")
     return DemoStore(
         merchant_id=merchant.id,
