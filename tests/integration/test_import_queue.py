@@ -17,7 +17,7 @@ from tally.api.app import create_app
 from tally.config import Settings
 from tally.db.base import utcnow
 from tally.db.engine import make_engine, make_session_factory, unit_of_work
-from tally.imports import jobs, queue
+from tally.imports import customer_writer, queue
 from tally.imports.orm import ImportJob, ImportUploadChunk
 from tally.state import AppState
 from tests.integration.test_admin_pages import admin_app, make_store, sign_in, token
@@ -110,7 +110,7 @@ def test_progress_is_read_by_another_app_instance_than_the_one_that_received_the
     with _app(small_batches, database_url) as web:
         job_id = _queue(web, m, _file())
     # The worker stops inside its third batch until the test has looked at the progress.
-    write = jobs.write_customers
+    write = customer_writer.write_customers
     calls = {"n": 0}
     reached, release = threading.Event(), threading.Event()
 
@@ -121,7 +121,7 @@ def test_progress_is_read_by_another_app_instance_than_the_one_that_received_the
             assert release.wait(60)
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "write_customers", paused)
+    monkeypatch.setattr(customer_writer, "write_customers", paused)
     worker = threading.Thread(
         target=queue.work, args=(small_batches, session_factory), kwargs={"worker_id": "w1"}
     )
@@ -197,7 +197,7 @@ def test_a_stopping_worker_hands_its_import_back_between_batches(
     with _app(small_batches, database_url) as web:
         job_id = _queue(web, m, _file())
     stopping = threading.Event()
-    write = jobs.write_customers
+    write = customer_writer.write_customers
     calls = {"n": 0}
 
     def stop_after_two(*args: Any, **kwargs: Any) -> Any:
@@ -206,7 +206,7 @@ def test_a_stopping_worker_hands_its_import_back_between_batches(
             stopping.set()
         return write(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "write_customers", stop_after_two)
+    monkeypatch.setattr(customer_writer, "write_customers", stop_after_two)
     claimed = queue.claim_next(session_factory, worker_id="w1", lease_seconds=30)
     assert claimed == job_id
     result = queue.run_claimed(
