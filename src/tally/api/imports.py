@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -143,15 +143,26 @@ def job_out(job: ImportJob) -> ImportJobOut:
     )
 
 
-def _options(
+UploadField = Annotated[UploadFile, File(description="The CSV file")]
+PointsField = Annotated[
+    str,
+    Form(
+        pattern="^(replace|add)$",
+        description="customers: replace (the file's points become the migrated balance) or add",
+    ),
+]
+FlagField = Annotated[bool, Form()]
+
+
+def _form_options(
     kind: ImportKind,
-    *,
-    points: str,
-    award_create_account: bool,
-    skip_invalid: bool,
-    vip_only: bool,
-    send_create_account_emails: bool,
+    points: PointsField = "replace",
+    award_create_account: FlagField = False,
+    skip_invalid: FlagField = False,
+    vip_only: FlagField = False,
+    send_create_account_emails: FlagField = False,
 ) -> service.ImportOptions:
+    """The import options of the form (those of the other kind of file are ignored)."""
     if kind is ImportKind.CUSTOMERS:
         return service.CustomerImportOptions(
             points=service.PointsMode(points),
@@ -165,15 +176,7 @@ def _options(
     )
 
 
-UploadField = Annotated[UploadFile, File(description="The CSV file")]
-PointsField = Annotated[
-    str,
-    Form(
-        pattern="^(replace|add)$",
-        description="customers: replace (the file's points become the migrated balance) or add",
-    ),
-]
-FlagField = Annotated[bool, Form()]
+OptionsForm = Annotated[service.ImportOptions, Depends(_form_options)]
 
 
 @router.get("/templates/{kind}", response_class=Response)
@@ -193,21 +196,9 @@ def preview(
     caller: CallerDep,
     request: Request,
     file: UploadField,
-    points: PointsField = "replace",
-    award_create_account: FlagField = False,
-    skip_invalid: FlagField = False,
-    vip_only: FlagField = False,
-    send_create_account_emails: FlagField = False,
+    options: OptionsForm,
 ) -> ImportJobOut:
     """Check a file and count what importing it would do; nothing is written but the job."""
-    options = _options(
-        kind,
-        points=points,
-        award_create_account=award_create_account,
-        skip_invalid=skip_invalid,
-        vip_only=vip_only,
-        send_create_account_emails=send_create_account_emails,
-    )
     created_by = caller.actor
     upload = uploads.spool(file.file, max_mb=caller.state.settings.import_max_upload_mb)
     try:
@@ -239,11 +230,7 @@ def run(
     request: Request,
     response: Response,
     file: UploadField,
-    points: PointsField = "replace",
-    award_create_account: FlagField = False,
-    skip_invalid: FlagField = False,
-    vip_only: FlagField = False,
-    send_create_account_emails: FlagField = False,
+    options: OptionsForm,
     wait: Annotated[
         bool, Query(description="Answer when the import has finished (201) instead of at once")
     ] = False,
@@ -255,14 +242,6 @@ def run(
     worker finishes it. A file that cannot be read at all is refused at once, and so is a file
     that is being imported right now (409).
     """
-    options = _options(
-        kind,
-        points=points,
-        award_create_account=award_create_account,
-        skip_invalid=skip_invalid,
-        vip_only=vip_only,
-        send_create_account_emails=send_create_account_emails,
-    )
     state = caller.state
     created_by = caller.actor
     upload = uploads.spool(file.file, max_mb=state.settings.import_max_upload_mb)

@@ -145,26 +145,17 @@ def _run(
         # Who ran it, as the job records it: the operating system account at the terminal.
         created_by = f"cli:{getpass.getuser()}"
         try:
-            if dry_run:
-                job = service.preview_import(
-                    factory,
-                    merchant_id=merchant_id,
-                    path=file,
-                    options=options,
-                    progress=report,
-                    batch_size=size,
-                    created_by=created_by,
-                )
-            else:
-                job = service.run_import(
-                    factory,
-                    merchant_id=merchant_id,
-                    path=file,
-                    options=options,
-                    progress=report,
-                    batch_size=size,
-                    created_by=created_by,
-                )
+            # A dry run checks the whole file the same way and counts, writing only the job.
+            start = service.preview_import if dry_run else service.run_import
+            job = start(
+                factory,
+                merchant_id=merchant_id,
+                path=file,
+                options=options,
+                progress=report,
+                batch_size=size,
+                created_by=created_by,
+            )
         except DomainError as exc:
             progress.stop()
             _domain_failure(exc)

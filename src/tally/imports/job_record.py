@@ -7,11 +7,12 @@ else by its preview's job, or by a new one; a ``running`` job whose heartbeat is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.db.base import utcnow
@@ -28,54 +29,102 @@ STALE_AFTER = timedelta(minutes=2)
 """A running job without progress for this long was stopped, and may be resumed."""
 
 
+@dataclass(frozen=True)
+class FileToImport:
+    """A merchant's file and how to import it: what its job records of it."""
+
+    merchant_id: int
+    kind: ImportKind
+    checksum: str
+    file_name: str
+    options: ImportOptions
+    created_by: str
+
+    def of_this_file(self) -> list[ColumnElement[bool]]:
+        """The conditions that pick this file's jobs (any status)."""
+        return [
+            ImportJob.merchant_id == self.merchant_id,
+            ImportJob.kind == self.kind,
+            ImportJob.checksum == self.checksum,
+        ]
+
+    def write_to(self, job: ImportJob) -> None:
+        """Record the file's name, options and who asked on the job that will run it."""
+        job.options = self.options.as_json()
+        job.created_by = self.created_by[:100]
+        job.file_name = self.file_name[:255]
+
+
 def new_job(
-    session: Session,
-    *,
-    merchant_id: int,
-    kind: ImportKind,
-    status: ImportStatus,
-    file_name: str,
-    checksum: str,
-    options: ImportOptions,
-    created_by: str,
-    now: datetime,
+    session: Session, file: FileToImport, *, status: ImportStatus, now: datetime
 ) -> ImportJob:
+    """A new job for the file; its generation counts the file's reverted imports."""
     reverted = (
         session.scalar(
             select(func.count(ImportJob.id)).where(
-                ImportJob.merchant_id == merchant_id,
-                ImportJob.kind == kind,
-                ImportJob.checksum == checksum,
-                ImportJob.status == ImportStatus.REVERTED,
+                *file.of_this_file(), ImportJob.status == ImportStatus.REVERTED
             )
         )
         or 0
     )
     job = ImportJob(
-        merchant_id=merchant_id,
-        kind=kind.value,
+        merchant_id=file.merchant_id,
+        kind=file.kind.value,
         status=status.value,
-        file_name=file_name[:255],
-        checksum=checksum,
-        options=options.as_json(),
-        created_by=created_by[:100],
+        checksum=file.checksum,
         generation=reverted,
         created_at=now,
     )
+    file.write_to(job)
     session.add(job)
     session.flush()
     return job
 
 
+def file_jobs(
+    session: Session,
+    file: FileToImport,
+    *,
+    statuses: Iterable[ImportStatus],
+    job_id: int | None = None,
+) -> list[ImportJob]:
+    """This file's jobs in ``statuses`` (only ``job_id``, if given), newest first.
+
+    Locked on PostgreSQL, so two requests choosing a job for the same file take turns.
+    """
+    stmt = (
+        select(ImportJob)
+        .where(*file.of_this_file(), ImportJob.status.in_(list(statuses)))
+        .order_by(ImportJob.id.desc())
+    )
+    if job_id is not None:
+        stmt = stmt.where(ImportJob.id == job_id)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return list(session.scalars(stmt))
+
+
+def stopped_part_way(candidates: Iterable[ImportJob], options: ImportOptions) -> ImportJob | None:
+    """The job that stopped part-way through this file, to be resumed (``None``: none did).
+
+    Raises ``Conflict`` when it ran with other options: resuming would mix the two.
+    """
+    stopped = next(
+        (job for job in candidates if job.status != ImportStatus.PREVIEWED and job.cursor > 0),
+        None,
+    )
+    if stopped is not None and stopped.options != options.as_json():
+        raise Conflict(
+            f"job {stopped.id} imported this file part-way with other options "
+            f"({_describe(stopped.options)}); run it again with the same options to finish it"
+        )
+    return stopped
+
+
 def claim(
     session: Session,
+    file: FileToImport,
     *,
-    merchant_id: int,
-    kind: ImportKind,
-    checksum: str,
-    file_name: str,
-    options: ImportOptions,
-    created_by: str,
     now: datetime,
     stale_after: timedelta,
     job_id: int | None = None,
@@ -84,64 +133,23 @@ def claim(
 
     With ``job_id``: that job, which the import queue leased to the caller.
     """
-    stmt = (
-        select(ImportJob)
-        .where(
-            ImportJob.merchant_id == merchant_id,
-            ImportJob.kind == kind,
-            ImportJob.checksum == checksum,
-            ImportJob.status.in_(
-                [ImportStatus.RUNNING, ImportStatus.FAILED, ImportStatus.PREVIEWED]
-            ),
-        )
-        .order_by(ImportJob.id.desc())
+    candidates = file_jobs(
+        session,
+        file,
+        statuses=[ImportStatus.RUNNING, ImportStatus.FAILED, ImportStatus.PREVIEWED],
+        job_id=job_id,
     )
-    if job_id is not None:
-        stmt = stmt.where(ImportJob.id == job_id)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    candidates = list(session.scalars(stmt))
     if job_id is not None and not candidates:
         raise Conflict(f"job {job_id} is not an import of this file that can run now")
-    for job in candidates:
-        if (
-            job_id is None
-            and job.status == ImportStatus.RUNNING
-            and (job.heartbeat_at is not None and job.heartbeat_at > now - stale_after)
-        ):
-            raise ImportInProgress(
-                f"this file is being imported right now (job {job.id}, last progress at "
-                f"{job.heartbeat_at.isoformat(timespec='seconds')}); if that import was stopped, "
-                f"run it again after {int(stale_after.total_seconds())} seconds without progress"
-            )
-    chosen = next(
-        (job for job in candidates if job.status != ImportStatus.PREVIEWED and job.cursor > 0),
-        None,
-    )
-    if chosen is not None:
-        if chosen.options != options.as_json():
-            raise Conflict(
-                f"job {chosen.id} imported this file part-way with other options "
-                f"({_describe(chosen.options)}); run it again with the same options to finish it"
-            )
-    else:
-        chosen = next(iter(candidates), None)
-        if chosen is None:
-            chosen = new_job(
-                session,
-                merchant_id=merchant_id,
-                kind=kind,
-                status=ImportStatus.RUNNING,
-                file_name=file_name,
-                checksum=checksum,
-                options=options,
-                created_by=created_by,
-                now=now,
-            )
-        chosen.options = options.as_json()
-        chosen.created_by = created_by[:100]
-        chosen.file_name = file_name[:255]
-        _reset_counts(chosen)
+    if job_id is None:
+        _refuse_if_running(candidates, now=now, stale_after=stale_after)
+    chosen = stopped_part_way(candidates, file.options)
+    if chosen is None:
+        chosen = next(iter(candidates), None) or new_job(
+            session, file, status=ImportStatus.RUNNING, now=now
+        )
+        file.write_to(chosen)
+        reset_counts(chosen)
     chosen.status = ImportStatus.RUNNING
     chosen.started_at = chosen.started_at or now
     chosen.heartbeat_at = now
@@ -151,7 +159,21 @@ def claim(
     return chosen
 
 
-def _reset_counts(job: ImportJob) -> None:
+def _refuse_if_running(
+    candidates: Iterable[ImportJob], *, now: datetime, stale_after: timedelta
+) -> None:
+    for job in candidates:
+        if job.status == ImportStatus.RUNNING and (
+            job.heartbeat_at is not None and job.heartbeat_at > now - stale_after
+        ):
+            raise ImportInProgress(
+                f"this file is being imported right now (job {job.id}, last progress at "
+                f"{job.heartbeat_at.isoformat(timespec='seconds')}); if that import was stopped, "
+                f"run it again after {int(stale_after.total_seconds())} seconds without progress"
+            )
+
+
+def reset_counts(job: ImportJob) -> None:
     """A job started over from its first row (a preview, or a refused run) counts afresh."""
     job.new_count = job.updated_count = job.skipped_count = job.customers_created = 0
     job.invalid_count = job.error_count = job.emails_queued = job.points_issued = 0

@@ -16,7 +16,7 @@ from tally.imports.checking import Check, first_pass
 from tally.imports.context import DEFAULT_BATCH_SIZE, ProgressCallback, RunContext
 from tally.imports.errors import hiding_unexpected_errors
 from tally.imports.formats import SeenKeys
-from tally.imports.job_record import new_job
+from tally.imports.job_record import FileToImport, new_job
 from tally.imports.options import CustomerImportOptions, ImportOptions, kind_of
 from tally.imports.order_planner import OrderPlanner, TierState
 from tally.imports.orm import ImportJob, ImportKind, ImportStatus
@@ -82,17 +82,10 @@ def preview_import(
     finally:
         reader.close()
     with unit_of_work(factory, merchant_id=merchant_id) as session:
-        job = new_job(
-            session,
-            merchant_id=merchant_id,
-            kind=kind,
-            status=ImportStatus.PREVIEWED,
-            file_name=file_name or Path(path).name,
-            checksum=facts.checksum,
-            options=options,
-            created_by=created_by,
-            now=now,
+        file = FileToImport(
+            merchant_id, kind, facts.checksum, file_name or Path(path).name, options, created_by
         )
+        job = new_job(session, file, status=ImportStatus.PREVIEWED, now=now)
         check.store(job)
         job.new_count = check.new
         job.updated_count = check.updated

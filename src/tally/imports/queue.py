@@ -27,19 +27,18 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
-from tally.errors import Conflict, DomainError
-from tally.imports import service, uploads
+from tally.errors import DomainError
+from tally.imports import job_record, service, uploads
 from tally.imports.options import kind_of, options_from_json
 from tally.imports.orm import ImportJob, ImportKind, ImportStatus, ImportUploadChunk
 from tally.imports.reading import open_reader
@@ -74,40 +73,23 @@ def worker_name(role: str) -> str:
 
 
 def _choose(
-    session: Session,
-    *,
-    merchant_id: int,
-    kind: ImportKind,
-    checksum: str,
-    options: service.ImportOptions,
-    now: datetime,
-    preferred: int | None = None,
+    session: Session, file: job_record.FileToImport, *, now: datetime, preferred: int | None
 ) -> ImportJob | None:
     """The job that imports this file: a stopped one (resumed), ``preferred``, or the latest.
 
     The same choice ``run_import`` makes by checksum, for the queue: refused while the file is
     queued or being run. ``None`` when a new job is needed.
     """
-    stmt = (
-        select(ImportJob)
-        .where(
-            ImportJob.merchant_id == merchant_id,
-            ImportJob.kind == kind,
-            ImportJob.checksum == checksum,
-            ImportJob.status.in_(
-                [
-                    ImportStatus.QUEUED,
-                    ImportStatus.RUNNING,
-                    ImportStatus.FAILED,
-                    ImportStatus.PREVIEWED,
-                ]
-            ),
-        )
-        .order_by(ImportJob.id.desc())
+    candidates = job_record.file_jobs(
+        session,
+        file,
+        statuses=[
+            ImportStatus.QUEUED,
+            ImportStatus.RUNNING,
+            ImportStatus.FAILED,
+            ImportStatus.PREVIEWED,
+        ],
     )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    candidates = list(session.scalars(stmt))
     for job in candidates:
         running = job.status == ImportStatus.RUNNING and (
             # A worker holds it, or will take it over when the lease runs out.
@@ -119,64 +101,28 @@ def _choose(
                 f"this file is being imported right now (job {job.id}, {job.status}); "
                 f"follow it at /api/v1/imports/{job.id}"
             )
-    chosen = next(
-        (job for job in candidates if job.status != ImportStatus.PREVIEWED and job.cursor > 0),
-        None,
-    )
-    if chosen is not None:
-        if chosen.options != options.as_json():
-            described = ", ".join(f"{k}={v}" for k, v in sorted(chosen.options.items()))
-            raise Conflict(
-                f"job {chosen.id} imported this file part-way with other options "
-                f"({described}); run it again with the same options to finish it"
-            )
-        return chosen
+    stopped = job_record.stopped_part_way(candidates, file.options)
+    if stopped is not None:
+        return stopped
     return next((job for job in candidates if job.id == preferred), next(iter(candidates), None))
 
 
 def _queue(
     session: Session,
-    job: ImportJob | None,
+    file: job_record.FileToImport,
     *,
-    merchant_id: int,
-    kind: ImportKind,
-    checksum: str,
-    options: service.ImportOptions,
-    file_name: str,
-    created_by: str,
-    now: datetime,
     lease_to: str | None,
     lease_seconds: float,
+    preferred: int | None = None,
 ) -> ImportJob:
-    if job is None:
-        reverted = session.scalar(
-            select(func.count(ImportJob.id)).where(
-                ImportJob.merchant_id == merchant_id,
-                ImportJob.kind == kind,
-                ImportJob.checksum == checksum,
-                ImportJob.status == ImportStatus.REVERTED,
-            )
-        )
-        job = ImportJob(
-            merchant_id=merchant_id,
-            kind=kind.value,
-            status=ImportStatus.QUEUED.value,
-            file_name=file_name[:255],
-            checksum=checksum,
-            options=options.as_json(),
-            created_by=created_by[:100],
-            generation=reverted or 0,
-            created_at=now,
-        )
-        session.add(job)
+    """Queue (or, with ``lease_to``, lease at once) the job ``_choose`` picks, or a new one."""
+    now = utcnow()
+    job = _choose(session, file, now=now, preferred=preferred) or job_record.new_job(
+        session, file, status=ImportStatus.QUEUED, now=now
+    )
     if job.cursor == 0:
-        # Started over from the first row (a preview, or a refused run): counted afresh.
-        job.new_count = job.updated_count = job.skipped_count = job.customers_created = 0
-        job.invalid_count = job.error_count = job.emails_queued = job.points_issued = 0
-        job.errors = []
-    job.options = options.as_json()
-    job.file_name = file_name[:255]
-    job.created_by = created_by[:100]
+        job_record.reset_counts(job)
+    file.write_to(job)
     job.failure_reason = None
     job.finished_at = None
     job.progress_phase, job.progress_done, job.progress_total = None, 0, 0
@@ -213,29 +159,11 @@ def enqueue_upload(
     """
     kind = kind_of(options)
     check_readable(kind, upload.path)
-    now = utcnow()
+    file = job_record.FileToImport(
+        merchant_id, kind, upload.checksum, file_name, options, created_by
+    )
     with unit_of_work(factory, merchant_id=merchant_id) as session:
-        chosen = _choose(
-            session,
-            merchant_id=merchant_id,
-            kind=kind,
-            checksum=upload.checksum,
-            options=options,
-            now=now,
-        )
-        job = _queue(
-            session,
-            chosen,
-            merchant_id=merchant_id,
-            kind=kind,
-            checksum=upload.checksum,
-            options=options,
-            file_name=file_name,
-            created_by=created_by,
-            now=now,
-            lease_to=lease_to,
-            lease_seconds=lease_seconds,
-        )
+        job = _queue(session, file, lease_to=lease_to, lease_seconds=lease_seconds)
         uploads.store(session, merchant_id=merchant_id, job_id=job.id, path=upload.path)
         return job.id
 
@@ -261,7 +189,6 @@ def enqueue_previewed(
     The job is the preview's, or a stopped import of the same file (resumed), which then gets
     the stored file. Raises ``UploadMissing`` when the preview's file is no longer kept.
     """
-    now = utcnow()
     with unit_of_work(factory, merchant_id=merchant_id) as session:
         preview = service.get_import(session, merchant_id=merchant_id, job_id=job_id)
         if preview.status != ImportStatus.PREVIEWED or not uploads.has_upload(
@@ -273,27 +200,11 @@ def enqueue_previewed(
             )
         kind = ImportKind(preview.kind)
         options = options_from_json(kind, preview.options)
-        chosen = _choose(
-            session,
-            merchant_id=merchant_id,
-            kind=kind,
-            checksum=preview.checksum,
-            options=options,
-            now=now,
-            preferred=preview.id,
+        file = job_record.FileToImport(
+            merchant_id, kind, preview.checksum, preview.file_name, options, created_by
         )
         job = _queue(
-            session,
-            chosen,
-            merchant_id=merchant_id,
-            kind=kind,
-            checksum=preview.checksum,
-            options=options,
-            file_name=preview.file_name,
-            created_by=created_by,
-            now=now,
-            lease_to=None,
-            lease_seconds=lease_seconds,
+            session, file, lease_to=None, lease_seconds=lease_seconds, preferred=preview.id
         )
         uploads.move(session, from_job=preview.id, to_job=job.id)
         return job.id
@@ -344,6 +255,28 @@ def claim_next(
 # --- running ---------------------------------------------------------------------------------
 
 
+def _update_held(
+    session: Session,
+    job_id: int,
+    worker_id: str,
+    *,
+    while_status: ImportStatus | None = None,
+    **values: Any,
+) -> bool:
+    """Set ``values`` on the job only while ``worker_id`` holds its lease (and it is in
+    ``while_status``).
+
+    Whether it did: a worker whose lease was taken over changes nothing.
+    """
+    held = [ImportJob.id == job_id, ImportJob.locked_by == worker_id]
+    if while_status is not None:
+        held.append(ImportJob.status == while_status)
+    result = session.execute(
+        update(ImportJob).where(*held).values(**values).execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 class _Lease:
     """Renews a job's lease and writes its progress from a thread, until stopped."""
 
@@ -377,15 +310,13 @@ class _Lease:
             return
         try:
             with unit_of_work(self._factory) as session:
-                session.execute(
-                    update(ImportJob)
-                    .where(ImportJob.id == self._job_id, ImportJob.locked_by == self._worker_id)
-                    .values(
-                        progress_phase=progress[0],
-                        progress_done=progress[1],
-                        progress_total=progress[2],
-                    )
-                    .execution_options(synchronize_session=False)
+                _update_held(
+                    session,
+                    self._job_id,
+                    self._worker_id,
+                    progress_phase=progress[0],
+                    progress_done=progress[1],
+                    progress_total=progress[2],
                 )
         except Exception:  # only the progress bar's last step
             log.warning("could not write the progress of import %s", self._job_id, exc_info=True)
@@ -412,59 +343,41 @@ class _Lease:
             )
         try:
             with unit_of_work(self._factory) as session:
-                renewed = session.execute(
-                    update(ImportJob)
-                    .where(
-                        ImportJob.id == self._job_id,
-                        ImportJob.locked_by == self._worker_id,
-                        ImportJob.status == ImportStatus.RUNNING,
-                    )
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-                if not renewed.rowcount:  # type: ignore[attr-defined]
+                if not _update_held(
+                    session,
+                    self._job_id,
+                    self._worker_id,
+                    while_status=ImportStatus.RUNNING,
+                    **values,
+                ):
                     self.lost.set()
         except Exception:  # a database hiccup: the next renewal tries again
             log.warning("could not renew the lease of import %s", self._job_id, exc_info=True)
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    merchant_id: int
-    kind: ImportKind
-    checksum: str
-    options: service.ImportOptions
-    file_name: str
-    created_by: str
-    attempts: int
-
-
-def _load(factory: sessionmaker[Session], job_id: int) -> _Claimed:
+def _load(factory: sessionmaker[Session], job_id: int) -> tuple[job_record.FileToImport, int]:
+    """The leased job's file, and how many times it was claimed."""
     with factory() as session:
         job = session.get_one(ImportJob, job_id)
-        return _Claimed(
-            merchant_id=job.merchant_id,
-            kind=ImportKind(job.kind),
-            checksum=job.checksum,
-            options=options_from_json(job.kind, job.options),
-            file_name=job.file_name,
-            created_by=job.created_by,
-            attempts=job.attempts,
+        kind = ImportKind(job.kind)
+        options = options_from_json(job.kind, job.options)
+        file = job_record.FileToImport(
+            job.merchant_id, kind, job.checksum, job.file_name, options, job.created_by
         )
+        return file, job.attempts
 
 
 def _fail(factory: sessionmaker[Session], job_id: int, worker_id: str, reason: str) -> None:
     """Mark the job failed, if it is still running under this worker's lease."""
     with unit_of_work(factory) as session:
-        session.execute(
-            update(ImportJob)
-            .where(
-                ImportJob.id == job_id,
-                ImportJob.locked_by == worker_id,
-                ImportJob.status == ImportStatus.RUNNING,
-            )
-            .values(status=ImportStatus.FAILED, failure_reason=reason[:2000], finished_at=utcnow())
-            .execution_options(synchronize_session=False)
+        _update_held(
+            session,
+            job_id,
+            worker_id,
+            while_status=ImportStatus.RUNNING,
+            status=ImportStatus.FAILED,
+            failure_reason=reason[:2000],
+            finished_at=utcnow(),
         )
 
 
@@ -475,22 +388,17 @@ def _hand_back(factory: sessionmaker[Session], job_id: int, worker_id: str) -> N
     (this one lost its lease) is put back to running, as that worker is running it.
     """
     with unit_of_work(factory) as session:
-        session.execute(
-            update(ImportJob)
-            .where(
-                ImportJob.id == job_id,
-                ImportJob.locked_by == worker_id,
-                ImportJob.status == ImportStatus.FAILED,
-            )
-            .values(
-                status=ImportStatus.QUEUED,
-                locked_by=None,
-                locked_until=None,
-                failure_reason=None,
-                finished_at=None,
-                attempts=ImportJob.attempts - 1,
-            )
-            .execution_options(synchronize_session=False)
+        _update_held(
+            session,
+            job_id,
+            worker_id,
+            while_status=ImportStatus.FAILED,
+            status=ImportStatus.QUEUED,
+            locked_by=None,
+            locked_until=None,
+            failure_reason=None,
+            finished_at=None,
+            attempts=ImportJob.attempts - 1,
         )
         session.execute(
             update(ImportJob)
@@ -508,12 +416,7 @@ def _hand_back(factory: sessionmaker[Session], job_id: int, worker_id: str) -> N
 def _release(factory: sessionmaker[Session], job_id: int, worker_id: str) -> None:
     """The run ended: drop the lease and, once the job is finished, its stored upload."""
     with unit_of_work(factory) as session:
-        session.execute(
-            update(ImportJob)
-            .where(ImportJob.id == job_id, ImportJob.locked_by == worker_id)
-            .values(locked_by=None, locked_until=None)
-            .execution_options(synchronize_session=False)
-        )
+        _update_held(session, job_id, worker_id, locked_by=None, locked_until=None)
         status = session.scalar(select(ImportJob.status).where(ImportJob.id == job_id))
         if status in TERMINAL:
             uploads.discard(session, job_id=job_id)
@@ -546,8 +449,8 @@ def run_claimed(
     with the worker that took it over. ``path``: the file, when the caller has it at hand (the
     request that stored it); otherwise it is rebuilt from the stored upload.
     """
-    claimed = _load(factory, job_id)
-    if claimed.attempts > MAX_ATTEMPTS:
+    file, attempts = _load(factory, job_id)
+    if attempts > MAX_ATTEMPTS:
         _fail(
             factory,
             job_id,
@@ -565,14 +468,14 @@ def run_claimed(
                 if lease.lost.is_set() or (stopping is not None and stopping.is_set()):
                     raise ImportStopped
 
-            with _file(factory, job_id, claimed.checksum, path) as source:
+            with _file(factory, job_id, file.checksum, path) as source:
                 return service.run_import(
                     factory,
-                    merchant_id=claimed.merchant_id,
+                    merchant_id=file.merchant_id,
                     path=source,
-                    options=claimed.options,
-                    file_name=claimed.file_name,
-                    created_by=claimed.created_by,
+                    options=file.options,
+                    file_name=file.file_name,
+                    created_by=file.created_by,
                     progress=progress,
                     batch_size=settings.import_batch_size,
                     job_id=job_id,

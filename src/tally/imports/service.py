@@ -37,7 +37,7 @@ from tally.imports.errors import (
     RevertRefused,
 )
 from tally.imports.formats import customer_template_csv, order_template_csv
-from tally.imports.job_record import STALE_AFTER, claim, get_import, list_imports
+from tally.imports.job_record import STALE_AFTER, FileToImport, claim, get_import, list_imports
 from tally.imports.options import (
     CustomerImportOptions,
     ImportOptions,
@@ -110,18 +110,10 @@ def run_import(
     reader = open_reader(kind, path, now)
     try:
         with unit_of_work(factory, merchant_id=merchant_id) as session:
-            claimed_id = claim(
-                session,
-                merchant_id=merchant_id,
-                kind=kind,
-                checksum=facts.checksum,
-                file_name=file_name or Path(path).name,
-                options=options,
-                created_by=created_by,
-                now=now,
-                stale_after=stale_after,
-                job_id=job_id,
-            ).id
+            file = FileToImport(
+                merchant_id, kind, facts.checksum, file_name or Path(path).name, options, created_by
+            )
+            claimed_id = claim(session, file, now=now, stale_after=stale_after, job_id=job_id).id
         if on_claimed is not None:
             on_claimed(claimed_id)
     except BaseException:
