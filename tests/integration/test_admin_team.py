@@ -145,7 +145,10 @@ def test_an_owner_invites_a_member_who_sets_a_password_and_signs_in(
     assert shown not in page  # the link is shown once
     emails = delivered(settings, session_factory)
     assert [(m["To"], m["Subject"]) for m in emails] == [
-        ("sam@shop.example", f"You are invited to {store_name(session_factory)}'s loyalty admin")
+        (
+            "sam@shop.example",
+            f"You are invited to the loyalty admin of {store_name(session_factory)}",
+        )
     ]
     emailed = link_in(emails[0])
     with TestClient(app, client=("198.51.100.7", 5000)) as sam:

@@ -34,15 +34,15 @@ def _texts(
     purpose: team.LinkPurpose, *, store: str, email: str, role: str, url: str, sign_in: str
 ) -> tuple[str, list[str]]:
     if purpose is team.LinkPurpose.INVITE:
-        return f"You are invited to {store}'s loyalty admin", [
-            f"You have been invited to {store}'s loyalty program admin (Tally) as {role}.",
+        return f"You are invited to the loyalty admin of {store}", [
+            f"You have been invited to the loyalty program admin (Tally) of {store} as {role}.",
             "Choose your password with this link. It works once, for 7 days:",
             url,
             f"Then sign in at {sign_in} as {email}.",
         ]
-    return f"Reset your password for {store}'s loyalty admin", [
-        f"Someone asked to reset the password of {email} for {store}'s loyalty program "
-        "admin (Tally).",
+    return f"Reset your password for the loyalty admin of {store}", [
+        f"Someone asked to reset the password of {email} for the loyalty program admin (Tally) "
+        f"of {store}.",
         "Choose a new password with this link. It works once, for 1 hour:",
         url,
         "If you did not ask for this, ignore this email: your password stays as it is.",
