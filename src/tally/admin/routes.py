@@ -5,20 +5,32 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from tally.admin import auth, customers, dashboard, dotdigital, imports, settings
+from tally.admin import auth, customers, dashboard, dotdigital, imports, passwords, settings, team
+from tally.admin.permissions import Permission, requires
 from tally.admin.web import AdminDep, AdminRoute, redirect
 from tally.errors import NotFound
 
+# Every page that needs a signed-in admin declares its permission here or on its route
+# (admin/permissions.py); the sign-in and set-password pages need none.
 router = APIRouter(prefix="/admin", route_class=AdminRoute, include_in_schema=False)
-router.add_api_route("", dashboard.dashboard, methods=["GET"], include_in_schema=False)
+router.add_api_route(
+    "",
+    dashboard.dashboard,
+    methods=["GET"],
+    include_in_schema=False,
+    # Support has no dashboard: its start page is the customer list.
+    dependencies=[requires(Permission.DASHBOARD, otherwise="/admin/customers")],
+)
 router.include_router(auth.router)
-router.include_router(customers.router)
-router.include_router(settings.router)
-router.include_router(dotdigital.router)
-router.include_router(imports.router)
+router.include_router(passwords.router)
+router.include_router(customers.router, dependencies=[requires(Permission.CUSTOMERS)])
+router.include_router(settings.router, dependencies=[requires(Permission.PROGRAM)])
+router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEGRATIONS)])
+router.include_router(imports.router, dependencies=[requires(Permission.IMPORTS)])
+router.include_router(team.router, dependencies=[requires(Permission.TEAM)])
 
 
-@router.get("/{path:path}", include_in_schema=False)
+@router.get("/{path:path}", include_in_schema=False, dependencies=[requires()])
 def page_not_found(admin: AdminDep, path: str) -> Response:
     """Any other admin address: an HTML 404 inside the admin (after signing in)."""
     del admin

@@ -15,6 +15,7 @@ from markupsafe import Markup, escape
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from tally.admin.permissions import Permission, requires
 from tally.admin.web import (
     PREVIEW_CONTENT_SECURITY_POLICY,
     Admin,
@@ -255,13 +256,21 @@ def settings_home(admin: AdminDep) -> Response:
     return redirect("/admin/settings/earning")
 
 
+# API keys are the owner's (on top of the program permission every settings page needs).
+_API_KEYS = [requires(Permission.API_KEYS)]
+
+
+@router.get("/settings/api-keys", include_in_schema=False, dependencies=_API_KEYS)
+def api_keys(request: Request, admin: AdminDep) -> Response:
+    """The merchant's API keys."""
+    return api_keys_page(request, admin)
+
+
 @router.get("/settings/{section}", include_in_schema=False)
 def settings_section(request: Request, admin: AdminDep, section: str) -> Response:
     """One section of the program settings."""
     if section == "emails":
         return email_list(request, admin)
-    if section == "api-keys":
-        return api_keys_page(request, admin)
     if section not in SECTIONS:
         raise NotFound(f"there is no settings page {section!r}")
     return _page(request, admin, section)
@@ -739,7 +748,7 @@ def api_keys_page(
     )
 
 
-@router.post("/settings/api-keys", include_in_schema=False)
+@router.post("/settings/api-keys", include_in_schema=False, dependencies=_API_KEYS)
 def create_api_key(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """Create an API key and show its secret this once."""
     name = text(form, "name")[:100] or "default"
@@ -748,7 +757,7 @@ def create_api_key(request: Request, admin: AdminDep, form: FormDep) -> Response
     return api_keys_page(request, admin, issued=issued)
 
 
-@router.post("/settings/api-keys/{key_id}/revoke", include_in_schema=False)
+@router.post("/settings/api-keys/{key_id}/revoke", include_in_schema=False, dependencies=_API_KEYS)
 def revoke_api_key(admin: AdminDep, form: FormDep, key_id: Id) -> Response:
     """Revoke a key; requests with it are refused from now on."""
     del form

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from tally.admin import permissions
 from tally.admin.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -79,6 +80,9 @@ NOTICES = {
     "key-revoked": "API key revoked.",
     "applied": "Import applied.",
     "reverted": "Import reverted.",
+    "role-changed": "Role changed.",
+    "member-removed": "Member removed; their sessions have ended.",
+    "password-set": "Your password is set. Sign in with it.",
 }
 
 
@@ -198,6 +202,11 @@ class Admin:
     currency: str
     csrf_token: str
     state: AppState
+    role: str = "owner"
+
+    def can(self, permission: str) -> bool:
+        """Whether this admin's role holds a permission (`merchants.team.Permission`)."""
+        return permissions.can(self.role, permission)
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
         """A session bound to this admin's merchant; commits when the block succeeds."""
@@ -255,8 +264,11 @@ def current_admin(
         currency=merchant.currency,
         csrf_token=session.csrf_token,
         state=state,
+        role=user.role,
     )
     request.state.admin = admin
+    # The one place roles are checked: against what the matched route declares.
+    permissions.enforce(request, admin.role)
     return admin
 
 
@@ -485,6 +497,8 @@ class AdminRoute(APIRoute):
                 response = await handler(request)
             except SignInRequired:
                 response = _sign_in_response(request)
+            except permissions.SeeOther as exc:
+                response = redirect(exc.location)
             except CsrfRejected:
                 response = error_page(
                     request,

@@ -35,6 +35,7 @@ app.add_typer(ledger_app, name="ledger")
 
 def _add_domain_commands() -> None:
     # The other commands take their helpers from tally.cli.support, never from this module.
+    from tally.cli.admin_users import admin_user_app
     from tally.cli.dotdigital import dotdigital_app
     from tally.cli.imports import import_app
     from tally.cli.notifications import mail_app
@@ -45,6 +46,7 @@ def _add_domain_commands() -> None:
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(import_app, name="import")
     app.add_typer(program_app, name="program")
+    app.add_typer(admin_user_app, name="admin-user")
     integrations_app = typer.Typer(help="Connections to other tools.", no_args_is_help=True)
     integrations_app.add_typer(dotdigital_app, name="dotdigital")
     app.add_typer(integrations_app, name="integrations")
@@ -157,18 +159,37 @@ def merchant_create(
     store_url: Annotated[str, typer.Option("--store-url", help="The store's web address.")],
     currency: Annotated[str, typer.Option(help="ISO 4217 currency code.")] = "USD",
     timezone: Annotated[str, typer.Option(help="IANA time zone, e.g. Europe/London.")] = "UTC",
+    owner_email: Annotated[
+        str | None,
+        typer.Option(help="The owner's email: adds them and prints their sign-in link."),
+    ] = None,
 ) -> None:
     """Create a merchant and print its id and first API key (shown only this once)."""
+    from tally.cli.admin_users import cli_actor, print_link
     from tally.merchants import service as merchants
+    from tally.merchants import team
 
-    with unit_of_work() as session:
+    settings = _settings()
+    link = None
+    with unit_of_work(settings) as session:
         merchant = merchants.create_merchant(
             session, name=name, store_url=store_url, currency=currency, timezone=timezone
         )
         key = merchants.create_api_key(session, merchant_id=merchant.id)
+        if owner_email is not None:
+            link = team.invite_member(
+                session,
+                settings=settings,
+                merchant_id=merchant.id,
+                email=owner_email,
+                role=team.Role.OWNER,
+                actor=cli_actor(),
+            )
     console.print(f"merchant id: {merchant.id}")
     console.print(f"API key:     {key.secret}")
     console.print("[dim]The key is shown only once; store it somewhere safe.[/]")
+    if link is not None:
+        print_link(link, link.url(settings))
 
 
 @merchant_app.command("list")

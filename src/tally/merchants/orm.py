@@ -58,3 +58,5 @@ class AdminUser(Base):
     # Carried in the session cookie and compared on every request; signing out increments it,
     # which ends every session of the user that was issued before (the cookie is stateless).
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # owner, manager or support (merchants/team.py says what each may do).
+    role: Mapped[str] = mapped_column(String(16), default="owner", server_default="owner")

@@ -123,8 +123,13 @@ def resolve_api_key(session: Session, secret: str) -> int | None:
     return None if key is None else key.merchant_id
 
 
+def hash_password(password: str) -> str:
+    """The argon2 hash of an admin's password."""
+    return _password_hasher.hash(password)
+
+
 def create_admin_user(
-    session: Session, *, merchant_id: int, email: str, password: str
+    session: Session, *, merchant_id: int, email: str, password: str, role: str = "owner"
 ) -> AdminUser:
     """Create an admin user with an argon2 password hash."""
     if len(password) < 10:
@@ -135,6 +140,7 @@ def create_admin_user(
         merchant_id=merchant_id,
         email=email.strip().lower(),
         password_hash=_password_hasher.hash(password),
+        role=role,
     )
     session.add(user)
     session.flush()
@@ -144,8 +150,9 @@ def create_admin_user(
 def authenticate_admin(session: Session, *, email: str, password: str) -> AdminUser | None:
     """The admin user for these credentials, or None."""
     user = session.scalar(select(AdminUser).where(AdminUser.email == email.strip().lower()))
-    if user is None:
-        # Spend the same time as a real check so a login form does not reveal which emails exist.
+    if user is None or not user.password_hash.startswith("$argon2"):
+        # Spend the same time as a real check so a login form does not reveal which emails exist
+        # (nor which members were invited and have not set a password yet: their hash is unusable).
         _password_hasher.hash(password)
         return None
     try:

@@ -140,6 +140,7 @@ def load_plugins(settings: Settings, registry: Registry = default_registry) -> N
 _BUILTIN_PLUGINS: list[str] = [
     "tally.program.jobs",
     "tally.notifications.handlers",
+    "tally.notifications.team_emails",
     "tally.integrations.dotdigital.handlers",
     "tally.imports.queue",
 ]
