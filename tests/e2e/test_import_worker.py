@@ -5,6 +5,9 @@ serve`, `tally worker`), real HTTP, both backends."""
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.customers.orm import Customer
@@ -33,7 +36,8 @@ pytestmark = pytest.mark.slow
 
 ROWS = 30_000
 BATCH = 500
-LEASE_SECONDS = 3
+# Long enough that a lease renewal starved of CPU on a busy machine is not lost.
+LEASE_SECONDS = 10
 # Long enough to finish a big file on two busy cores, short enough to end a hung run.
 DEADLINE = 300.0
 
@@ -137,10 +141,39 @@ def _outcome(factory: sessionmaker[Session], merchant_id: int, job_id: int) -> d
         }
 
 
-def _mid_way(factory: sessionmaker[Session], job_id: int) -> bool:
-    job = _job(factory, job_id)
-    assert job.status in {"queued", "running"}, f"the import ended first: {job.status}"
-    return job.status == "running" and job.cursor >= 2 * BATCH
+def _stopped_mid_way(runner: subprocess.Popen[bytes], database_url: str, job_id: int) -> str:
+    """Leave the process that runs the import stopped (SIGSTOP) once it is mid-way; the
+    job's lease holder then.
+
+    It is stopped while each look is taken, so on a machine busy enough to starve this test
+    of CPU the import still cannot run to its end between two looks. The looks are plain
+    reads: the test's sessions begin SQLite transactions as writers, and a stopped writer may
+    hold the write lock.
+    """
+    engine = create_engine(database_url)
+    deadline = time.monotonic() + DEADLINE
+    try:
+        while True:
+            runner.send_signal(signal.SIGSTOP)
+            try:
+                with engine.connect() as connection:
+                    status, cursor, holder = connection.execute(
+                        select(ImportJob.status, ImportJob.cursor, ImportJob.locked_by).where(
+                            ImportJob.id == job_id
+                        )
+                    ).one()
+                assert status in {"queued", "running"}, f"the import ended first: {status}"
+                if status == "running" and cursor >= 2 * BATCH:
+                    return holder or ""
+            except BaseException:
+                runner.send_signal(signal.SIGCONT)
+                raise
+            runner.send_signal(signal.SIGCONT)
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting for the import to be mid-way")
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
 
 
 def _expected_shape(outcome: dict[str, Any]) -> None:
@@ -174,11 +207,12 @@ def test_a_killed_server_loses_no_api_started_import(
         job_id = accepted.json()["id"]
         assert accepted.headers["location"] == f"/api/v1/imports/{job_id}"
         assert accepted.json()["status"] in {"queued", "running"}  # a worker may be on it already
-        wait_for(
-            lambda: _mid_way(session_factory, job_id), "the import to be mid-way", timeout=DEADLINE
-        )
-        holder = _job(session_factory, job_id).locked_by or ""
+        runner = server.process if sqlite else worker
+        assert runner is not None
+        holder = _stopped_mid_way(runner, database_url, job_id)
         kill(server.process)
+        if worker is not None:
+            worker.send_signal(signal.SIGCONT)
         # The process that held the job is the one that ran it: the server on SQLite, the
         # worker on PostgreSQL (where the server runs no imports at all).
         runner_pid = server.process.pid if sqlite else worker.pid  # type: ignore[union-attr]
@@ -232,9 +266,7 @@ def test_a_killed_worker_import_is_finished_by_the_next_worker(
         accepted = _upload(server, interrupted, content)
         assert accepted.status_code == 202, accepted.text
         job_id = accepted.json()["id"]
-        wait_for(
-            lambda: _mid_way(session_factory, job_id), "the import to be mid-way", timeout=DEADLINE
-        )
+        _stopped_mid_way(first, database_url, job_id)
         kill(first)
         assert _job(session_factory, job_id).status == "running"
 

@@ -282,11 +282,10 @@ def test_a_role_change_applies_to_the_next_request(
         sign_in(support, "support@shop.example")
         sign_in(owner, "owner@shop.example")
         assert support.get("/admin/settings/earning").status_code == 403
-        support_id = (
-            session_factory()
-            .scalars(select(AdminUser.id).where(AdminUser.email == "support@shop.example"))
-            .one()
-        )
+        with session_factory() as session:
+            support_id = session.scalars(
+                select(AdminUser.id).where(AdminUser.email == "support@shop.example")
+            ).one()
 
         changed = owner.post(
             f"/admin/team/{support_id}/role",

@@ -1,7 +1,7 @@
 """admin users' roles: owner, manager or support (everyone before this is an owner)
 
-Revision ID: 0011
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-03 09:00:00.000000
 """
 
@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
+revision: str = "0012"
 # The lead renumbers at merge: on main this follows "0010".
-down_revision: str | Sequence[str] | None = "0009"
+down_revision: str | Sequence[str] | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
