@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -311,7 +312,21 @@ def test_the_cli_connects_enables_and_syncs_everyone(
 
     done = runner.invoke(dotdigital_app, ["disable"])
     assert done.exit_code == 0, done.output
+    # Messages name the command as it is typed.
+    assert "`tally integrations dotdigital enable` starts it again" in done.output
     done = runner.invoke(dotdigital_app, ["disconnect", "--yes"])
     assert done.exit_code == 0, done.output
     with session_factory() as session:
         assert session.scalar(select(DotdigitalConnection)) is None
+    done = runner.invoke(dotdigital_app, ["status"])
+    assert "not connected (`tally integrations dotdigital connect`)" in done.output
+
+
+def test_no_message_names_the_command_without_its_group() -> None:
+    src = Path(__file__).resolve().parents[2] / "src" / "tally"
+    offenders = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if "tally dotdigital " in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
