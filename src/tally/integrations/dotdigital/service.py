@@ -572,8 +572,10 @@ def job_view(session: Session, job: SyncJob) -> JobView:
         .where(SyncImport.merchant_id == job.merchant_id, SyncImport.job_id == job.id)
         .group_by(SyncImport.status)
     ).all()
-    imports = sum(int(count) for _status, count in rows)
-    running = sum(int(count) for status, count in rows if status == "NotFinished")
+    # An attempt Dotdigital never started (Lost) or that has not left yet is no import; one
+    # whose start got no answer is running until Tally learns what became of it.
+    imports = sum(int(count) for status, count in rows if status not in ("Lost", "Starting"))
+    running = sum(int(count) for status, count in rows if status in ("NotFinished", "Unanswered"))
     return JobView(
         id=job.id,
         status=job.status,
