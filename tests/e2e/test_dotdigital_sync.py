@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,8 +33,10 @@ from tally.integrations.dotdigital.orm import (
     SyncImport,
 )
 from tally.ledger import service as ledger
+from tally.merchants import service as merchants
 from tally.outbox.events import VipTierChanged
 from tally.outbox.service import emit
+from tests.integration.test_admin_pages import PASSWORD, admin_app, sign_in
 from tests.integration.test_dotdigital_service import (
     FAST,
     FIELDS,
@@ -617,6 +620,20 @@ def test_a_400_on_a_bulk_import_is_recorded_once_and_not_retried(
         shown = service.status(session, merchant_id=merchant_id)
     assert shown.last_error == reason
     assert [(f.code, f.reason) for f in shown.recent_failures] == [("contacts:badRequest", reason)]
+
+    # The merchant sees it on the integration's admin page.
+    with session_factory() as session:
+        merchants.create_admin_user(
+            session, merchant_id=merchant_id, email="owner@shop.example", password=PASSWORD
+        )
+        session.commit()
+    with TestClient(admin_app(dd_settings, session_factory)) as browser:
+        assert sign_in(browser, "owner@shop.example") == (303, "/admin")
+        html = browser.get("/admin/integrations/dotdigital").text
+    table = html[html.index('data-testid="recent-failures"') :]
+    table = table[: table.index("</table>")]
+    assert "A contact needs identifiers and a matchIdentifier" in table
+    assert "(contacts:badRequest)" in table
 
 
 @pytest.mark.parametrize("status", ["RejectedByWatchdog", "ExceedsAllowedContactLimit"])
