@@ -224,8 +224,9 @@ def test_too_many_active_imports_makes_the_sync_wait(
     m = make_merchant(session_factory)
     connect(session_factory, dd_settings, m.id)
     insert_customers(session_factory, m.id, 500)
-    # The account allows two imports at a time (someone else may be importing too).
-    emulator.emulator.set_faults(max_active_imports=2, import_delay_seconds=0.2)
+    # The account allows two imports at a time (someone else may be importing too). Each runs
+    # for a second: on a busy machine a shorter one can end before the third start is sent.
+    emulator.emulator.set_faults(max_active_imports=2, import_delay_seconds=1.0)
     job_id = _start(session_factory, m.id)
     view = run_manual_sync(
         dd_settings,
