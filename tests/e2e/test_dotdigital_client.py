@@ -24,6 +24,7 @@ from tally.integrations.dotdigital.client import (
     DotdigitalRateLimited,
     DotdigitalRejected,
     DotdigitalRetryable,
+    DotdigitalUnanswered,
     DotdigitalWrongRegion,
     HttpDotdigitalClient,
     ImportFailure,
@@ -31,6 +32,7 @@ from tally.integrations.dotdigital.client import (
     error_from_response,
     import_entry,
 )
+from tally.integrations.dotdigital.errors import MAX_RESET_SECONDS
 from tally.integrations.dotdigital.fields import (
     DataFieldMapping,
     FieldConflict,
@@ -563,3 +565,93 @@ def test_batches_built_by_size_are_all_accepted(
     assert [len(batch) for batch in batches] == [2, 2, 1]
     assert [s.summary["newContacts"] for s in statuses] == [2, 2, 1]
     assert sorted(emulator.emulator.contacts) == [f"c{n}@example.com" for n in range(5)]
+
+
+def test_a_reset_read_as_an_epoch_time_becomes_the_seconds_left(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(burst_429=1, burst_429_reset_seconds=int(time.time()) + 30)
+    with pytest.raises(DotdigitalRateLimited) as caught:
+        client.account_info()
+    assert caught.value.reset_seconds is not None
+    assert 28 <= caught.value.reset_seconds <= 31
+
+
+def test_an_absurd_reset_is_capped_at_an_hour(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(burst_429=2, burst_429_reset_seconds=10**12)
+    with pytest.raises(DotdigitalRateLimited) as caught:
+        client.account_info()
+    assert caught.value.reset_seconds == MAX_RESET_SECONDS == 3600.0
+    # Seconds beyond an hour that are not an epoch time are capped the same way.
+    emulator.emulator.set_faults(burst_429=1, burst_429_reset_seconds=86_400)
+    with pytest.raises(DotdigitalRateLimited) as caught:
+        client.account_info()
+    assert caught.value.reset_seconds == 3600.0
+
+
+def test_the_flat_rate_schemes_400_is_a_rate_limit(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(burst_api_usage_exceeded=1)
+    with pytest.raises(DotdigitalRateLimited) as caught:
+        client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"})
+    error = caught.value
+    assert (error.status, error.code, error.reset_seconds) == (
+        400,
+        "ERROR_APIUSAGE_EXCEEDED",
+        None,
+    )
+    assert emulator.emulator.contacts == {}
+    assert client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"}).created is True
+
+
+def test_an_import_entry_without_identifiers_fails_the_whole_request(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    entries = [import_entry("ada@example.com", {}), {"dataFields": {"FIRSTNAME": "Bo"}}]
+    with pytest.raises(DotdigitalRejected) as caught:
+        client.start_import(entries)
+    assert (caught.value.status, caught.value.code) == (400, "contacts:badRequest")
+    assert caught.value.details == [
+        {
+            "item": "contacts[1]",
+            "description": "A contact needs identifiers and a matchIdentifier",
+        }
+    ]
+    assert emulator.emulator.imports == {}
+
+
+def test_a_slow_import_start_gets_the_long_import_timeout(
+    emulator: EmulatorServer,
+) -> None:
+    emulator.emulator.set_faults(import_answer_delay_seconds=0.6)
+    # Single calls give up after 0.3 s; an import start waits (IMPORT_TIMEOUT_SECONDS unless told).
+    with HttpDotdigitalClient(DEMO_USERNAME, DEMO_PASSWORD, emulator.base_url, 0.3) as slow:
+        assert slow.import_timeout_seconds == 121.0
+        import_id = slow.start_import([import_entry("ada@example.com", {})])
+    assert list(emulator.emulator.imports) == [import_id]
+    with (
+        HttpDotdigitalClient(
+            DEMO_USERNAME, DEMO_PASSWORD, emulator.base_url, 0.3, import_timeout=0.3
+        ) as impatient,
+        pytest.raises(DotdigitalUnanswered),
+    ):
+        impatient.start_import([import_entry("bo@example.com", {})])
+    # Accepted all the same: why a timed-out start must never be resent blindly.
+    assert len(emulator.emulator.imports) == 2
+
+
+def test_an_import_can_end_refused_as_a_whole(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(import_statuses=["RejectedByWatchdog"])
+    import_id = client.start_import([import_entry("ada@example.com", {"FIRSTNAME": "Ada"})])
+    status = _wait_finished(client, import_id)
+    assert (status.status, status.finished, status.succeeded) == (
+        "RejectedByWatchdog",
+        True,
+        False,
+    )
+    assert emulator.emulator.contacts == {}

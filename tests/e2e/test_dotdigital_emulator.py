@@ -690,3 +690,15 @@ def test_the_call_log_keeps_only_the_latest_calls_but_counts_all() -> None:
         f"/contacts/v3/email/c{number}@example.com" for number in (2, 3, 4)
     ]
     assert emulator.call_counts == {"GET /contacts/v3/email/{email}": 5}
+
+
+def test_import_end_statuses_are_checked_and_used_once_each(emulator: EmulatorServer) -> None:
+    faults = f"{emulator.base_url}/_emulator/faults"
+    refused = _send("POST", faults, json={"import_statuses": ["Exploded"]})
+    changed = _send("POST", faults, json={"import_statuses": ["RejectedByWatchdog", "Finished"]})
+
+    assert refused.status_code == 400
+    assert refused.json()["detail"].startswith("import_statuses is a list of Finished, ")
+    assert changed.status_code == 200
+    assert changed.json()["import_statuses"] == ["RejectedByWatchdog", "Finished"]
+    assert emulator.emulator.config.import_statuses == ("RejectedByWatchdog", "Finished")

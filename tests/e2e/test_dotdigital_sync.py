@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,8 +33,10 @@ from tally.integrations.dotdigital.orm import (
     SyncImport,
 )
 from tally.ledger import service as ledger
+from tally.merchants import service as merchants
 from tally.outbox.events import VipTierChanged
 from tally.outbox.service import emit
+from tests.integration.test_admin_pages import PASSWORD, admin_app, sign_in
 from tests.integration.test_dotdigital_service import (
     FAST,
     FIELDS,
@@ -536,3 +539,158 @@ def test_a_backlog_larger_than_the_budget_goes_out_as_an_import(
     assert emulator.emulator.call_counts[IMPORT_STATUS] == 1
     assert pending_rows(session_factory) == []
     assert len(emulator_fields(emulator)) == 3
+
+
+def test_the_flat_rate_schemes_400_pauses_the_merchant_like_a_429(
+    session_factory: sessionmaker[Session],
+    dd_settings: Settings,
+    emulator: EmulatorServer,
+    subscribed: None,
+) -> None:
+    m = make_merchant(session_factory)
+    connect(session_factory, dd_settings, m.id)
+    emulator.emulator.set_faults(burst_api_usage_exceeded=1)
+    make_customer(session_factory, m.id, email="cy@example.com", points=7)
+    worker = sync_worker(dd_settings, session_factory)
+    worker.drain()
+    worker.run_due_jobs()
+
+    assert [c["status"] for c in _calls(emulator, PATCH)] == [400]
+    connection = _connection(session_factory, m.id)
+    assert connection.paused_until is not None
+    # No reset header: the default pause, not a refusal of the contact.
+    assert timedelta(seconds=55) < connection.paused_until - utcnow() <= timedelta(seconds=60)
+    assert _failures(session_factory) == []
+    assert [row[2] for row in pending_rows(session_factory)] == [0]
+
+
+def _bulk_backlog(
+    factory: sessionmaker[Session], settings: Settings, count: int
+) -> tuple[int, list[int]]:
+    m = make_merchant(factory)
+    ids = [make_customer(factory, m.id, email=f"bulk{i}@example.com") for i in range(count)]
+    connect(factory, settings, m.id)
+    with unit_of_work(factory, merchant_id=m.id) as session:
+        for customer_id in ids:
+            service.mark_dirty(session, merchant_id=m.id, customer_id=customer_id)
+    return m.id, ids
+
+
+class _Unidentified:
+    """Delegates to a real client but sends an import entry without identifiers (a Tally bug)."""
+
+    def __init__(self, inner: DotdigitalApi) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def start_import(self, contacts: Any, **kwargs: Any) -> str:
+        broken = [dict(c) for c in contacts]
+        del broken[0]["identifiers"]
+        return self.inner.start_import(broken, **kwargs)
+
+
+def test_a_400_on_a_bulk_import_is_recorded_once_and_not_retried(
+    session_factory: sessionmaker[Session],
+    dd_settings: Settings,
+    emulator: EmulatorServer,
+) -> None:
+    merchant_id, ids = _bulk_backlog(session_factory, dd_settings, 6)
+
+    def factory(username: str, password: str, base_url: str, timeout: float) -> DotdigitalApi:
+        inner = HttpDotdigitalClient(username, password, base_url, timeout)
+        return _Unidentified(inner)  # type: ignore[return-value]
+
+    options = dataclasses.replace(FAST, bulk_threshold=5, client_factory=factory)
+    worker = sync_worker(dd_settings, session_factory, options)
+    for _ in range(4):
+        worker.run_due_jobs()
+        time.sleep(0.05)
+
+    assert [c["status"] for c in _calls(emulator, IMPORT)] == [400]
+    reason = (
+        f"Dotdigital refused a bulk import of 6 contacts (customers {ids[0]} to {ids[-1]}): "
+        "The request is not valid: A contact needs identifiers and a matchIdentifier"
+    )
+    assert _failures(session_factory) == [(None, None, "contacts:badRequest", reason)]
+    assert pending_rows(session_factory) == []
+    with session_factory() as session:
+        assert session.scalars(select(SyncImport)).all() == []
+        shown = service.status(session, merchant_id=merchant_id)
+    assert shown.last_error == reason
+    assert [(f.code, f.reason) for f in shown.recent_failures] == [("contacts:badRequest", reason)]
+
+    # The merchant sees it on the integration's admin page.
+    with session_factory() as session:
+        merchants.create_admin_user(
+            session, merchant_id=merchant_id, email="owner@shop.example", password=PASSWORD
+        )
+        session.commit()
+    with TestClient(admin_app(dd_settings, session_factory)) as browser:
+        assert sign_in(browser, "owner@shop.example") == (303, "/admin")
+        html = browser.get("/admin/integrations/dotdigital").text
+    table = html[html.index('data-testid="recent-failures"') :]
+    table = table[: table.index("</table>")]
+    assert "A contact needs identifiers and a matchIdentifier" in table
+    assert "(contacts:badRequest)" in table
+
+
+@pytest.mark.parametrize("status", ["RejectedByWatchdog", "ExceedsAllowedContactLimit"])
+def test_an_import_dotdigital_refuses_as_a_whole_is_recorded_and_not_retried(
+    session_factory: sessionmaker[Session],
+    dd_settings: Settings,
+    emulator: EmulatorServer,
+    status: str,
+) -> None:
+    merchant_id, _ids = _bulk_backlog(session_factory, dd_settings, 6)
+    emulator.emulator.set_faults(import_statuses=[status])
+    worker = sync_worker(dd_settings, session_factory, dataclasses.replace(FAST, bulk_threshold=5))
+    for _ in range(6):
+        worker.run_due_jobs()
+        time.sleep(0.1)
+
+    assert emulator.emulator.call_counts[IMPORT] == 1
+    assert emulator.emulator.contacts == {}
+    with session_factory() as session:
+        record = session.scalar(select(SyncImport))
+        assert record is not None
+        shown = service.status(session, merchant_id=merchant_id)
+    assert record.status == status
+    failures = _failures(session_factory)
+    assert [(f[0], f[1], f[2]) for f in failures] == [(None, None, f"import{status}")]
+    assert failures[0][3].startswith(
+        f"Dotdigital ended import {record.import_id} of 6 contacts with status {status}: "
+    )
+    assert shown.last_error == failures[0][3]
+    assert pending_rows(session_factory) == []
+
+
+def test_an_auto_import_accepted_after_the_timeout_is_not_started_twice(
+    session_factory: sessionmaker[Session],
+    dd_settings: Settings,
+    emulator: EmulatorServer,
+) -> None:
+    _merchant_id, ids = _bulk_backlog(session_factory, dd_settings, 6)
+    emulator.emulator.set_faults(import_answer_delay_seconds=1.0)
+
+    def factory(username: str, password: str, base_url: str, timeout: float) -> DotdigitalApi:
+        return HttpDotdigitalClient(username, password, base_url, timeout, import_timeout=0.3)
+
+    options = dataclasses.replace(FAST, bulk_threshold=5, client_factory=factory)
+    worker = sync_worker(dd_settings, session_factory, options)
+    deadline = time.monotonic() + 20
+    while pending_rows(session_factory) and time.monotonic() < deadline:
+        worker.run_due_jobs()
+        time.sleep(0.05)
+
+    assert pending_rows(session_factory) == []
+    assert emulator.emulator.call_counts[IMPORT] == 1
+    assert [i["contactCount"] for i in emulator.emulator.imports.values()] == [6]
+    with session_factory() as session:
+        assert [r.status for r in session.scalars(select(SyncImport))] == ["Landed"]
+    expected = {}
+    for customer_id in ids:
+        customer = _customer(session_factory, customer_id)
+        expected[customer.email] = expected_fields(customer)
+    assert emulator_fields(emulator) == expected

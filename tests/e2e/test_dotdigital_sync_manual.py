@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,11 @@ from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.devtools.dotdigital_emulator import DEMO_PASSWORD, DEMO_USERNAME, EmulatorServer
 from tally.integrations.dotdigital import service
-from tally.integrations.dotdigital.client import DotdigitalApi, HttpDotdigitalClient
+from tally.integrations.dotdigital.client import (
+    DotdigitalApi,
+    DotdigitalUnanswered,
+    HttpDotdigitalClient,
+)
 from tally.integrations.dotdigital.orm import (
     DotdigitalConnection,
     SyncFailure,
@@ -219,8 +224,9 @@ def test_too_many_active_imports_makes_the_sync_wait(
     m = make_merchant(session_factory)
     connect(session_factory, dd_settings, m.id)
     insert_customers(session_factory, m.id, 500)
-    # The account allows two imports at a time (someone else may be importing too).
-    emulator.emulator.set_faults(max_active_imports=2, import_delay_seconds=0.2)
+    # The account allows two imports at a time (someone else may be importing too). Each runs
+    # for a second: on a busy machine a shorter one can end before the third start is sent.
+    emulator.emulator.set_faults(max_active_imports=2, import_delay_seconds=1.0)
     job_id = _start(session_factory, m.id)
     view = run_manual_sync(
         dd_settings,
@@ -311,7 +317,100 @@ def test_the_cli_connects_enables_and_syncs_everyone(
 
     done = runner.invoke(dotdigital_app, ["disable"])
     assert done.exit_code == 0, done.output
+    # Messages name the command as it is typed.
+    assert "`tally integrations dotdigital enable` starts it again" in " ".join(done.output.split())
     done = runner.invoke(dotdigital_app, ["disconnect", "--yes"])
     assert done.exit_code == 0, done.output
     with session_factory() as session:
         assert session.scalar(select(DotdigitalConnection)) is None
+    done = runner.invoke(dotdigital_app, ["status"])
+    assert "not connected (`tally integrations dotdigital connect`)" in " ".join(
+        done.output.split()
+    )
+
+
+def test_no_message_names_the_command_without_its_group() -> None:
+    src = Path(__file__).resolve().parents[2] / "src" / "tally"
+    offenders = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if "tally dotdigital " in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+
+
+def _import_timeout(seconds: float, batch: int) -> SyncOptions:
+    def factory(username: str, password: str, base_url: str, timeout: float) -> DotdigitalApi:
+        return HttpDotdigitalClient(username, password, base_url, timeout, import_timeout=seconds)
+
+    return dataclasses.replace(FAST, client_factory=factory, import_batch_size=batch)
+
+
+def _job_imports(factory: sessionmaker[Session]) -> list[tuple[str, int]]:
+    with factory() as session:
+        return [
+            (i.status, i.contact_count)
+            for i in session.scalars(select(SyncImport).order_by(SyncImport.id))
+        ]
+
+
+def test_an_import_accepted_after_the_timeout_is_not_started_twice(
+    session_factory: sessionmaker[Session], dd_settings: Settings, emulator: EmulatorServer
+) -> None:
+    m = make_merchant(session_factory)
+    connect(session_factory, dd_settings, m.id)
+    insert_customers(session_factory, m.id, 150)
+    # Dotdigital accepts each import at once but answers only after the client gave up.
+    emulator.emulator.set_faults(import_answer_delay_seconds=1.0)
+    job_id = _start(session_factory, m.id)
+    worker = sync_worker(dd_settings, session_factory, _import_timeout(0.3, 100))
+
+    view = _run_worker(worker, session_factory, job_id)
+
+    assert _counts(view) == ("finished", 150, 150, 0, 0, 0, 2, 0)
+    # Both starts timed out; the contacts read back showed Dotdigital had them.
+    assert emulator.emulator.call_counts[IMPORT] == 2
+    assert sorted(i["contactCount"] for i in emulator.emulator.imports.values()) == [50, 100]
+    assert _job_imports(session_factory) == [("Landed", 100), ("Landed", 50)]
+    assert emulator_fields(emulator) == all_expected(session_factory, m.id)
+
+
+class _LostStart:
+    """Delegates to a real client; the first import start times out without reaching it."""
+
+    def __init__(self, inner: DotdigitalApi) -> None:
+        self.inner = inner
+        self.lost = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def start_import(self, contacts: Sequence[Mapping[str, Any]], **kwargs: Any) -> str:
+        if not self.lost:
+            self.lost = True
+            raise DotdigitalUnanswered("PUT /contacts/v3/import timed out: timed out")
+        return self.inner.start_import(contacts, **kwargs)
+
+
+def test_an_unanswered_import_that_never_arrived_is_sent_again_once(
+    session_factory: sessionmaker[Session], dd_settings: Settings, emulator: EmulatorServer
+) -> None:
+    m = make_merchant(session_factory)
+    connect(session_factory, dd_settings, m.id)
+    insert_customers(session_factory, m.id, 100)
+    clients: list[_LostStart] = []
+
+    def factory(username: str, password: str, base_url: str, timeout: float) -> DotdigitalApi:
+        if not clients:
+            clients.append(_LostStart(HttpDotdigitalClient(username, password, base_url, timeout)))
+            return clients[0]  # type: ignore[return-value]
+        return HttpDotdigitalClient(username, password, base_url, timeout)
+
+    job_id = _start(session_factory, m.id)
+    options = dataclasses.replace(FAST, client_factory=factory)
+    view = _run_worker(sync_worker(dd_settings, session_factory, options), session_factory, job_id)
+
+    assert _counts(view) == ("finished", 100, 100, 100, 0, 0, 1, 0)
+    assert emulator.emulator.call_counts[IMPORT] == 1
+    assert _job_imports(session_factory) == [("Lost", 100), ("Finished", 100)]
+    assert emulator_fields(emulator) == all_expected(session_factory, m.id)

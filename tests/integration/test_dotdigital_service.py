@@ -53,6 +53,7 @@ FAST = SyncOptions(
     import_poll_seconds=0.05,
     client_timeout_seconds=0.5,
     run_seconds=10.0,
+    unanswered_wait_seconds=0.1,
 )
 
 

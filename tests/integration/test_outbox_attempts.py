@@ -106,7 +106,7 @@ def test_two_failures_then_success_leave_three_attempts(
 
     [message] = _messages(session_factory)
     attempts = _attempts(session_factory)
-    retryable = "tally.integrations.dotdigital.client.DotdigitalRetryable"
+    retryable = "tally.integrations.dotdigital.errors.DotdigitalRetryable"
     assert (message.status, message.attempts, message.last_error) == ("done", 3, None)
     assert [(a.message_id, a.attempt, a.outcome, a.status_code, a.error) for a in attempts] == [
         (message.id, 1, "retry_scheduled", 503, f"{retryable}: 503: Service Unavailable"),

@@ -1,4 +1,5 @@
-"""`tally dotdigital ...`: connect an API user, switch syncing on and off, sync everyone now."""
+"""`tally integrations dotdigital ...`: connect an API user, switch syncing on and off, sync
+everyone now."""
 
 from __future__ import annotations
 
@@ -104,7 +105,10 @@ def connect(
     )
     _print(f"connected [bold]{saved.api_username}[/]; API endpoint {saved.api_endpoint}")
     if not saved.enabled:
-        _print("syncing is off: run `tally dotdigital enable` to create the data fields and start")
+        _print(
+            "syncing is off: run `tally integrations dotdigital enable` to create the data "
+            "fields and start"
+        )
 
 
 @dotdigital_app.command("enable")
@@ -133,7 +137,9 @@ def disable(merchant: MerchantOption = None) -> None:
             service.disable(session, merchant_id=command.merchant_id)
 
     command.run(work)
-    _print("syncing is off (credentials kept; `tally dotdigital enable` starts it again)")
+    _print(
+        "syncing is off (credentials kept; `tally integrations dotdigital enable` starts it again)"
+    )
 
 
 @dotdigital_app.command("disconnect")
@@ -166,7 +172,7 @@ def show_status(merchant: MerchantOption = None) -> None:
     with command.uow() as session:
         view = service.status(session, merchant_id=command.merchant_id, settings=command.settings)
     if not view.connected:
-        _print("Dotdigital: [bold]not connected[/] (`tally dotdigital connect`)")
+        _print("Dotdigital: [bold]not connected[/] (`tally integrations dotdigital connect`)")
     else:
         state = "[green]on[/]" if view.enabled else "[yellow]off[/]"
         _print(f"Dotdigital: connected as [bold]{view.api_username}[/], syncing {state}")
@@ -247,7 +253,10 @@ def sync(
     else:
         _print(f"resuming manual sync {job_id}")
     if background:
-        _print(f"manual sync {job_id} queued; the worker runs it (see `tally dotdigital status`)")
+        _print(
+            f"manual sync {job_id} queued; the worker runs it "
+            "(see `tally integrations dotdigital status`)"
+        )
         return
     final = _run_with_progress(command, job_id)
     _print(
@@ -258,7 +267,7 @@ def sync(
     if final.status != SyncJobStatus.FINISHED:
         _fail(final.last_error or "the sync did not finish")
     if final.failed:
-        _print("refused contacts are listed by `tally dotdigital status`")
+        _print("refused contacts are listed by `tally integrations dotdigital status`")
 
 
 def _run_with_progress(command: _Command, job_id: int) -> JobView:

@@ -69,6 +69,13 @@ IMPORT_MERGE_OPTIONS = {
 }
 IMPORT_STATUS_NOT_FINISHED = "NotFinished"
 IMPORT_STATUS_FINISHED = "Finished"
+# How Dotdigital may end an import (its status enum, NotFinished aside).
+IMPORT_END_STATUSES = (
+    IMPORT_STATUS_FINISHED,
+    "RejectedByWatchdog",
+    "Failed",
+    "ExceedsAllowedContactLimit",
+)
 
 _FIELD_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
 _EMAIL_RE = re.compile(
@@ -119,7 +126,10 @@ RUNTIME_SETTINGS = (
     "hang_seconds",
     "burst_429",
     "burst_429_reset_seconds",
+    "burst_api_usage_exceeded",
     "import_delay_seconds",
+    "import_answer_delay_seconds",
+    "import_statuses",
     "max_custom_data_fields",
     "max_active_imports",
     "max_import_bytes",
@@ -146,8 +156,16 @@ class EmulatorConfig:
     burst_429: int = 0
     # ``x-ratelimit-reset`` of injected 429s; None reports the rest of the user's window.
     burst_429_reset_seconds: int | None = None
+    # Answer 400 ERROR_APIUSAGE_EXCEEDED to the next N authenticated calls: how an API user on
+    # the deprecated flat-rate scheme is throttled.
+    burst_api_usage_exceeded: int = 0
     # How long a bulk import stays NotFinished.
     import_delay_seconds: float = 1.0
+    # How long an accepted import waits before answering 202 (a slow but successful start).
+    import_answer_delay_seconds: float = 0.0
+    # How the next N imports end instead of Finished (each entry is used once, in order): a
+    # status Dotdigital reports for imports it refused as a whole.
+    import_statuses: tuple[str, ...] = ()
     seed: int | None = None
     max_custom_data_fields: int = 100
     max_active_imports: int = 25
@@ -174,6 +192,9 @@ def validate_runtime_settings(values: dict[str, Any]) -> None:
             raise ValueError(f"unknown setting {name!r}")
         if name == "burst_429_reset_seconds" and value is None:
             continue
+        if name == "import_statuses":
+            _validate_import_statuses(value)
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{name} must be a number")
         if value < 0 or not math.isfinite(value):
@@ -182,6 +203,13 @@ def validate_runtime_settings(values: dict[str, Any]) -> None:
             raise ValueError(f"{name} is a fraction between 0 and 1")
         if name == "rate_limit_window_seconds" and value == 0:
             raise ValueError("rate_limit_window_seconds must be more than zero")
+
+
+def _validate_import_statuses(value: Any) -> None:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(item, str) and item in IMPORT_END_STATUSES for item in value
+    ):
+        raise ValueError(f"import_statuses is a list of {', '.join(IMPORT_END_STATUSES)}")
 
 
 def config_from_options(
@@ -282,6 +310,22 @@ def _failure(identifiers: Json, code: str, description: str) -> dict[str, Json]:
     }
 
 
+def _unidentified_entries(contacts: list[Json]) -> list[dict[str, str]]:
+    """Details naming the import entries that lack ``identifiers`` or ``matchIdentifier``."""
+    details = []
+    for index, entry in enumerate(contacts):
+        identifiers = entry.get("identifiers") if isinstance(entry, dict) else None
+        match = entry.get("matchIdentifier") if isinstance(entry, dict) else None
+        if not isinstance(identifiers, dict) or not identifiers or not isinstance(match, str):
+            details.append(
+                {
+                    "item": f"contacts[{index}]",
+                    "description": "A contact needs identifiers and a matchIdentifier",
+                }
+            )
+    return details
+
+
 def _is_empty(value: Json) -> bool:
     return value is None or value == ""
 
@@ -362,6 +406,8 @@ class DotdigitalEmulator:
     def set_faults(self, **changes: Any) -> EmulatorConfig:
         """Change rate limits or injected faults while the server runs (see RUNTIME_SETTINGS)."""
         validate_runtime_settings(changes)
+        if "import_statuses" in changes:
+            changes["import_statuses"] = tuple(changes["import_statuses"])
         with self._lock:
             self._config = replace(self._config, **changes)
             return replace(self._config)
@@ -559,6 +605,11 @@ class DotdigitalEmulator:
             limited = self._rate_limit(state.account.username, entry)
             fault = self._draw_fault() if limited is None else None
             hang = self._config.hang_seconds
+        if limited is None and self._api_usage_exceeded(entry):
+            # The flat-rate scheme predates v3; it answers in v2's shape on every route.
+            return _v2_error(
+                400, "You have exceeded your hourly API call limit. ERROR_APIUSAGE_EXCEEDED"
+            )
         if limited is not None:
             return _error_for_route(
                 route,
@@ -646,6 +697,18 @@ class DotdigitalEmulator:
             headers["x-ratelimit-reset"] = str(remaining_seconds)
             return headers
         return None
+
+    def _api_usage_exceeded(self, entry: dict[str, Json]) -> bool:
+        """Whether this call is one of an injected burst of flat-rate refusals."""
+        with self._lock:
+            config = self._config
+            if config.burst_api_usage_exceeded <= 0:
+                return False
+            self._config = replace(
+                config, burst_api_usage_exceeded=config.burst_api_usage_exceeded - 1
+            )
+            entry["fault"] = "api-usage-exceeded"
+            return True
 
     def _draw_fault(self) -> str | None:
         """One random draw per call decides hang, error or nothing, so a seed replays exactly."""
@@ -954,6 +1017,10 @@ class DotdigitalEmulator:
                 )
         if problems:
             return _v3_error(400, "contacts:badJson", "The import is not valid.", problems)
+        unidentified = _unidentified_entries(body["contacts"])
+        if unidentified:
+            # A contact without identifiers fails the whole request, synchronously.
+            return _v3_error(400, "contacts:badRequest", "The request is not valid.", unidentified)
         with self._lock:
             state = context.state
             self._settle_imports(state)
@@ -973,8 +1040,21 @@ class DotdigitalEmulator:
                 "mergeOption": body.get("mergeOption", "overwrite"),
                 "contacts": body["contacts"],
                 "result": None,
+                "end_status": self._next_end_status(),
             }
+            answer_delay = self._config.import_answer_delay_seconds
+        if answer_delay:
+            # Accepted already: a client that gives up now has started the import anyway.
+            await self._hang(answer_delay)
         return _json_response(202, {"importId": import_id})
+
+    def _next_end_status(self) -> str:
+        """How the import being started will end (lock held)."""
+        statuses = self._config.import_statuses
+        if not statuses:
+            return IMPORT_STATUS_FINISHED
+        self._config = replace(self._config, import_statuses=statuses[1:])
+        return statuses[0]
 
     async def _import_status(self, request: Request, context: _CallContext) -> Response:
         import_id = request.path_params["import_id"]
@@ -1002,6 +1082,10 @@ class DotdigitalEmulator:
         now = time.monotonic()
         for record in state.imports.values():
             if record["status"] == IMPORT_STATUS_NOT_FINISHED and record["ready_at"] <= now:
+                if record["end_status"] != IMPORT_STATUS_FINISHED:
+                    # Refused as a whole: no contact is touched.
+                    record["status"] = record["end_status"]
+                    continue
                 record["result"] = self._process_import(state, record)
                 record["status"] = IMPORT_STATUS_FINISHED
 

@@ -18,17 +18,30 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
+from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.integrations.dotdigital.bulk_imports import (
     IMPORT_NOT_FINISHED,
     IMPORT_NOT_FOUND,
+    IN_DOUBT,
+    TERMINAL_STATUSES,
     TOO_MANY_IMPORTS,
     RunningImport,
+    confirm_start,
+    doubt_check_at,
     final_status,
+    forget_attempt,
+    holds_values,
     import_counts,
+    imports_in_doubt,
+    mark_unanswered,
     next_check_at,
+    record_attempt,
     record_import_end,
+    resolve_doubt,
     running_imports,
+    samples,
+    status_explanation,
     touch_import,
 )
 from tally.integrations.dotdigital.call_budget import take_calls, update_connection
@@ -38,10 +51,12 @@ from tally.integrations.dotdigital.client import (
     DotdigitalRateLimited,
     DotdigitalRejected,
     DotdigitalRetryable,
+    DotdigitalUnanswered,
     DotdigitalWrongRegion,
     ImportStatus,
     import_entry,
 )
+from tally.integrations.dotdigital.contact_values import CUSTOMER_COLUMNS, CustomerRow
 from tally.integrations.dotdigital.failures import (
     record_failure,
     record_import_failures,
@@ -55,6 +70,7 @@ from tally.integrations.dotdigital.pending import (
     PendingRow,
     attach_to_import,
     count_due,
+    detach_import,
     due_merchants,
     import_members,
     load_due,
@@ -232,30 +248,84 @@ class _Flush(LeasedWork):
         included = included[: len(batch)]
         if not self._one_call():
             return
+        pk = self._record_attempt(included)
         try:
             import_id = self.client.start_import(batch)
+        except DotdigitalUnanswered:
+            # Dotdigital may have started it: the rows stay with the import until a few of
+            # its contacts are read back (poll_imports).
+            mark_unanswered(self.session_factory, pk)
+            self.stopped = True
+            return
         except DotdigitalError as error:
-            # A rate limit here is too many imports running (ours or someone else's): the
-            # rows are left as they are for the next run.
-            if not self._call_failed(error) and not isinstance(error, DotdigitalRateLimited):
-                self._write([_Result(row, _Outcome.RETRY, reason=str(error)) for row in included])
+            self._start_refused(pk, included, error)
             self.stopped = True
             return
         with self.session_factory() as session, session.begin():
-            record = SyncImport(
+            confirm_start(session, pk, import_id)
+        self.report.imports_started += 1
+
+    def _record_attempt(self, included: Sequence[PendingRow]) -> int:
+        """Record the import and attach its rows before the request goes out."""
+        with self.session_factory() as session, session.begin():
+            record = record_attempt(
+                session,
                 merchant_id=self.merchant_id,
                 kind=ImportKind.AUTO,
-                import_id=import_id,
-                status=IMPORT_NOT_FINISHED,
                 contact_count=len(included),
                 first_customer_id=min(r.customer.id for r in included),
                 last_customer_id=max(r.customer.id for r in included),
-                started_at=utcnow(),
             )
-            session.add(record)
-            session.flush()
             attach_to_import(session, record.id, included)
-        self.report.imports_started += 1
+            # The start may take the client's whole import timeout: keep the lease through it.
+            renewal = FLUSH_LEASE.renewal(self.options.lease_seconds)
+            execute(session, update_connection(self.merchant_id, **renewal))
+            return record.id
+
+    def _start_refused(
+        self, pk: int, included: Sequence[PendingRow], error: DotdigitalError
+    ) -> None:
+        """Dotdigital answered the start with an error (or it never left): nothing started."""
+        # Pauses the merchant for a rate limit or a refusal, in its own transaction.
+        paused = self._call_failed(error)
+        now = utcnow()
+        with self.session_factory() as session, session.begin():
+            if isinstance(error, DotdigitalRejected):
+                # The same request gets the same answer: recorded once, not retried.
+                self._record_refused_import(session, error, included, now)
+                settle_import(session, pk)
+            elif paused or isinstance(error, DotdigitalRateLimited):
+                # Paused, or too many imports running (ours or someone else's): the rows wait
+                # for the next run as they were.
+                detach_import(session, pk)
+            else:
+                release_import(session, pk, retry_at=self._retry_at(1, now), reason=str(error))
+            forget_attempt(session, pk)
+
+    def _record_refused_import(
+        self,
+        session: Session,
+        error: DotdigitalRejected,
+        included: Sequence[PendingRow],
+        now: datetime,
+    ) -> None:
+        ids = [row.customer.id for row in included]
+        reason = (
+            f"Dotdigital refused a bulk import of {len(ids)} contacts (customers {min(ids)} to "
+            f"{max(ids)}): {rejection_reason(error)}"
+        )
+        record_failure(
+            session,
+            merchant_id=self.merchant_id,
+            customer_id=None,
+            email=None,
+            code=error.code or f"http{error.status}",
+            reason=reason,
+            job_id=None,
+            now=now,
+        )
+        execute(session, update_connection(self.merchant_id, last_error=reason, last_error_at=now))
+        self.report.rejected += len(ids)
 
     def poll_imports(self) -> None:
         """Ask about the automatic sync's imports that are due for a look, oldest first."""
@@ -315,6 +385,10 @@ class _Flush(LeasedWork):
                 execute(session, update_connection(self.merchant_id, last_successful_sync_at=now))
                 self.report.sent += len(members) - failed
                 self.report.rejected += failed
+            elif result.status in TERMINAL_STATUSES:
+                self._record_refused_status(session, result, len(members), now)
+                # Refused as a whole: sending the same contacts again gets the same answer.
+                settle_import(session, pk)
             else:
                 reason = f"Dotdigital import {result.import_id} ended with status {result.status}"
                 release_import(session, pk, retry_at=self._retry_at(1, now), reason=reason)
@@ -325,6 +399,83 @@ class _Flush(LeasedWork):
             record_import_end(
                 session, pk, result, counts=import_counts(result), failed=failed, now=now
             )
+
+    def _record_refused_status(
+        self, session: Session, result: ImportStatus, contacts: int, now: datetime
+    ) -> None:
+        reason = (
+            f"Dotdigital ended import {result.import_id} of {contacts} contacts with status "
+            f"{result.status}" + status_explanation(result.status, "mark them again")
+        )
+        record_failure(
+            session,
+            merchant_id=self.merchant_id,
+            customer_id=None,
+            email=None,
+            code=f"import{result.status}",
+            reason=reason,
+            job_id=None,
+            now=now,
+        )
+        execute(session, update_connection(self.merchant_id, last_error=reason, last_error_at=now))
+        self.report.rejected += contacts
+
+    # -- starts that got no answer -------------------------------------------------------
+
+    def settle_doubts(self) -> None:
+        """Read back a few contacts of each unanswered start that is due for it."""
+        with self.session_factory() as session:
+            in_doubt = imports_in_doubt(
+                session,
+                SyncImport.merchant_id == self.merchant_id,
+                SyncImport.kind == ImportKind.AUTO,
+            )
+        for item in in_doubt:
+            if doubt_check_at(item, self.options) > utcnow():
+                continue
+            if not self.time_left() or self.stopped:
+                return
+            landed = self._read_back(item)
+            if landed is None:
+                return
+            now = utcnow()
+            with self.session_factory() as session, session.begin():
+                if landed:
+                    self.report.sent += len(import_members(session, item.pk))
+                    settle_import(session, item.pk)
+                    execute(
+                        session, update_connection(self.merchant_id, last_successful_sync_at=now)
+                    )
+                else:
+                    reason = "an import start got no answer and Dotdigital shows no sign of it"
+                    release_import(session, item.pk, retry_at=now, reason=reason)
+                resolve_doubt(session, item.pk, landed=landed, now=now)
+
+    def _read_back(self, item: RunningImport) -> bool | None:
+        """Whether sample contacts hold the current values; None when the run must stop."""
+        with self.session_factory() as session:
+            ids = [customer_id for customer_id, _email in import_members(session, item.pk)]
+            rows = [
+                CustomerRow(*row)
+                for row in session.execute(
+                    select(*CUSTOMER_COLUMNS).where(Customer.id.in_(samples(sorted(ids))))
+                )
+            ]
+        for row in rows:
+            if not self._one_call():
+                return None
+            try:
+                values = self.builder.values(row)
+                contact = self.client.get_contact(row.email)
+            except (DataFieldValueError, DotdigitalRejected):
+                return False
+            except DotdigitalError as error:
+                if not self._call_failed(error):
+                    touch_import(self.session_factory, item.pk)
+                return None
+            if not holds_values(contact, values):
+                return False
+        return bool(rows)
 
     # -- one run -------------------------------------------------------------------------
 
@@ -337,6 +488,8 @@ class _Flush(LeasedWork):
         one status read) however many contacts it carries.
         """
         self.poll_imports()
+        if not self.stopped:
+            self.settle_doubts()
         if self.stopped or not self.time_left():
             return
         now = utcnow()
@@ -365,7 +518,7 @@ class _Flush(LeasedWork):
             select(func.count(SyncImport.id)).where(
                 SyncImport.merchant_id == self.merchant_id,
                 SyncImport.kind == ImportKind.AUTO,
-                SyncImport.status == IMPORT_NOT_FINISHED,
+                SyncImport.status.in_((IMPORT_NOT_FINISHED, *IN_DOUBT)),
             )
         )
         return int(in_flight or 0)

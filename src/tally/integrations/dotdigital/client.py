@@ -2,18 +2,7 @@
 
 ``DotdigitalApi`` is the Protocol the rest of Tally depends on; ``HttpDotdigitalClient`` talks to
 the real API (or the local emulator) over httpx and ``FakeDotdigitalClient`` keeps everything in
-memory for unit tests.
-
-Failures are sorted into exception types the outbox can act on without reading status codes:
-
-- ``DotdigitalRetryable`` (5xx, timeouts, connection errors) and its subclass
-  ``DotdigitalRateLimited`` (429, with the seconds until the limit resets): try again later.
-  A timed-out write may still have been applied, which is harmless because syncs send absolute
-  values.
-- ``DotdigitalAuthError`` (401) and ``DotdigitalWrongRegion`` (403): the connection settings need
-  attention; retrying will not help until they change.
-- ``DotdigitalRejected`` (other 4xx, with Dotdigital's error code, message and details) and its
-  subclass ``DotdigitalFieldExists``: terminal for this request.
+memory for unit tests. The exception types live in ``errors.py`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -21,7 +10,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import math
 import re
 import ssl
 from collections.abc import Mapping, Sequence
@@ -31,99 +19,32 @@ from urllib.parse import quote
 
 import httpx
 
+from tally.integrations.dotdigital.errors import (
+    FIELD_EXISTS_CODE,
+    DotdigitalAuthError,
+    DotdigitalError,
+    DotdigitalFieldExists,
+    DotdigitalRateLimited,
+    DotdigitalRejected,
+    DotdigitalRetryable,
+    DotdigitalUnanswered,
+    DotdigitalWrongRegion,
+    error_from_response,
+)
+
 DEFAULT_BASE_URL = "https://r1-api.dotdigital.com"
-# Dotdigital suggests allowing long server times; callers usually pass something shorter.
 DEFAULT_TIMEOUT_SECONDS = 30.0
+# Dotdigital's docs tell clients to allow 121 s per call. Giving up on a bulk import sooner is
+# worse than waiting: an import that was slow to answer but accepted is still started, and
+# sending it again starts a second one. Single calls keep the caller's shorter timeout.
+IMPORT_TIMEOUT_SECONDS = 121.0
 CONTACT_MERGE_OPTIONS = ("overwrite", "overwrite-if-not-empty", "overwrite-if-empty")
 IMPORT_MERGE_OPTIONS = ("overwrite", "overwriteIfNotEmpty", "overwriteIfEmpty")
 IMPORT_STATUS_NOT_FINISHED = "NotFinished"
 IMPORT_STATUS_FINISHED = "Finished"
-FIELD_EXISTS_CODE = "ERROR_NON_UNIQUE_DATAFIELD"
 
 DataFieldValue = str | int | float | bool | None
 JsonObject = dict[str, Any]
-
-_V2_CODE_RE = re.compile(r"\b(ERROR_[A-Z0-9_]+)\b")
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class DotdigitalError(Exception):
-    """Any failure talking to Dotdigital."""
-
-    retryable = False
-    # The HTTP status Dotdigital answered; None when it never answered (timeout, connection).
-    status: int | None = None
-
-    @property
-    def status_code(self) -> int | None:
-        """The answer's HTTP status, under the name the outbox worker records with an attempt."""
-        return self.status
-
-
-class DotdigitalRetryable(DotdigitalError):
-    """A temporary failure (5xx, timeout, connection error); the same call may succeed later."""
-
-    retryable = True
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class DotdigitalRateLimited(DotdigitalRetryable):
-    """429: over the rate limit, or too many imports running; wait ``reset_seconds`` if known."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        reset_seconds: float | None,
-        limit: int | None = None,
-        scope: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message, status=429)
-        self.reset_seconds = reset_seconds
-        self.limit = limit
-        self.scope = scope
-        self.code = code
-
-
-class DotdigitalAuthError(DotdigitalError):
-    """401: the API user's email or password is wrong."""
-
-    status = 401
-
-
-class DotdigitalWrongRegion(DotdigitalError):
-    """403: the account lives in another region; ask account-info for its ApiEndpoint."""
-
-    status = 403
-
-
-class DotdigitalRejected(DotdigitalError):
-    """A terminal 4xx: Dotdigital refused this request and repeating it will not help."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str | None,
-        message: str,
-        details: Sequence[Mapping[str, Any]] = (),
-    ) -> None:
-        prefix = f"{status} {code}" if code else str(status)
-        super().__init__(f"{prefix}: {message}" if message else prefix)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = [dict(detail) for detail in details]
-
-
-class DotdigitalFieldExists(DotdigitalRejected):
-    """Creating a data field that already exists (ERROR_NON_UNIQUE_DATAFIELD)."""
-
 
 # --------------------------------------------------------------------------- results
 
@@ -276,65 +197,6 @@ def encode_json(value: Any) -> bytes:
 # --------------------------------------------------------------------------- parsing
 
 
-def _error_parts(body: Any, text: str) -> tuple[str | None, str, list[dict[str, Any]]]:
-    """Code, message and details of a v2 (``message``) or v3 (``errorCode``) error body."""
-    if isinstance(body, dict):
-        if isinstance(body.get("errorCode"), str):
-            details = body.get("details")
-            items = details if isinstance(details, list) else []
-            parsed = [detail for detail in items if isinstance(detail, dict)]
-            return body["errorCode"], str(body.get("description") or ""), parsed
-        message = body.get("message") or body.get("Message")
-        if isinstance(message, str):
-            match = _V2_CODE_RE.search(message)
-            if match is None:
-                return None, message, []
-            # "Field already exists. ERROR_X" → "Field already exists"; "Error: ERROR_X" → "Error"
-            reason = (message[: match.start()] + message[match.end() :]).strip(" .:")
-            return match.group(1), reason or match.group(1), []
-    return None, text.strip()[:500], []
-
-
-def _header_number(headers: httpx.Headers, name: str) -> float | None:
-    value = headers.get(name)
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
-
-
-def error_from_response(response: httpx.Response) -> DotdigitalError:
-    """The exception that describes a non-success response."""
-    try:
-        body: Any = response.json()
-    except ValueError:
-        body = None
-    code, message, details = _error_parts(body, response.text)
-    status = response.status_code
-    if status == 401:
-        return DotdigitalAuthError(message or "Dotdigital refused the API user's credentials")
-    if status == 403:
-        return DotdigitalWrongRegion(message or "the account is hosted in another region")
-    if status == 429:
-        limit = _header_number(response.headers, "x-ratelimit-limit")
-        return DotdigitalRateLimited(
-            message or "rate limited",
-            reset_seconds=_header_number(response.headers, "x-ratelimit-reset"),
-            limit=int(limit) if limit is not None else None,
-            scope=response.headers.get("x-ratelimit-scope"),
-            code=code,
-        )
-    if status >= 500 or status == 408:
-        text = f"{status}: {message}" if message else str(status)
-        return DotdigitalRetryable(text, status=status)
-    if code == FIELD_EXISTS_CODE:
-        return DotdigitalFieldExists(status, code, message, details)
-    return DotdigitalRejected(status, code, message, details)
-
-
 def _parse_data_field(item: Mapping[str, Any]) -> DataField:
     return DataField(
         name=str(item.get("name", "")),
@@ -412,6 +274,7 @@ class HttpDotdigitalClient:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         *,
+        import_timeout: float | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.username = username
@@ -419,6 +282,10 @@ class HttpDotdigitalClient:
         self._password = password
         self._timeout = httpx.Timeout(timeout)
         self._timeout_seconds = timeout
+        # Never shorter than a single call's timeout; IMPORT_TIMEOUT_SECONDS unless told.
+        self.import_timeout_seconds = max(
+            timeout, IMPORT_TIMEOUT_SECONDS if import_timeout is None else import_timeout
+        )
         self._transport = transport
         # The password lives only inside the auth object, never in URLs, logs or reprs.
         self._http = httpx.Client(
@@ -440,6 +307,7 @@ class HttpDotdigitalClient:
             self._password,
             base_url,
             self._timeout_seconds,
+            import_timeout=self.import_timeout_seconds,
             transport=self._transport,
         )
 
@@ -460,6 +328,7 @@ class HttpDotdigitalClient:
         *,
         body: Any = None,
         params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
         content = encode_json(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
@@ -470,12 +339,15 @@ class HttpDotdigitalClient:
                 content=content,
                 headers=headers,
                 params=params,
-                timeout=self._timeout,
+                timeout=self._timeout if timeout is None else httpx.Timeout(timeout),
             )
-        except httpx.TimeoutException as error:
-            raise DotdigitalRetryable(f"{method} {path} timed out: {error}") from None
-        except httpx.TransportError as error:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            # The request never left: sending it again cannot repeat anything.
             raise DotdigitalRetryable(f"{method} {path} failed: {error!r}") from None
+        except httpx.TimeoutException as error:
+            raise DotdigitalUnanswered(f"{method} {path} timed out: {error}") from None
+        except httpx.TransportError as error:
+            raise DotdigitalUnanswered(f"{method} {path} failed: {error!r}") from None
         if response.is_success:
             return response
         raise error_from_response(response)
@@ -575,7 +447,10 @@ class HttpDotdigitalClient:
         """Start a bulk import of v3 contact entries (see ``import_entry``); the import id."""
         _check_merge_option(merge_option, IMPORT_MERGE_OPTIONS)
         payload = {"mergeOption": merge_option, "contacts": [dict(c) for c in contacts]}
-        body = self._json(self._request("PUT", "/contacts/v3/import", body=payload))
+        response = self._request(
+            "PUT", "/contacts/v3/import", body=payload, timeout=self.import_timeout_seconds
+        )
+        body = self._json(response)
         import_id = body.get("importId") if isinstance(body, dict) else None
         if not isinstance(import_id, str) or not import_id:
             raise DotdigitalRetryable("the import was accepted without an importId")
@@ -786,6 +661,7 @@ __all__ = [
     "DotdigitalRateLimited",
     "DotdigitalRejected",
     "DotdigitalRetryable",
+    "DotdigitalUnanswered",
     "DotdigitalWrongRegion",
     "FakeDotdigitalClient",
     "HttpDotdigitalClient",

@@ -2,9 +2,10 @@
 
 A job's cursor (the last customer id sent) moves in the same transaction that records the
 import carrying the batch, so a restarted worker resumes after it and polls the recorded
-imports instead of sending finished batches again. Only a batch whose import request was in
-flight (or not yet recorded) when the worker died is sent twice, which is harmless: the values
-are absolute.
+imports instead of sending finished batches again. Each start is recorded before its request
+goes out; a start that got no answer (or that a dying worker left behind) holds the job until a
+few of its contacts are read back (``bulk_imports``), so a batch is sent again only when
+Dotdigital shows no sign of having it.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from tally.integrations.dotdigital import bulk_imports
 from tally.integrations.dotdigital.call_budget import update_connection
 from tally.integrations.dotdigital.client import (
     DotdigitalAuthError,
+    DotdigitalError,
     DotdigitalRateLimited,
     DotdigitalRejected,
     DotdigitalRetryable,
+    DotdigitalUnanswered,
     DotdigitalWrongRegion,
     ImportStatus,
     import_entry,
@@ -131,6 +134,10 @@ class _ManualSync(LeasedWork):
             running = bulk_imports.running_imports(session, SyncImport.job_id == self.job_id)
             return job.cursor_customer_id, job.all_sent, running
 
+    def _in_doubt(self) -> list[bulk_imports.RunningImport]:
+        with self.session_factory() as session:
+            return bulk_imports.imports_in_doubt(session, SyncImport.job_id == self.job_id)
+
     def _read_batch(self, cursor: int) -> _Batch | None:
         with self.session_factory() as session:
             rows = [
@@ -167,23 +174,35 @@ class _ManualSync(LeasedWork):
             batch.ids = [row.id for row in valid[: len(batch.entries)]]
         return batch
 
-    def _record_start(self, batch: _Batch, import_id: str | None) -> None:
+    def _record_attempt(self, batch: _Batch) -> int:
+        """Record the import about to be started (and keep the lease through its long call)."""
+        with self.session_factory() as session, session.begin():
+            record = bulk_imports.record_attempt(
+                session,
+                merchant_id=self.merchant_id,
+                job_id=self.job_id,
+                kind=ImportKind.MANUAL,
+                contact_count=len(batch.entries),
+                first_customer_id=batch.ids[0],
+                last_customer_id=batch.ids[-1],
+            )
+            self._update(session)
+            return record.id
+
+    def _forget_attempt(self, pk: int) -> None:
+        with self.session_factory() as session, session.begin():
+            bulk_imports.forget_attempt(session, pk)
+
+    def _record_start(
+        self, batch: _Batch, pk: int | None = None, import_id: str | None = None
+    ) -> None:
+        """The batch is with Dotdigital (started as ``import_id``, or found landed): move on."""
         now = utcnow()
         with self.session_factory() as session, session.begin():
-            if import_id is not None:
-                session.add(
-                    SyncImport(
-                        merchant_id=self.merchant_id,
-                        job_id=self.job_id,
-                        kind=ImportKind.MANUAL,
-                        import_id=import_id,
-                        status=bulk_imports.IMPORT_NOT_FINISHED,
-                        contact_count=len(batch.entries),
-                        first_customer_id=batch.ids[0],
-                        last_customer_id=batch.ids[-1],
-                        started_at=now,
-                    )
-                )
+            if pk is not None and import_id is not None:
+                bulk_imports.confirm_start(session, pk, import_id)
+            elif pk is not None:
+                bulk_imports.resolve_doubt(session, pk, landed=True, now=now)
             for row, reason in batch.refused:
                 record_failure(
                     session,
@@ -254,8 +273,8 @@ class _ManualSync(LeasedWork):
                     reason=(
                         f"Dotdigital ended import {result.import_id} of {record.contact_count} "
                         f"contacts (customers {record.first_customer_id} to "
-                        f"{record.last_customer_id}) with status {result.status}; run the "
-                        "sync again to resend them"
+                        f"{record.last_customer_id}) with status {result.status}"
+                        + bulk_imports.status_explanation(result.status, "run the sync again")
                     ),
                     job_id=self.job_id,
                     now=now,
@@ -339,13 +358,40 @@ class _ManualSync(LeasedWork):
             self._set_all_sent()
             return None
         if not batch.entries:
-            self._record_start(batch, None)
+            self._record_start(batch)
             return None
+        return self._start_import(batch)
+
+    def _send(self, batch: _Batch) -> Step | None:
+        """One import start, recorded before the request goes out."""
         step = self._one_call()
         if step is not None:
             return step
+        pk = self._record_attempt(batch)
         try:
             import_id = self.client.start_import(batch.entries)
+        except DotdigitalUnanswered as error:
+            bulk_imports.mark_unanswered(self.session_factory, pk)
+            note_job_error(
+                self.session_factory,
+                self.job_id,
+                f"starting an import got no answer ({error}); Dotdigital may have started it, "
+                "so its contacts are read back before anything is sent again",
+            )
+            return Step(StepState.WAITING, self.options.unanswered_wait_seconds)
+        except DotdigitalError:
+            # Dotdigital answered no (or the call never left): nothing was started. Any other
+            # exception leaves the attempt in doubt, like a worker that died mid-call.
+            self._forget_attempt(pk)
+            raise
+        self._record_start(batch, pk, import_id)
+        self._progressed()
+        return None
+
+    def _start_import(self, batch: _Batch) -> Step | None:
+        """Start the batch's import and record it; a step when the slice must stop."""
+        try:
+            return self._send(batch)
         except DotdigitalRateLimited as error:
             if error.code == bulk_imports.TOO_MANY_IMPORTS:
                 self.imports_full = True
@@ -362,9 +408,62 @@ class _ManualSync(LeasedWork):
             return self._refused(error)
         except DotdigitalRejected as error:
             return self._fail(f"Dotdigital refused an import: {rejection_reason(error)}")
-        self._record_start(batch, import_id)
-        self._progressed()
+
+    def settle_doubt(self) -> Step | None:
+        """Learn whether an unanswered start landed; a step while the job must wait for it.
+
+        Nothing else is started meanwhile, so the start in doubt carried the batch after the
+        cursor, which is read again (with the customers' current values) to compare.
+        """
+        in_doubt = self._in_doubt()
+        if not in_doubt:
+            return None
+        item = in_doubt[0]
+        due_at = bulk_imports.doubt_check_at(item, self.options)
+        if due_at > utcnow():
+            return Step(StepState.WAITING, (due_at - utcnow()).total_seconds())
+        cursor, _all_sent, _running = self._job_state()
+        batch = self._read_batch(cursor)
+        entries = batch.entries if batch is not None else []
+        landed = self._read_back(item, entries) if entries else False
+        if isinstance(landed, Step):
+            return landed
+        if landed and batch is not None:
+            self._record_start(batch, item.pk)
+            self._progressed()
+            return None
+        with self.session_factory() as session, session.begin():
+            bulk_imports.resolve_doubt(session, item.pk, landed=False, now=utcnow())
+        note_job_error(
+            self.session_factory,
+            self.job_id,
+            "Dotdigital shows no sign of the import start that got no answer; sending its "
+            "contacts again",
+        )
         return None
+
+    def _read_back(
+        self, item: bulk_imports.RunningImport, entries: Sequence[dict[str, Any]]
+    ) -> bool | Step:
+        """Whether sample contacts already hold the entries' values; a step to stop the slice."""
+        for entry in bulk_imports.samples(entries):
+            step = self._one_call()
+            if step is not None:
+                return step
+            try:
+                contact = self.client.get_contact(entry["identifiers"]["email"])
+            except DotdigitalRateLimited as error:
+                return self._wait_for_rate_limit(error)
+            except (DotdigitalAuthError, DotdigitalWrongRegion) as error:
+                return self._refused(error)
+            except DotdigitalRejected:
+                return False
+            except DotdigitalRetryable as error:
+                self._not_yet(item, error)
+                return Step(StepState.WAITING, self.options.import_poll_seconds)
+            if not bulk_imports.holds_values(contact, entry["dataFields"]):
+                return False
+        return True
 
     def advance(self) -> Step:
         """Work until the deadline, the end of the job, or a reason to wait."""
@@ -373,6 +472,8 @@ class _ManualSync(LeasedWork):
             if all_sent and not running:
                 return self._finish()
             step = self.poll(running)
+            if step is None:
+                step = self.settle_doubt()
             if step is not None:
                 return step
             cursor, all_sent, running = self._job_state()

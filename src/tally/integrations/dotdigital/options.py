@@ -36,9 +36,16 @@ class SyncOptions:
     contacts_per_run: int = 500
     # How long one run of a scheduled job keeps working before it yields.
     run_seconds: float = 20.0
-    # Leases outlive a run (plus one call's timeout); a dead worker's lease expires after this.
-    lease_seconds: float = 60.0
-    client_timeout_seconds: float = 20.0
+    # Leases outlive a run plus one import start's timeout (the client allows an import 121 s,
+    # as Dotdigital asks; the lease is renewed just before each start); a dead worker's lease
+    # expires after this.
+    lease_seconds: float = 180.0
+    # Single calls; bulk import starts get the client's longer IMPORT_TIMEOUT_SECONDS.
+    client_timeout_seconds: float = 30.0
+    # How long after an import start that got no answer its contacts are read back to learn
+    # whether Dotdigital started it anyway (see bulk_imports); nothing else of the job is
+    # started meanwhile.
+    unanswered_wait_seconds: float = 300.0
     # Pause after a 429 that does not say when the limit resets.
     rate_limit_pause_seconds: float = 60.0
     # Pause after Dotdigital refuses the credentials (401) or the region (403).

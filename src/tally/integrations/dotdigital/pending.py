@@ -114,7 +114,8 @@ def due_merchants(session: Session, now: datetime) -> list[int]:
     imports = exists().where(
         SyncImport.merchant_id == DotdigitalConnection.merchant_id,
         SyncImport.kind == ImportKind.AUTO,
-        SyncImport.status == IMPORT_STATUS_NOT_FINISHED,
+        # Imports running, or starts in doubt (bulk_imports' Starting and Unanswered).
+        SyncImport.status.in_((IMPORT_STATUS_NOT_FINISHED, "Starting", "Unanswered")),
     )
     stmt = (
         select(DotdigitalConnection.merchant_id)
@@ -230,6 +231,16 @@ def settle_import(session: Session, import_pk: int) -> None:
         update(PendingContact)
         .where(PendingContact.import_pk == import_pk)
         .values(import_pk=None, sending_version=None, attempts=0, last_error=None),
+    )
+
+
+def detach_import(session: Session, import_pk: int) -> None:
+    """An import that was not started after all: its rows are due again as they were."""
+    execute(
+        session,
+        update(PendingContact)
+        .where(PendingContact.import_pk == import_pk)
+        .values(import_pk=None, sending_version=None),
     )
 
 

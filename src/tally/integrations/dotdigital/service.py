@@ -149,7 +149,8 @@ def get_connection(session: Session, merchant_id: int) -> DotdigitalConnection:
     if connection is None:
         raise Conflict(
             "Dotdigital is not connected: save the API user's credentials first "
-            "(PUT /api/v1/integrations/dotdigital/credentials or `tally dotdigital connect`)"
+            "(PUT /api/v1/integrations/dotdigital/credentials or "
+            "`tally integrations dotdigital connect`)"
         )
     return connection
 
@@ -475,7 +476,7 @@ def update_mapping(
 
 
 def start_manual_sync(session: Session, *, merchant_id: int) -> SyncJob:
-    """Queue a sync of every customer (processed by the worker, or by `tally dotdigital sync`).
+    """Queue a sync of every customer (by the worker, or `tally integrations dotdigital sync`).
 
     One manual sync runs at a time per merchant: a second request is a Conflict naming the
     running job.
@@ -571,8 +572,10 @@ def job_view(session: Session, job: SyncJob) -> JobView:
         .where(SyncImport.merchant_id == job.merchant_id, SyncImport.job_id == job.id)
         .group_by(SyncImport.status)
     ).all()
-    imports = sum(int(count) for _status, count in rows)
-    running = sum(int(count) for status, count in rows if status == "NotFinished")
+    # An attempt Dotdigital never started (Lost) or that has not left yet is no import; one
+    # whose start got no answer is running until Tally learns what became of it.
+    imports = sum(int(count) for status, count in rows if status not in ("Lost", "Starting"))
+    running = sum(int(count) for status, count in rows if status in ("NotFinished", "Unanswered"))
     return JobView(
         id=job.id,
         status=job.status,
