@@ -95,6 +95,8 @@ from tally.imports.orders_csv import OrderCsvReader, OrderRow
 from tally.imports.orm import ImportJob, ImportKind, ImportRejectedRow, ImportStatus
 from tally.ledger.batch import Transfer, post_transfers
 from tally.ledger.orm import EntryKind, LedgerEntry
+from tally.outbox.events import ImportFinished
+from tally.outbox.service import emit
 from tally.program import service as program_service
 from tally.program.orm import Order, Refund
 
@@ -997,6 +999,7 @@ def _mark_failed(
             job.status = ImportStatus.FAILED
             job.failure_reason = reason[:2000]
             job.finished_at = utcnow()
+            _announce_finished(session, job)
         return job
 
 
@@ -1293,6 +1296,26 @@ def _finish(factory: sessionmaker[Session], context: _Context) -> None:
         job.status = ImportStatus.COMPLETED
         job.finished_at = utcnow()
         job.failure_reason = None
+        _announce_finished(session, job)
+
+
+def _announce_finished(session: Session, job: ImportJob) -> None:
+    """Emit ImportFinished for a job that just completed or failed (webhooks announce it)."""
+    emit(
+        session,
+        ImportFinished(
+            merchant_id=job.merchant_id,
+            import_id=job.id,
+            kind=job.kind,
+            status=job.status,
+            total_rows=job.total_rows,
+            new_count=job.new_count,
+            updated_count=job.updated_count,
+            skipped_count=job.skipped_count,
+            invalid_count=job.invalid_count,
+            points_issued=job.points_issued,
+        ),
+    )
 
 
 def _invite_guests(factory: sessionmaker[Session], context: _Context) -> None:

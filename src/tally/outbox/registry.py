@@ -120,4 +120,5 @@ _BUILTIN_PLUGINS: list[str] = [
     "tally.program.jobs",
     "tally.notifications.handlers",
     "tally.integrations.dotdigital.handlers",
+    "tally.webhooks.handlers",
 ]
