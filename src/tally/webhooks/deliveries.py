@@ -277,8 +277,8 @@ def _disabling_notice(
     else:
         return None
     return (
-        f"Tally disabled this endpoint on {now:%Y-%m-%d %H:%M} UTC: {why}. Last error: {error}"
-        " Fix the receiver, enable the endpoint again, then replay the failed deliveries."
+        f"Tally disabled this endpoint on {now:%Y-%m-%d %H:%M} UTC: {why}. Fix the receiver,"
+        f" enable the endpoint again, then replay the failed deliveries. Last error: {error}"
     )
 
 
