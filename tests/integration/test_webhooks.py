@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -87,25 +87,32 @@ def _deliveries(factory: sessionmaker[Session], merchant_id: int, endpoint_id: i
     return views
 
 
-@pytest.fixture
-def fake_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[str]]]:
-    """Host name -> the addresses it resolves to now (tests change them between calls)."""
-    answers: dict[str, list[str]] = {}
-    calls: list[str] = []
+@dataclass
+class FakeDns:
+    """Host name -> the addresses it resolves to now (tests change them), and every lookup."""
 
-    def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
-        calls.append(host)
-        if host not in answers:
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    def __setitem__(self, host: str, found: list[str]) -> None:
+        self.answers[host] = found
+
+    def getaddrinfo(self, host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        self.calls.append(host)
+        if host not in self.answers:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        family = {4: socket.AF_INET, 6: socket.AF_INET6}
         return [
-            (family[6 if ":" in a else 4], socket.SOCK_STREAM, 6, "", (a, port))
-            for a in answers[host]
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+            for a in self.answers[host]
         ]
 
-    monkeypatch.setattr(addresses, "_getaddrinfo", getaddrinfo)
-    answers["__calls__"] = calls  # type: ignore[assignment]
-    yield answers
+
+@pytest.fixture
+def fake_dns(monkeypatch: pytest.MonkeyPatch) -> FakeDns:
+    """The guard's DNS lookups answered by the test."""
+    dns = FakeDns()
+    monkeypatch.setattr(addresses, "_getaddrinfo", dns.getaddrinfo)
+    return dns
 
 
 # --------------------------------------------------------------------------- the receiver
@@ -228,7 +235,8 @@ def test_a_timeout_is_retried(session_factory: sessionmaker[Session], settings: 
         attempt = session.scalars(
             select(OutboxDeliveryAttempt).where(OutboxDeliveryAttempt.outcome == "retry_scheduled")
         ).first()
-        assert attempt is not None and "timeout" in (attempt.error or "")
+        assert attempt is not None
+        assert "timeout" in (attempt.error or "")
 
 
 def test_a_4xx_fails_at_once_and_a_redirect_is_not_followed(
@@ -376,7 +384,7 @@ def test_private_addresses_plain_http_and_credentials_are_refused_outside_develo
 
 
 def test_a_host_name_is_refused_when_any_of_its_addresses_is_private(
-    fake_dns: dict[str, list[str]],
+    fake_dns: FakeDns,
 ) -> None:
     fake_dns["hooks.example.com"] = ["93.184.216.34", "10.1.2.3"]
     with pytest.raises(AddressRefused, match=r"resolves to 10\.1\.2\.3"):
@@ -396,7 +404,7 @@ def test_development_allows_a_local_http_receiver(settings: Settings) -> None:
 
 
 def test_an_address_that_turned_private_since_subscribing_is_refused_at_send_time(
-    session_factory: sessionmaker[Session], settings: Settings, fake_dns: dict[str, list[str]]
+    session_factory: sessionmaker[Session], settings: Settings, fake_dns: FakeDns
 ) -> None:
     production = _production(settings)
     merchant = make_merchant(session_factory)
@@ -419,7 +427,7 @@ def test_an_address_that_turned_private_since_subscribing_is_refused_at_send_tim
 
 
 def test_the_sender_connects_to_the_address_it_checked(
-    session_factory: sessionmaker[Session], settings: Settings, fake_dns: dict[str, list[str]]
+    session_factory: sessionmaker[Session], settings: Settings, fake_dns: FakeDns
 ) -> None:
     # `.invalid` never resolves in real DNS: the delivery arrives only because the sender
     # connected to the one address the guard looked up and checked, keeping the name for Host.
@@ -438,7 +446,7 @@ def test_the_sender_connects_to_the_address_it_checked(
         _worker(settings, session_factory).drain()
     (request,) = receiver.requests
     assert request.headers["host"] == f"hooks.tally.invalid:{port}"
-    assert fake_dns["__calls__"] == ["hooks.tally.invalid"]  # type: ignore[comparison-overlap]
+    assert fake_dns.calls == ["hooks.tally.invalid"]
 
 
 def test_unknown_events_and_an_empty_choice_are_refused(
