@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from tally.admin import auth, customers, dashboard, dotdigital, imports, settings
+from tally.admin import auth, customers, dashboard, dotdigital, imports, settings, webhooks
 from tally.admin.web import AdminDep, AdminRoute, redirect
 from tally.errors import NotFound
 
@@ -16,6 +16,7 @@ router.include_router(customers.router)
 router.include_router(settings.router)
 router.include_router(dotdigital.router)
 router.include_router(imports.router)
+router.include_router(webhooks.router)
 
 
 @router.get("/{path:path}", include_in_schema=False)
