@@ -53,6 +53,11 @@ def webhook_receiver(path: str = "/hooks/tally") -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             status, delay = receiver.next_answer()
+            # Recorded before answering: once the sender has its answer the test may read the
+            # list at once, and a request recorded after that would be missing.
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            with receiver.lock:
+                receiver.requests.append(Received(self.path, headers, body, status))
             if delay:
                 time.sleep(delay)
             try:
@@ -62,12 +67,6 @@ def webhook_receiver(path: str = "/hooks/tally") -> Iterator[Receiver]:
                 self.wfile.write(f"status {status}".encode())
             except OSError:
                 pass  # the sender gave up waiting (a timeout test)
-            with receiver.lock:
-                receiver.requests.append(
-                    Received(
-                        self.path, {k.lower(): v for k, v in self.headers.items()}, body, status
-                    )
-                )
 
         def log_message(self, format: str, *args: object) -> None:
             del format, args
