@@ -21,6 +21,7 @@ from tally.integrations.dotdigital.orm import DotdigitalConnection
 from tally.ledger.orm import LedgerEntry
 from tally.merchants.orm import Merchant
 from tally.program.orm import Order
+from tally.webhooks.orm import WebhookEndpoint
 from tests.support.factories import make_customer, make_merchant
 
 ORDER = {"order_id": "VICTIM-1", "total": "10", "placed_at": "2026-10-01T00:00:00Z"}
@@ -234,6 +235,75 @@ CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int | str]] = 
         None,
         201,
     ),
+    # Webhooks: B's endpoint and delivery are out of reach; A's own list is empty.
+    ("GET", "/api/v1/webhooks/event-types"): ("get", "/api/v1/webhooks/event-types", None, 200),
+    ("GET", "/api/v1/webhooks/endpoints"): ("get", "/api/v1/webhooks/endpoints", None, 200),
+    ("POST", "/api/v1/webhooks/endpoints"): (
+        "post",
+        "/api/v1/webhooks/endpoints",
+        {"url": "http://127.0.0.1:9/a", "events": ["points.changed"]},
+        201,
+    ),
+    ("GET", "/api/v1/webhooks/endpoints/{endpoint_id}"): (
+        "get",
+        "/api/v1/webhooks/endpoints/{webhook}",
+        None,
+        404,
+    ),
+    ("PATCH", "/api/v1/webhooks/endpoints/{endpoint_id}"): (
+        "patch",
+        "/api/v1/webhooks/endpoints/{webhook}",
+        {"url": "http://127.0.0.1:9/stolen"},
+        404,
+    ),
+    ("DELETE", "/api/v1/webhooks/endpoints/{endpoint_id}"): (
+        "delete",
+        "/api/v1/webhooks/endpoints/{webhook}",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/webhooks/endpoints/{endpoint_id}/rotate-secret"): (
+        "post",
+        "/api/v1/webhooks/endpoints/{webhook}/rotate-secret",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/webhooks/endpoints/{endpoint_id}/enable"): (
+        "post",
+        "/api/v1/webhooks/endpoints/{webhook}/enable",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/webhooks/endpoints/{endpoint_id}/disable"): (
+        "post",
+        "/api/v1/webhooks/endpoints/{webhook}/disable",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/webhooks/endpoints/{endpoint_id}/test"): (
+        "post",
+        "/api/v1/webhooks/endpoints/{webhook}/test",
+        None,
+        404,
+    ),
+    ("GET", "/api/v1/webhooks/endpoints/{endpoint_id}/deliveries"): (
+        "get",
+        "/api/v1/webhooks/endpoints/{webhook}/deliveries",
+        None,
+        404,
+    ),
+    ("GET", "/api/v1/webhooks/deliveries/{delivery_id}"): (
+        "get",
+        "/api/v1/webhooks/deliveries/{delivery}",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/webhooks/deliveries/{delivery_id}/replay"): (
+        "post",
+        "/api/v1/webhooks/deliveries/{delivery}/replay",
+        None,
+        404,
+    ),
     # Creating: A's own customer or order with the same email or order id, separate from B's.
     ("POST", "/api/v1/orders"): (
         "post",
@@ -319,7 +389,13 @@ def _b_state(factory: sessionmaker[Session], merchant_id: int) -> tuple[Any, ...
             select(DotdigitalConnection).where(DotdigitalConnection.merchant_id == merchant_id)
         ).one()
         dotdigital = (connection.api_username, connection.enabled, connection.field_mapping)
-    return customers, entries, orders, program, dotdigital
+        webhooks = sorted(
+            (e.url, e.state, e.secret_encrypted)
+            for e in session.scalars(
+                select(WebhookEndpoint).where(WebhookEndpoint.merchant_id == merchant_id)
+            )
+        )
+    return customers, entries, orders, program, dotdigital, webhooks
 
 
 def test_merchant_a_cannot_touch_merchant_b(
@@ -334,14 +410,20 @@ def test_merchant_a_cannot_touch_merchant_b(
         settings.dotdigital_base_url = emulator.base_url
         job = _connect_victim(client, b.headers)
         import_job = _import_for_victim(client, b.headers)
+        hooks = _webhook_for_victim(client, b.headers)
         before = _b_state(session_factory, b.id)
-        _attack(client, a.headers, victim, job, import_job)
+        _attack(client, a.headers, victim, job, import_job, hooks)
     assert _b_state(session_factory, b.id) == before
     assert client.get(f"/api/v1/customers/{victim}", headers=b.headers).status_code == 200
 
 
 NOT_CONNECTED = 409
-LIST_ROUTES = {"/api/v1/customers", "/api/v1/rewards", "/api/v1/imports"}
+LIST_ROUTES = {
+    "/api/v1/customers",
+    "/api/v1/rewards",
+    "/api/v1/imports",
+    "/api/v1/webhooks/endpoints",
+}
 
 
 IMPORT_FILE = b"email,points\nvictim@example.com,10\nnew@example.com,5\n"
@@ -354,11 +436,26 @@ def _import_for_victim(client: TestClient, headers: dict[str, str]) -> int:
     return int(r.json()["id"])
 
 
+def _webhook_for_victim(client: TestClient, headers: dict[str, str]) -> dict[str, int]:
+    body = {"url": "http://127.0.0.1:9/victim", "events": ["points.changed"]}
+    endpoint = client.post("/api/v1/webhooks/endpoints", json=body, headers=headers)
+    assert endpoint.status_code == 201, endpoint.text
+    webhook = int(endpoint.json()["id"])
+    test = client.post(f"/api/v1/webhooks/endpoints/{webhook}/test", headers=headers)
+    assert test.status_code == 202, test.text
+    return {"webhook": webhook, "delivery": int(test.json()["id"])}
+
+
 def _attack(
-    client: TestClient, headers: dict[str, str], victim: int, job: int, import_job: int
+    client: TestClient,
+    headers: dict[str, str],
+    victim: int,
+    job: int,
+    import_job: int,
+    hooks: dict[str, int],
 ) -> None:
     for (method, path), (verb, url, payload, expected) in CROSS_TENANT_REQUESTS.items():
-        url = url.format(cid=victim, job=job, import_job=import_job)
+        url = url.format(cid=victim, job=job, import_job=import_job, **hooks)
         if expected == "{not_connected}":
             expected = NOT_CONNECTED
         if verb == "upload_import":

@@ -117,6 +117,7 @@ DOMAIN_PACKAGES = (
     "notifications",
     "outbox",
     "program",
+    "webhooks",
 )
 # What defining a route or a command takes.
 ENTRY_FRAMEWORKS = ("fastapi", "starlette", "typer")

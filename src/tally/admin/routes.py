@@ -5,7 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from tally.admin import auth, customers, dashboard, dotdigital, imports, passwords, settings, team
+from tally.admin import (
+    auth,
+    customers,
+    dashboard,
+    dotdigital,
+    imports,
+    passwords,
+    settings,
+    team,
+    webhooks,
+)
 from tally.admin.permissions import Permission, requires
 from tally.admin.web import AdminDep, AdminRoute, redirect
 from tally.errors import NotFound
@@ -26,6 +36,7 @@ router.include_router(passwords.router)
 router.include_router(customers.router, dependencies=[requires(Permission.CUSTOMERS)])
 router.include_router(settings.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEGRATIONS)])
+router.include_router(webhooks.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(imports.router, dependencies=[requires(Permission.IMPORTS)])
 router.include_router(team.router, dependencies=[requires(Permission.TEAM)])
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from tally.outbox.events import CustomersImported
+from tally.imports.orm import ImportJob
+from tally.outbox.events import CustomersImported, ImportFinished
 from tally.outbox.registry import default_registry
 from tally.outbox.service import emit
 
@@ -35,5 +36,24 @@ def announce(session: Session, merchant_id: int, import_id: int, customer_ids: s
             merchant_id=merchant_id,
             import_id=import_id,
             customer_ids=tuple(sorted(customer_ids)),
+        ),
+    )
+
+
+def announce_finished(session: Session, job: ImportJob) -> None:
+    """``ImportFinished`` for a job that just completed or failed (webhooks announce it)."""
+    emit(
+        session,
+        ImportFinished(
+            merchant_id=job.merchant_id,
+            import_id=job.id,
+            kind=job.kind,
+            status=job.status,
+            total_rows=job.total_rows,
+            new_count=job.new_count,
+            updated_count=job.updated_count,
+            skipped_count=job.skipped_count,
+            invalid_count=job.invalid_count,
+            points_issued=job.points_issued,
         ),
     )

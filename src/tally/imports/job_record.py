@@ -19,6 +19,7 @@ from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.errors import Conflict, NotFound
 from tally.imports.errors import ImportInProgress
+from tally.imports.events import announce_finished
 from tally.imports.options import ImportOptions
 from tally.imports.orm import ImportJob, ImportKind, ImportStatus
 
@@ -227,6 +228,7 @@ def mark_failed(
             job.status = ImportStatus.FAILED
             job.failure_reason = reason[:2000]
             job.finished_at = utcnow()
+            announce_finished(session, job)
         return job
 
 

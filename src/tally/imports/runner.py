@@ -27,6 +27,7 @@ from tally.imports.checking import Check, first_pass
 from tally.imports.context import DEFAULT_BATCH_SIZE, ProgressCallback, RunContext
 from tally.imports.customer_writer import CustomerRun
 from tally.imports.errors import ImportRefused, unexpected
+from tally.imports.events import announce_finished
 from tally.imports.job_record import has_prior_imports, mark_failed
 from tally.imports.options import OrderImportOptions, options_from_json
 from tally.imports.order_planner import OrderPlanner, OrderRun
@@ -278,6 +279,7 @@ def _finish(factory: sessionmaker[Session], context: RunContext) -> None:
         job.status = ImportStatus.COMPLETED
         job.finished_at = utcnow()
         job.failure_reason = None
+        announce_finished(session, job)
 
 
 def _invite_guests(factory: sessionmaker[Session], context: RunContext) -> None:

@@ -129,3 +129,19 @@ class CustomersImported(DomainEvent):
             "import_id": self.import_id,
             "customer_ids": list(self.customer_ids),
         }
+
+
+@dataclass(frozen=True)
+class ImportFinished(DomainEvent):
+    """An import job completed (every batch applied) or failed for good."""
+
+    event_type: ClassVar[str] = "ImportFinished"
+    import_id: int
+    kind: str
+    status: str
+    total_rows: int
+    new_count: int
+    updated_count: int
+    skipped_count: int
+    invalid_count: int
+    points_issued: int

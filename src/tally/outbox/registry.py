@@ -143,4 +143,5 @@ _BUILTIN_PLUGINS: list[str] = [
     "tally.notifications.team_emails",
     "tally.integrations.dotdigital.handlers",
     "tally.imports.queue",
+    "tally.webhooks.handlers",
 ]
