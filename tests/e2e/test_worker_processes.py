@@ -22,6 +22,7 @@ from tally.outbox.registry import default_registry
 from tally.outbox.service import emit
 from tests.support import probe_plugin
 from tests.support.factories import make_merchant
+from tests.support.processes import stop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,8 +125,7 @@ def test_killed_worker_loses_no_message(
     try:
         _wait_for(lambda: _statuses(session_factory) == Counter({"done": 4}), 60, "the takeover")
     finally:
-        second.terminate()
-        second.wait(10)
+        stop(second)
     done = [int(parts[1]) for parts in _lines(log) if parts[0] == "done"]
     assert sorted(done) == ids
     assert {int(p[2]) for p in _lines(log) if p[0] == "done"} == {second.pid}
@@ -155,9 +155,9 @@ def test_two_workers_never_handle_the_same_row(
     try:
         _wait_for(lambda: _statuses(session_factory) == Counter({"done": 300}), 90, "all messages")
     finally:
+        # SIGTERM, then SIGKILL: a worker left running would take the next tests' messages.
         for w in workers:
-            w.terminate()
-            w.wait(10)
+            stop(w)
     started = Counter(int(parts[1]) for parts in _lines(log) if parts[0] == "start")
     assert sorted(started) == ids
     assert set(started.values()) == {1}
