@@ -62,6 +62,8 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 PASSWORD = "correct horse battery"
 TIMEOUT_MS = 30_000
+# expect() has its own 5 s default, too short for a page on two busy shared cores.
+playwright_sync.expect.set_options(timeout=TIMEOUT_MS)
 FAST_SYNC = SyncOptions(
     flush_every=timedelta(0),
     manual_every=timedelta(0),

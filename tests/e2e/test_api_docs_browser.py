@@ -32,6 +32,8 @@ CHROMIUM_ARGS = [
 ]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TIMEOUT_MS = 30_000
+# expect() has its own 5 s default, too short for a page on two busy shared cores.
+playwright_sync.expect.set_options(timeout=TIMEOUT_MS)
 # ReDoc's sidebar shows its maker's logo from a CDN (and hides it when it fails to load): the
 # CSP blocks it, which is the point.
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
