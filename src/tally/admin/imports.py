@@ -385,23 +385,28 @@ def import_apply(request: Request, admin: AdminDep, form: FormDep, kind: str) ->
             status_code=error.status_code,
         )
     if is_htmx(request):
-        return render(
-            request, "imports/_run.html", {"run": _run_of(admin, str(queued)), "kind": kind}
-        )
+        return render(request, "imports/_run.html", _run_context(admin, str(queued), kind))
     return redirect(f"/admin/imports/{kind}?run={queued}")
+
+
+def _run_context(admin: Admin, token: str, kind: str) -> dict[str, Any]:
+    """What the progress fragment shows; with the history once the run has ended, which may
+    already be so when "apply" answers (a worker can finish a small file first)."""
+    run = _run_of(admin, token)
+    context: dict[str, Any] = {"run": run, "kind": kind}
+    if run.finished:
+        history, total = _history(admin)
+        context |= {"history": history, "history_total": total, "refresh_history": True}
+    return context
 
 
 @router.get("/imports/{kind}/runs/{token}", include_in_schema=False)
 def import_run(request: Request, admin: AdminDep, kind: str, token: str) -> Response:
     """A run's progress (the fragment polls itself until the import ends)."""
     _kind(kind)
-    run = _run_of(admin, token)
     if not is_htmx(request):
         return redirect(f"/admin/imports/{kind}?run={token}")
-    context: dict[str, Any] = {"run": run, "kind": kind}
-    if run.finished:
-        history, total = _history(admin)
-        context |= {"history": history, "history_total": total, "refresh_history": True}
+    context = _run_context(admin, token, kind)
     return render(request, "imports/_run.html", context)
 
 
