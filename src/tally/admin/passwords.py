@@ -8,7 +8,6 @@ like sign-in, counted before anything is looked up.
 from __future__ import annotations
 
 import math
-import threading
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -19,6 +18,7 @@ from tally.admin.web import (
     LOGIN_PATH,
     AdminRoute,
     FormDep,
+    app_limiter,
     app_state,
     client_address,
     problems_by_field,
@@ -32,19 +32,14 @@ from tally.merchants import team
 
 router = APIRouter(route_class=AdminRoute)
 
-_limiter_lock = threading.Lock()
-
 
 def reset_limiter(request: Request) -> LoginRateLimiter:
     """The application's limit on reset requests (one per app, in memory, like sign-in's)."""
-    with _limiter_lock:
-        limiter: LoginRateLimiter | None = getattr(
-            request.app.state, "tally_admin_reset_limiter", None
-        )
-        if limiter is None:
-            limiter = LoginRateLimiter(max_per_address=10, max_per_email=3)
-            request.app.state.tally_admin_reset_limiter = limiter
-        return limiter
+    return app_limiter(
+        request,
+        "tally_admin_reset_limiter",
+        lambda: LoginRateLimiter(max_per_address=10, max_per_email=3),
+    )
 
 
 def _raw(form: FormData, name: str) -> str:

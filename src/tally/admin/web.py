@@ -113,16 +113,21 @@ def signer(request: Request) -> SessionSigner:
 _limiter_lock = threading.Lock()
 
 
+def app_limiter(
+    request: Request, name: str, make: Callable[[], LoginRateLimiter]
+) -> LoginRateLimiter:
+    """The application's limiter called ``name`` (one per app, in memory), made on first use."""
+    with _limiter_lock:
+        limiter: LoginRateLimiter | None = getattr(request.app.state, name, None)
+        if limiter is None:
+            limiter = make()
+            setattr(request.app.state, name, limiter)
+        return limiter
+
+
 def login_limiter(request: Request) -> LoginRateLimiter:
     """The application's login rate limiter (one per app, in memory)."""
-    with _limiter_lock:
-        limiter: LoginRateLimiter | None = getattr(
-            request.app.state, "tally_admin_login_limiter", None
-        )
-        if limiter is None:
-            limiter = LoginRateLimiter()
-            request.app.state.tally_admin_login_limiter = limiter
-        return limiter
+    return app_limiter(request, "tally_admin_login_limiter", LoginRateLimiter)
 
 
 def client_address(request: Request) -> str:

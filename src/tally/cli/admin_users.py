@@ -6,7 +6,6 @@ page emails its invitations). Each works once; invitations for 7 days, resets fo
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from tally.cli.support import (
     MerchantOption,
+    cli_actor,
     console,
     load_settings,
     resolve_merchant,
@@ -31,14 +31,6 @@ RoleOption = Annotated[
         "--role", help="owner (everything), manager (program, imports, integrations) or support."
     ),
 ]
-
-
-def cli_actor() -> str:
-    """Who is running the command, as the team's log names them."""
-    try:
-        return f"cli ({getpass.getuser()})"
-    except (KeyError, OSError):  # no user name in a bare container
-        return "cli (unknown user)"
 
 
 def print_link(link: team.IssuedLink, url: str) -> None:

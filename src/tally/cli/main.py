@@ -167,7 +167,8 @@ def merchant_create(
     ] = None,
 ) -> None:
     """Create a merchant and print its id and first API key (shown only this once)."""
-    from tally.cli.admin_users import cli_actor, print_link
+    from tally.cli.admin_users import print_link
+    from tally.cli.support import cli_actor
     from tally.merchants import service as merchants
     from tally.merchants import team
 

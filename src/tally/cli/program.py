@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from tally.cli.support import (
     MerchantOption,
+    cli_actor,
     command_unit_of_work,
     console,
     domain_message,
@@ -73,7 +73,7 @@ def program_apply(
             merchant_id=merchant_id,
             changes=sections,
             expected_version=wanted.based_on,
-            changed_by=f"cli ({_os_user()})",
+            changed_by=cli_actor(),
         )
     console.print(f"{len(found)} changes saved as version {updated.version}")
 
@@ -95,10 +95,3 @@ def program_history_command(merchant: MerchantOption = None) -> None:
         if not any(v.version == current.version for v in versions):
             table.add_row(str(current.version), "-", "(the first settings, before history)")
     console.print(table)
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name in a bare container
-        return "unknown user"

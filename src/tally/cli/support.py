@@ -6,6 +6,7 @@ The root app (`tally.cli.main`) and the command groups it mounts (`tally import`
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -84,3 +85,11 @@ def resolve_merchant(session: Session, merchant: int | None) -> int:
         fail(f"merchant {merchant} does not exist (see `tally merchant list`)")
     engine.bind_merchant(session, merchant)
     return merchant
+
+
+def cli_actor() -> str:
+    """Who is running the command, as the records that keep it name them: `cli (<os user>)`."""
+    try:
+        return f"cli ({getpass.getuser()})"
+    except (KeyError, OSError):  # no user name in a bare container
+        return "cli (unknown user)"
