@@ -24,6 +24,8 @@ from tally.devtools.dotdigital_emulator import (
 
 US_USERNAME = "apiuser-us@apiconnector.com"
 US_PASSWORD = "us-password"
+ASIA_USERNAME = "apiuser-apac@apiconnector.com"
+ASIA_PASSWORD = "apac-password"
 DENIED = {"message": "Authorization has been denied for this request."}
 # One TLS context for every client: httpx builds a new one per client otherwise (~0.1 s each).
 TLS = httpx.create_ssl_context()
@@ -39,6 +41,7 @@ def server() -> Iterator[EmulatorServer]:
         accounts=[
             EmulatorAccount(DEMO_USERNAME, DEMO_PASSWORD, 1),
             EmulatorAccount(US_USERNAME, US_PASSWORD, 2),
+            EmulatorAccount(ASIA_USERNAME, ASIA_PASSWORD, 3),
         ],
         import_delay_seconds=0.15,
     )
@@ -71,7 +74,7 @@ def _patch(
     return http.patch(
         f"/contacts/v3/email/{email}",
         params={"merge-option": merge},
-        json={"identifiers": {"email": email}, "matchIdentifier": "email", "dataFields": fields},
+        json={"identifiers": {"email": email}, "dataFields": fields},
     )
 
 
@@ -107,39 +110,50 @@ def test_account_info_reports_region_endpoints(emulator: EmulatorServer) -> None
     assert r1.status_code == r2.status_code == on_r2.status_code == 200
     assert r1.json()["id"] == 1
     assert r2.json()["id"] == 2
-    assert endpoint(r1) == f"http://127.0.0.1:{emulator.port}/"
-    assert endpoint(r2) == f"http://localhost:{emulator.port}/"
-    assert endpoint(on_r2) == f"http://127.0.0.1:{emulator.port}/"
+    assert endpoint(r1) == f"{emulator.url_for_region(1)}/"
+    assert endpoint(r2) == f"{emulator.url_for_region(2)}/"
+    assert endpoint(on_r2) == f"{emulator.url_for_region(1)}/"
     assert r1.headers["x-ratelimit-limit"] == "0"
 
 
-def test_wrong_region_answers_403_in_the_route_generation_style(emulator: EmulatorServer) -> None:
-    auth = (US_USERNAME, US_PASSWORD)
-    v2 = _send("GET", f"{emulator.base_url}/v2/data-fields", auth=auth)
-    v3 = _send("GET", f"{emulator.base_url}/contacts/v3/email/a@b.io", auth=auth)
-    right = _send("GET", f"{emulator.url_for_region(2)}/v2/data-fields", auth=auth)
+def test_each_region_has_its_own_port(emulator: EmulatorServer) -> None:
+    urls = [emulator.url_for_region(region) for region in (1, 2, 3)]
 
-    assert (v2.status_code, v2.json()) == (
-        403,
-        {
-            "message": "This account is hosted in another region; use the ApiEndpoint from "
-            "/v2/account-info. ERROR_WRONG_REGION"
-        },
-    )
-    assert v3.status_code == 403
-    assert v3.json()["errorCode"] == "contacts:forbidden"
-    assert right.status_code == 200
+    assert len(set(emulator.ports.values())) == 3
+    assert urls == [f"http://127.0.0.1:{emulator.ports[region]}" for region in (1, 2, 3)]
+    assert emulator.base_url == urls[0]
 
 
-def test_unknown_host_names_serve_every_region(emulator: EmulatorServer) -> None:
-    response = _send(
-        "GET",
-        f"{emulator.base_url}/v2/data-fields",
-        auth=(US_USERNAME, US_PASSWORD),
-        headers={"Host": f"dotdigital-emulator:{emulator.port}"},
-    )
+def test_wrong_region_answers_403_without_an_invented_code(emulator: EmulatorServer) -> None:
+    us = (US_USERNAME, US_PASSWORD)
+    asia = (ASIA_USERNAME, ASIA_PASSWORD)
+    answers = [
+        _send("GET", f"{emulator.base_url}/v2/data-fields", auth=us),
+        _send("GET", f"{emulator.base_url}/contacts/v3/email/a@b.io", auth=us),
+        # Region 3 is not region 1 either: the two used to share a host.
+        _send("GET", f"{emulator.base_url}/v2/data-fields", auth=asia),
+        _send("GET", f"{emulator.url_for_region(2)}/v2/data-fields", auth=asia),
+    ]
+    right = [
+        _send("GET", f"{emulator.url_for_region(2)}/v2/data-fields", auth=us),
+        _send("GET", f"{emulator.url_for_region(3)}/v2/data-fields", auth=asia),
+    ]
 
-    assert response.status_code == 200
+    message = "This account is hosted in another region; use the ApiEndpoint from /v2/account-info."
+    assert [(r.status_code, r.json()) for r in answers] == [(403, {"message": message})] * 4
+    assert [r.status_code for r in right] == [200, 200]
+
+
+def test_the_port_decides_the_region_whatever_the_host_name(emulator: EmulatorServer) -> None:
+    def data_fields(url: str) -> int:
+        return _send(
+            "GET",
+            f"{url}/v2/data-fields",
+            auth=(US_USERNAME, US_PASSWORD),
+            headers={"Host": "dotdigital-emulator"},
+        ).status_code
+
+    assert (data_fields(emulator.url_for_region(2)), data_fields(emulator.base_url)) == (200, 403)
 
 
 # --------------------------------------------------------------------------- data fields
@@ -266,7 +280,7 @@ def test_merge_options(http: httpx.Client, emulator: EmulatorServer) -> None:
     assert not_overwritten.json()["dataFields"]["GENDER"] == "f"
     assert cleared.json()["dataFields"]["FIRSTNAME"] is None
     assert refused.status_code == 400
-    assert refused.json()["errorCode"] == "contacts:invalidMergeOption"
+    assert refused.json()["errorCode"] == "contacts:badRequest"
     assert emulator.emulator.contacts["ada@example.com"]["dataFields"] == {
         "LASTNAME": "Lovelace",
         "GENDER": "f",
@@ -274,33 +288,47 @@ def test_merge_options(http: httpx.Client, emulator: EmulatorServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("field_type", "value", "accepted"),
+    ("field_type", "value", "stored"),
     [
-        ("Date", "1990-05-01T00:00:00+00:00", True),
-        ("Date", "2024-05-01T10:30:00Z", True),
-        ("Date", "01/05/1990", False),
-        ("Date", 19900501, False),
-        ("Numeric", 120, True),
-        ("Numeric", -3.5, True),
-        ("Numeric", "120", False),
-        ("Numeric", True, False),
-        ("Boolean", False, True),
-        ("Boolean", "false", False),
-        ("String", "x" * 255, True),
-        ("String", "x" * 256, False),
-        ("String", 5, False),
+        ("Date", "1990-05-01T00:00:00+00:00", "1990-05-01T00:00:00+00:00"),
+        # Stored as the instant in UTC, whatever offset it was sent with.
+        ("Date", "2024-05-01T10:30:00Z", "2024-05-01T10:30:00+00:00"),
+        ("Date", "1990-05-01T12:00:00-07:00", "1990-05-01T19:00:00+00:00"),
+        ("Date", "1990-05-01T12:00:00.1234567+09:00", "1990-05-01T03:00:00+00:00"),
+        # A date without a time, a basic-format date or a time without an offset is refused.
+        ("Date", "1990-05-01", None),
+        ("Date", "19900501", None),
+        ("Date", "1990-05-01T00:00:00", None),
+        ("Date", "1990-05-01 00:00:00+00:00", None),
+        ("Date", "1990-02-30T00:00:00Z", None),
+        ("Date", "01/05/1990", None),
+        ("Date", 19900501, None),
+        ("Numeric", 120, 120),
+        ("Numeric", -3.5, -3.5),
+        ("Numeric", "120", None),
+        ("Numeric", True, None),
+        ("Boolean", False, False),
+        ("Boolean", "false", None),
+        ("String", "x" * 255, "x" * 255),
+        ("String", "x" * 256, None),
+        ("String", 5, None),
     ],
 )
 def test_values_are_checked_against_the_field_type(
-    http: httpx.Client, emulator: EmulatorServer, field_type: str, value: Any, accepted: bool
+    http: httpx.Client, emulator: EmulatorServer, field_type: str, value: Any, stored: Any
 ) -> None:
     _create_field(http, "FIELD", field_type)
 
     response = _patch(http, "ada@example.com", {"FIELD": value})
 
-    assert response.status_code == (201 if accepted else 400)
-    stored = emulator.emulator.contacts.get("ada@example.com")
-    assert (stored["dataFields"] if stored else None) == ({"FIELD": value} if accepted else None)
+    assert response.status_code == (400 if stored is None else 201)
+    contact = emulator.emulator.contacts.get("ada@example.com")
+    assert (contact["dataFields"] if contact else None) == (
+        None if stored is None else {"FIELD": stored}
+    )
+    if stored is None:
+        assert response.json()["errorCode"] == "contacts:invalidContacts"
+        assert [d["item"] for d in response.json()["details"]] == ["FIELD"]
 
 
 def test_invalid_email_and_bad_json_are_refused(http: httpx.Client) -> None:
@@ -315,17 +343,97 @@ def test_invalid_email_and_bad_json_are_refused(http: httpx.Client) -> None:
     assert (invalid.status_code, invalid.json()) == (
         400,
         {
-            "errorCode": "contacts:invalidEmail",
+            "errorCode": "contacts:invalidContacts",
             "description": "The contact identifier is not valid.",
-            "details": [{"item": "ada@", "description": "The email address is not valid"}],
+            "details": [{"item": "email", "description": "'ada@' is not a valid email address"}],
         },
     )
     assert (bad_json.status_code, bad_json.json()["errorCode"]) == (400, "contacts:badJson")
     assert (not_an_object.status_code, not_an_object.json()["errorCode"]) == (
         400,
-        "contacts:badJson",
+        "contacts:badRequest",
     )
     assert http.get("/contacts/v3/email/ada@example.com").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "items"),
+    [
+        # A typo of dataFields would otherwise lose the data without a word.
+        ({"dataField": {"FIRSTNAME": "Ada"}}, ["dataField"]),
+        (
+            {"dataFields": {}, "status": "subscribed", "email": "ada@example.com"},
+            ["status", "email"],
+        ),
+    ],
+)
+def test_unknown_keys_of_a_contact_are_refused(
+    http: httpx.Client, emulator: EmulatorServer, body: dict[str, Any], items: list[str]
+) -> None:
+    response = http.patch("/contacts/v3/email/ada@example.com", json=body)
+
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "contacts:badRequest"
+    assert [detail["item"] for detail in response.json()["details"]] == items
+    assert emulator.emulator.contacts == {}
+
+
+def test_an_unknown_data_field_is_refused_not_dropped(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    response = _patch(http, "ada@example.com", {"FIRSTNAME": "Ada", "LOYALTY_PIONTS": 5})
+
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "errorCode": "contacts:invalidContacts",
+            "description": "Invalid contact data.",
+            "details": [
+                {
+                    "item": "LOYALTY_PIONTS",
+                    "description": "Data field 'LOYALTY_PIONTS' does not exist",
+                }
+            ],
+        },
+    )
+    assert emulator.emulator.contacts == {}
+
+
+def test_match_identifier_is_tolerated_on_a_patch(http: httpx.Client) -> None:
+    body = {"identifiers": {"email": "ada@example.com"}, "matchIdentifier": "email"}
+
+    assert http.patch("/contacts/v3/email/ada@example.com", json=body).status_code == 201
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_bodies_not_declared_json_are_refused(
+    http: httpx.Client, emulator: EmulatorServer, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    contact = b'{"dataFields": {"FIRSTNAME": "Ada"}}'
+    field = b'{"name": "POINTS", "type": "Numeric"}'
+    entries = b'{"contacts": [{"matchIdentifier": "email", "identifiers": {"email": "a@b.io"}}]}'
+
+    patch = http.patch("/contacts/v3/email/ada@example.com", content=contact, headers=headers)
+    put = http.put("/contacts/v3/import", content=entries, headers=headers)
+    post = http.post("/v2/data-fields", content=field, headers=headers)
+
+    assert [r.status_code for r in (patch, put, post)] == [415] * 3
+    assert patch.json()["errorCode"] == put.json()["errorCode"] == "contacts:badRequest"
+    assert "application/json" in post.json()["message"]
+    assert emulator.emulator.contacts == {}
+    assert emulator.emulator.imports == {}
+    assert "POINTS" not in [f["name"] for f in emulator.emulator.data_fields]
+
+
+def test_a_json_content_type_with_a_charset_is_accepted(http: httpx.Client) -> None:
+    response = http.patch(
+        "/contacts/v3/email/ada@example.com",
+        content=b'{"dataFields": {"FIRSTNAME": "Ada"}}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+
+    assert response.status_code == 201
 
 
 def test_get_unknown_contact_is_404_contact_not_found(http: httpx.Client) -> None:
@@ -409,13 +517,13 @@ def test_import_is_not_finished_then_finished(http: httpx.Client, emulator: Emul
     assert body["failures"] == [
         {
             "identifiers": {"email": "not-an-email"},
-            "failures": [{"failureCode": "invalidEmail", "description": "The email is not valid"}],
+            "failures": [{"failureCode": "InvalidEmail", "description": "The email is not valid"}],
         },
         {
             "identifiers": {"email": "bad-field@example.com"},
             "failures": [
                 {
-                    "failureCode": "invalidDataField",
+                    "failureCode": "InvalidContact",
                     "description": "Data field 'NOPE' does not exist",
                 }
             ],
@@ -428,11 +536,8 @@ def test_import_is_not_finished_then_finished(http: httpx.Client, emulator: Emul
     }
 
 
-@pytest.mark.parametrize(
-    "body",
-    [b"{", b"[]", b'{"contacts": {}}', b'{"mergeOption": "merge", "contacts": []}', b"NaN"],
-)
-def test_malformed_imports_are_bad_json(
+@pytest.mark.parametrize("body", [b"{", b"NaN", b'{"contacts": [}'])
+def test_imports_that_are_not_json_are_bad_json(
     http: httpx.Client, emulator: EmulatorServer, body: bytes
 ) -> None:
     response = http.put(
@@ -440,6 +545,34 @@ def test_malformed_imports_are_bad_json(
     )
 
     assert (response.status_code, response.json()["errorCode"]) == (400, "contacts:badJson")
+    assert emulator.emulator.imports == {}
+
+
+ENTRY = {"matchIdentifier": "email", "identifiers": {"email": "a@example.com"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "item"),
+    [
+        ([], "body"),
+        ({"contacts": {}}, "contacts"),
+        ({"contacts": []}, "contacts"),
+        ({"mergeOption": "merge", "contacts": [ENTRY]}, "mergeOption"),
+        ({"contacts": [ENTRY], "merge": "overwrite"}, "merge"),
+        ({"contacts": [{**ENTRY, "dataField": {"FIRSTNAME": "A"}}]}, "contacts[0].dataField"),
+        ({"contacts": [{"identifiers": {"email": "a@example.com"}}]}, "contacts[0]"),
+        ({"contacts": [ENTRY, {"matchIdentifier": "email"}]}, "contacts[1]"),
+        ({"contacts": ["a@example.com"]}, "contacts[0]"),
+    ],
+)
+def test_imports_of_the_wrong_shape_are_refused_at_once(
+    http: httpx.Client, emulator: EmulatorServer, body: Any, item: str
+) -> None:
+    response = http.put("/contacts/v3/import", json=body)
+
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "contacts:badRequest"
+    assert [detail["item"] for detail in response.json()["details"]] == [item]
     assert emulator.emulator.imports == {}
 
 
@@ -459,7 +592,7 @@ def test_import_size_and_concurrency_limits(http: httpx.Client, emulator: Emulat
         "details": [],
     }
     assert too_large.status_code == 413
-    assert too_large.json()["errorCode"] == "contacts:requestTooLarge"
+    assert too_large.json()["errorCode"] == "contacts:badRequest"
     assert len(emulator.emulator.imports) == 2
 
 
@@ -485,9 +618,29 @@ def test_rate_limit_429_headers(http: httpx.Client, emulator: EmulatorServer) ->
     assert refused.headers["x-ratelimit-scope"] == "user"
     assert refused.headers["x-ratelimit-limit"] == "2"
     assert refused.headers["x-ratelimit-reset"] in {"59", "60"}
-    assert refused.json() == {
-        "message": "You have exceeded the API call rate limit. ERROR_RATE_LIMIT_EXCEEDED"
-    }
+    # Dotdigital documents the 429 and its headers, not a code: none is invented.
+    assert refused.json() == {"message": "You have exceeded the API call rate limit."}
+
+
+def test_every_call_before_the_reset_answers_429(
+    http: httpx.Client, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(burst_429=1, burst_429_reset_seconds=2)
+    first = http.get("/v2/data-fields")
+    reset_at = time.monotonic() + float(first.headers["x-ratelimit-reset"])
+    early = [_patch(http, "ada@example.com", {"FIRSTNAME": "Ada"}) for _ in range(3)]
+    time.sleep(max(0.0, reset_at - time.monotonic()))
+
+    later = _patch(http, "ada@example.com", {"FIRSTNAME": "Ada"})
+
+    assert [r.status_code for r in (first, *early)] == [429] * 4
+    assert {r.headers["x-ratelimit-reset"] for r in early} <= {"1", "2"}
+    assert later.status_code == 201
+    assert [call["fault"] for call in emulator.emulator.calls] == [
+        "burst-429",
+        *["before-reset"] * 3,
+        None,
+    ]
 
 
 def test_rate_limit_is_per_api_user(emulator: EmulatorServer) -> None:
@@ -516,7 +669,8 @@ def test_faults_can_be_changed_over_http(http: httpx.Client, emulator: EmulatorS
     assert unknown.status_code == 400
     assert burst.status_code == 429
     assert int(burst.headers["x-ratelimit-reset"]) >= 1
-    assert after.status_code == 200
+    # The burst reported the rest of the window as its reset: the next call is refused too.
+    assert after.status_code == 429
     assert emulator.emulator.config.error_rate == 0
 
 

@@ -5,20 +5,22 @@ exercised end to end: Basic auth, region discovery, v2 data fields, v3 contact u
 v3 bulk imports that finish asynchronously, per-user rate limiting with Dotdigital's
 ``x-ratelimit-*`` headers, and injectable faults (latency, 5xx, hung calls, bursts of 429).
 
-Regions. Dotdigital hosts each account in one region (r1/r2/r3) and a call to the wrong region
-answers 403. The emulator runs one server on one port and tells regions apart by the host name
-in the ``Host`` header: ``EmulatorConfig.region_hosts`` maps a region to a host name (default
-region 1 and 3 → ``127.0.0.1``, region 2 → ``localhost``; ``localhost`` resolves to the loopback
-address the server is bound to). ``GET /v2/account-info`` answers on any host, as the real r1 host
-does for every account, and reports ``ApiEndpoint`` as that region's host on the same port. A
-host name the emulator does not know (for example a Docker service name) serves every region, so
-the emulator also works behind names it was not told about. Because region 3 shares region 1's
-host by default, only region 2 accounts can observe the wrong-region 403 unless region 3 is given
-its own name.
+Regions. Dotdigital hosts each account in one region (r1/r2/r3, each its own host) and a call
+to the wrong region answers 403. ``EmulatorServer`` listens on one port per region (region 1 on
+the first, ``url_for_region`` names each) and tells regions apart by the port a call arrives on,
+so a client that keeps using the wrong region's base URL fails as it would against Dotdigital,
+whatever host name it uses (Docker service names work). ``GET /v2/account-info`` answers on
+every region, as the real r1 host does for every account, and reports ``ApiEndpoint`` as the
+account's region on the same host name. An app served without region ports (mounted in-process)
+serves every region.
 
-Where the public documentation is silent (error codes other than those it names, the exact
-shape of import results), the emulator picks a plausible answer and stays lenient; the client
-must not depend on those details.
+Strictness. The emulator refuses what Dotdigital documents it refuses (the rules and their
+sources are in ``dotdigital_validation``): bodies not declared ``application/json``, Date values
+that are not ISO 8601 date-times with an offset, unknown keys in contact and import bodies,
+unknown data fields, imports whose entries lack ``identifiers`` or ``matchIdentifier``, and, once
+a 429 reported a reset, every call of that API user until the reset. Where the documentation is
+silent (the body of a 403, 429 or 5xx; the exact shape of import results) it answers plausibly,
+with documented codes only, and the client must not depend on those details.
 
 Test and tooling endpoints (no auth, no faults, not logged): ``GET /_emulator/state``,
 ``GET /_emulator/calls``, ``POST /_emulator/faults`` and ``POST /_emulator/reset``.
@@ -52,6 +54,20 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tally.devtools.dotdigital_validation import (
+    BAD_JSON,
+    BAD_REQUEST,
+    CONTACT_BODY_KEYS,
+    DATE_PROBLEM,
+    FAILURE_INVALID_CONTACT,
+    FAILURE_INVALID_EMAIL,
+    INVALID_CONTACTS,
+    content_type_problem,
+    date_value,
+    import_shape_problems,
+    unknown_keys,
+)
 
 DEMO_USERNAME = "apiuser-demo@apiconnector.com"
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - a published demo credential of a local emulator
@@ -111,10 +127,6 @@ def _default_accounts() -> list[EmulatorAccount]:
     return [EmulatorAccount(DEMO_USERNAME, DEMO_PASSWORD, 1)]
 
 
-def _default_region_hosts() -> dict[int, str]:
-    return {1: "127.0.0.1", 2: "localhost", 3: "127.0.0.1"}
-
-
 # Settings that can change while the server runs (``set_faults`` and ``POST /_emulator/faults``):
 # faults, rate limits and the account limits tests want to reach quickly.
 RUNTIME_SETTINGS = (
@@ -141,7 +153,6 @@ class EmulatorConfig:
     """Accounts, limits and injected faults of one emulator."""
 
     accounts: list[EmulatorAccount] = field(default_factory=_default_accounts)
-    region_hosts: dict[int, str] = field(default_factory=_default_region_hosts)
     # Calls per API user per window; 0 means unlimited (the header then reports 0).
     rate_limit_per_minute: int = 0
     rate_limit_window_seconds: float = 60.0
@@ -278,19 +289,28 @@ def _v3_error(
     return _json_response(status, body, headers)
 
 
-def _error_for_route(
-    route: str,
-    status: int,
-    description: str,
-    *,
-    v2_code: str,
-    v3_code: str,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """A v2 or v3 style error body depending on which API generation the route belongs to."""
+def _gateway_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A refusal in front of the services (wrong region, rate limit, 5xx) on any route.
+
+    Dotdigital documents these statuses ("Error handling", "Call rate limits") but no error code
+    or body for them, so the emulator sends a bare message and invents no code: a client must
+    act on the status and the ``x-ratelimit-*`` headers.
+    """
+    return _v2_error(status, message, headers)
+
+
+def _unsupported_media_type(route: str, description: str) -> Response:
+    """415 for a body not declared JSON, in the route's API generation style (inferred)."""
     if route.startswith("/contacts/v3"):
-        return _v3_error(status, v3_code, description, headers=headers)
-    return _v2_error(status, f"{description} {v2_code}", headers)
+        return _v3_error(415, BAD_REQUEST, description)
+    return _v2_error(415, description)
+
+
+def _seconds_until_reset(reset: int) -> float:
+    """How long an injected ``x-ratelimit-reset`` blocks: seconds, or an epoch time's rest."""
+    if reset >= 1_000_000_000:
+        return max(0.0, reset - time.time())
+    return float(reset)
 
 
 def _loads_strict(raw: bytes) -> Json:
@@ -302,28 +322,27 @@ def _loads_strict(raw: bytes) -> Json:
     return json.loads(raw, parse_constant=refuse)
 
 
+def _contact_patch_body(raw: bytes) -> dict[str, Json] | Response:
+    """The parsed body of a contact PATCH, or the 400 that refuses it."""
+    try:
+        body = _loads_strict(raw) if raw.strip() else {}
+    except ValueError:
+        return _v3_error(400, BAD_JSON, "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return _v3_error(400, BAD_REQUEST, "The request body must be a contact.")
+    unknown = unknown_keys(body, CONTACT_BODY_KEYS, "")
+    if unknown:
+        # A typo such as "dataField" would otherwise lose the data without a word.
+        return _v3_error(400, BAD_REQUEST, "The request is not valid.", unknown)
+    return body
+
+
 def _failure(identifiers: Json, code: str, description: str) -> dict[str, Json]:
     """One failed entry of a bulk import result."""
     return {
         "identifiers": copy.deepcopy(identifiers),
         "failures": [{"failureCode": code, "description": description}],
     }
-
-
-def _unidentified_entries(contacts: list[Json]) -> list[dict[str, str]]:
-    """Details naming the import entries that lack ``identifiers`` or ``matchIdentifier``."""
-    details = []
-    for index, entry in enumerate(contacts):
-        identifiers = entry.get("identifiers") if isinstance(entry, dict) else None
-        match = entry.get("matchIdentifier") if isinstance(entry, dict) else None
-        if not isinstance(identifiers, dict) or not identifiers or not isinstance(match, str):
-            details.append(
-                {
-                    "item": f"contacts[{index}]",
-                    "description": "A contact needs identifiers and a matchIdentifier",
-                }
-            )
-    return details
 
 
 def _is_empty(value: Json) -> bool:
@@ -367,6 +386,8 @@ class DotdigitalEmulator:
         self._stopping = threading.Event()
         self._config = replace(self._initial_config)
         self._generation = 0
+        # Local port → region, set by the server that binds them; empty serves every region.
+        self._region_ports: dict[int, int] = {}
         self._reset_locked()
         self.app = self._build_app()
 
@@ -387,6 +408,8 @@ class DotdigitalEmulator:
                 }
             self._accounts[account.username.lower()] = state
         self._windows: dict[str, _Window] = {}
+        # API user → monotonic time until which every call answers 429 (a reported reset).
+        self._blocked_until: dict[str, float] = {}
         self._calls: list[dict[str, Json]] = []
         self._call_counts: dict[str, int] = {}
         # Calls still running from before a reset are dropped when they finish hanging.
@@ -593,13 +616,10 @@ class DotdigitalEmulator:
         with self._lock:
             entry["account"] = state.account.username
         if regional and not self._serves_region(request, state.account.region):
-            return _error_for_route(
-                route,
+            return _gateway_error(
                 403,
                 "This account is hosted in another region; use the ApiEndpoint from "
                 "/v2/account-info.",
-                v2_code="ERROR_WRONG_REGION",
-                v3_code="contacts:forbidden",
             )
         with self._lock:
             limited = self._rate_limit(state.account.username, entry)
@@ -611,14 +631,7 @@ class DotdigitalEmulator:
                 400, "You have exceeded your hourly API call limit. ERROR_APIUSAGE_EXCEEDED"
             )
         if limited is not None:
-            return _error_for_route(
-                route,
-                429,
-                "You have exceeded the API call rate limit.",
-                v2_code="ERROR_RATE_LIMIT_EXCEEDED",
-                v3_code="contacts:tooManyRequests",
-                headers=limited,
-            )
+            return _gateway_error(429, "You have exceeded the API call rate limit.", limited)
         if fault is not None:
             with self._lock:
                 entry["fault"] = fault
@@ -627,10 +640,13 @@ class DotdigitalEmulator:
                 with self._lock:
                     stale = generation != self._generation
                 if not finished or stale:
-                    return _v2_error(503, "The service is shutting down. ERROR_UNAVAILABLE")
+                    return _gateway_error(503, "The service is unavailable.")
             else:
                 status = 500 if fault == "error-500" else 503
-                return _v2_error(status, "An error has occurred. ERROR_INTERNAL")
+                return _gateway_error(status, "An error has occurred.")
+        media_problem = content_type_problem(request.method, request.headers.get("content-type"))
+        if media_problem is not None:
+            return _unsupported_media_type(route, media_problem)
         context = _CallContext(route=route, state=state)
         request.state.raw_body = raw
         return await handler(request, context)
@@ -655,24 +671,34 @@ class DotdigitalEmulator:
             return None
         return state
 
-    @staticmethod
-    def _host_name(request: Request) -> str:
-        host = request.headers.get("host", "")
-        if host.startswith("["):
-            return host[1:].partition("]")[0].lower()
-        return host.rpartition(":")[0].lower() if ":" in host else host.lower()
-
-    def _regions_of_host(self, host: str) -> set[int]:
+    def set_region_ports(self, ports: dict[int, int]) -> None:
+        """Tell the app which local port serves which region (``EmulatorServer`` does)."""
         with self._lock:
-            regions = {r for r, name in self._config.region_hosts.items() if name.lower() == host}
-        # A name we were not told about serves every region (Docker service names and the like).
-        return regions or {1, 2, 3}
+            self._region_ports = dict(ports)
+
+    def _region_of_call(self, request: Request) -> int | None:
+        """The region whose port the call arrived on; None when no region ports are known."""
+        server = request.scope.get("server")
+        port = server[1] if isinstance(server, tuple | list) and len(server) == 2 else None
+        with self._lock:
+            ports = self._region_ports
+        if not ports:
+            return None
+        return next((region for region, known in ports.items() if known == port), None)
 
     def _serves_region(self, request: Request, region: int) -> bool:
-        return region in self._regions_of_host(self._host_name(request))
+        arrived_on = self._region_of_call(request)
+        with self._lock:
+            unrouted = not self._region_ports
+        return unrouted or arrived_on == region
 
     def _rate_limit(self, username: str, entry: dict[str, Json]) -> dict[str, str] | None:
-        """Count a call in the user's fixed window; headers of a 429 when refused (lock held)."""
+        """Count a call in the user's fixed window; headers of a 429 when refused (lock held).
+
+        "Call rate limits": over the limit, calls answer 429 until the limit resets. So once a
+        429 reported a reset, every call before it answers 429 too (a client that retries early
+        is refused, not merely slowed), injected bursts included.
+        """
         config = self._config
         now = time.monotonic()
         window = self._windows.get(username)
@@ -681,20 +707,28 @@ class DotdigitalEmulator:
             self._windows[username] = window
         window.count += 1
         window_end = window.started + config.rate_limit_window_seconds
-        remaining_seconds = max(1, math.ceil(window_end - now))
         headers = {
             "x-ratelimit-scope": "user",
             "x-ratelimit-limit": str(config.rate_limit_per_minute),
         }
         if config.burst_429 > 0:
             self._config = replace(config, burst_429=config.burst_429 - 1)
+        blocked_until = self._blocked_until.get(username, 0.0)
+        if now < blocked_until:
+            entry["fault"] = "before-reset"
+            headers["x-ratelimit-reset"] = str(max(1, math.ceil(blocked_until - now)))
+            return headers
+        if config.burst_429 > 0:
             entry["fault"] = "burst-429"
-            reset = config.burst_429_reset_seconds
-            headers["x-ratelimit-reset"] = str(reset if reset is not None else remaining_seconds)
+            given = config.burst_429_reset_seconds
+            reset = given if given is not None else max(1, math.ceil(window_end - now))
+            self._blocked_until[username] = now + _seconds_until_reset(reset)
+            headers["x-ratelimit-reset"] = str(reset)
             return headers
         if config.rate_limit_per_minute and window.count > config.rate_limit_per_minute:
             entry["fault"] = "rate-limited"
-            headers["x-ratelimit-reset"] = str(remaining_seconds)
+            self._blocked_until[username] = window_end
+            headers["x-ratelimit-reset"] = str(max(1, math.ceil(window_end - now)))
             return headers
         return None
 
@@ -735,14 +769,11 @@ class DotdigitalEmulator:
 
     async def _account_info(self, request: Request, context: _CallContext) -> Response:
         account = context.state.account
-        host = self._host_name(request)
-        if account.region in self._regions_of_host(host):
-            endpoint_host = request.headers.get("host", host)
-        else:
-            with self._lock:
-                name = self._config.region_hosts.get(account.region, host)
-            port = request.url.port or (443 if request.url.scheme == "https" else 80)
-            endpoint_host = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+        with self._lock:
+            port = self._region_ports.get(account.region)
+        host = request.url.hostname or "127.0.0.1"
+        shown = f"[{host}]" if ":" in host else host
+        endpoint_host = request.headers.get("host", shown) if port is None else f"{shown}:{port}"
         with self._lock:
             calls = sum(1 for call in self._calls if call["account"] == account.username)
             limit = self._config.rate_limit_per_minute
@@ -767,9 +798,10 @@ class DotdigitalEmulator:
         try:
             body = _loads_strict(request.state.raw_body)
         except ValueError:
-            return _v2_error(400, "The request body is not valid JSON. ERROR_INVALID_JSON")
+            # No v2 code is documented for a body that is not JSON; the data-field one fits.
+            return _v2_error(400, "The request body is not valid JSON. ERROR_DATAFIELD_INVALID")
         if not isinstance(body, dict):
-            return _v2_error(400, "The request body must be a data field. ERROR_INVALID_JSON")
+            return _v2_error(400, "The request body must be a data field. ERROR_DATAFIELD_INVALID")
         name = body.get("name")
         field_type = body.get("type")
         visibility = body.get("visibility", "Private")
@@ -822,13 +854,7 @@ class DotdigitalEmulator:
             return None
         if field_type == "Boolean":
             return None if isinstance(value, bool) else "a Boolean field takes true or false"
-        if not isinstance(value, str):
-            return "a Date field takes an ISO 8601 date-time text"
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            return "a Date field takes an ISO 8601 date-time text"
-        return None
+        return None if date_value(value) is not None else DATE_PROBLEM
 
     # ----------------------------------------------------------------- v3 contacts
 
@@ -850,6 +876,9 @@ class DotdigitalEmulator:
             problem = None if value is None else self._value_problem(known["type"], value)
             if problem is not None:
                 problems.append({"item": key, "description": problem})
+            elif known["type"] == "Date" and value is not None:
+                # Stored as the instant in UTC, not as the text that was sent.
+                values[known["name"]] = date_value(value)
             else:
                 values[known["name"]] = value
         return values, problems
@@ -927,11 +956,13 @@ class DotdigitalEmulator:
 
     @staticmethod
     def _invalid_email(email: str) -> Response:
+        # "Error handling" shows invalid contact data as contacts:invalidContacts with a detail
+        # whose item is the property ("email").
         return _v3_error(
             400,
-            "contacts:invalidEmail",
+            INVALID_CONTACTS,
             "The contact identifier is not valid.",
-            [{"item": email, "description": "The email address is not valid"}],
+            [{"item": "email", "description": f"'{email}' is not a valid email address"}],
         )
 
     async def _get_contact(self, request: Request, context: _CallContext) -> Response:
@@ -945,7 +976,7 @@ class DotdigitalEmulator:
                 return _json_response(200, self._contact_body(context.state, contact))
         return _v3_error(
             404,
-            "contacts:contactNotFound",
+            "contacts:contactNotFound",  # dotdigital-api.md, "v3 read"
             "The contact was not found.",
             [{"item": email, "description": "Not found using the identifier 'email'"}],
         )
@@ -956,19 +987,16 @@ class DotdigitalEmulator:
             return self._invalid_email(email)
         merge_option = request.query_params.get("merge-option", "overwrite")
         if merge_option not in CONTACT_MERGE_OPTIONS:
+            # No code is documented for a bad query parameter; the request is a bad request.
             return _v3_error(
                 400,
-                "contacts:invalidMergeOption",
+                BAD_REQUEST,
                 "The merge option is not valid.",
-                [{"item": merge_option, "description": ", ".join(CONTACT_MERGE_OPTIONS)}],
+                [{"item": "merge-option", "description": ", ".join(CONTACT_MERGE_OPTIONS)}],
             )
-        raw: bytes = request.state.raw_body
-        try:
-            body = _loads_strict(raw) if raw.strip() else {}
-        except ValueError:
-            return _v3_error(400, "contacts:badJson", "The request body is not valid JSON.")
-        if not isinstance(body, dict):
-            return _v3_error(400, "contacts:badJson", "The request body must be a contact.")
+        body = _contact_patch_body(request.state.raw_body)
+        if isinstance(body, Response):
+            return body
         identifiers = body.get("identifiers")
         if identifiers is not None:
             body_email = identifiers.get("email") if isinstance(identifiers, dict) else None
@@ -977,9 +1005,8 @@ class DotdigitalEmulator:
         with self._lock:
             values, problems = self._data_field_problems(context.state, body.get("dataFields"))
             if problems:
-                return _v3_error(
-                    400, "contacts:invalidDataFields", "Some data fields are not valid.", problems
-                )
+                # An unknown data field is an error in v3, not silently dropped data.
+                return _v3_error(400, INVALID_CONTACTS, "Invalid contact data.", problems)
             self._settle_imports(context.state)
             created, contact = self._apply(
                 context.state, email, values, merge_option, body.get("channelProperties")
@@ -996,31 +1023,19 @@ class DotdigitalEmulator:
             max_active = self._config.max_active_imports
             delay = self._config.import_delay_seconds
         if len(raw) > max_bytes:
+            # "Import contact collection" sets the 50 MB limit but documents no code for it.
             return _v3_error(
-                413,
-                "contacts:requestTooLarge",
-                f"The request body is larger than {max_bytes} bytes.",
+                413, BAD_REQUEST, f"The request body is larger than {max_bytes} bytes."
             )
         try:
             body = _loads_strict(raw)
         except ValueError:
-            return _v3_error(400, "contacts:badJson", "The request body is not valid JSON.")
-        problems: list[dict[str, str]] = []
-        if not isinstance(body, dict):
-            problems.append({"item": "body", "description": "The body must be an object"})
-        else:
-            if not isinstance(body.get("contacts"), list):
-                problems.append({"item": "contacts", "description": "contacts must be a list"})
-            if body.get("mergeOption", "overwrite") not in IMPORT_MERGE_OPTIONS:
-                problems.append(
-                    {"item": "mergeOption", "description": ", ".join(IMPORT_MERGE_OPTIONS)}
-                )
+            return _v3_error(400, BAD_JSON, "The request body is not valid JSON.")
+        problems = import_shape_problems(body, IMPORT_MERGE_OPTIONS)
         if problems:
-            return _v3_error(400, "contacts:badJson", "The import is not valid.", problems)
-        unidentified = _unidentified_entries(body["contacts"])
-        if unidentified:
-            # A contact without identifiers fails the whole request, synchronously.
-            return _v3_error(400, "contacts:badRequest", "The request is not valid.", unidentified)
+            # A contact without identifiers, an unknown key or no contacts at all fails the
+            # whole request, synchronously ("Import contact collection").
+            return _v3_error(400, BAD_REQUEST, "The request is not valid.", problems)
         with self._lock:
             state = context.state
             self._settle_imports(state)
@@ -1030,7 +1045,7 @@ class DotdigitalEmulator:
             if active >= max_active:
                 return _v3_error(
                     429,
-                    "contacts:tooManyActiveImports",
+                    "contacts:tooManyActiveImports",  # "Import contact collection"
                     f"The account already has {active} imports in progress.",
                 )
             import_id = str(uuid.uuid4())
@@ -1064,7 +1079,7 @@ class DotdigitalEmulator:
             if record is None:
                 return _v3_error(
                     404,
-                    "contacts:importNotFound",
+                    "contacts:importNotFound",  # dotdigital-api.md, "Bulk import"
                     "The import was not found.",
                     [{"item": import_id, "description": "No import has this id"}],
                 )
@@ -1102,7 +1117,9 @@ class DotdigitalEmulator:
             identifiers = identifiers if isinstance(identifiers, dict) else {}
             email = identifiers.get("email")
             if not is_valid_email(email):
-                failures.append(_failure(identifiers, "invalidEmail", "The email is not valid"))
+                failures.append(
+                    _failure(identifiers, FAILURE_INVALID_EMAIL, "The email is not valid")
+                )
                 continue
             if str(email).lower() in seen:
                 duplicates += 1
@@ -1111,7 +1128,7 @@ class DotdigitalEmulator:
             values, problems = self._data_field_problems(state, entry.get("dataFields"))
             if problems:
                 reason = "; ".join(p["description"] for p in problems)
-                failures.append(_failure(identifiers, "invalidDataField", reason))
+                failures.append(_failure(identifiers, FAILURE_INVALID_CONTACT, reason))
                 continue
             was_created, contact = self._apply(
                 state, str(email), values, merge_option, entry.get("channelProperties")
@@ -1154,6 +1171,35 @@ class DotdigitalEmulator:
         return _json_response(200, {"reset": True})
 
 
+def bind_region_sockets(host: str, port: int) -> dict[int, socket.socket]:
+    """A listening socket per region: ``port``, ``port + 1``, ``port + 2`` (free ones for 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets: dict[int, socket.socket] = {}
+    try:
+        for region in (1, 2, 3):
+            # IPPROTO_TCP explicitly: asyncio only turns Nagle off (TCP_NODELAY) on sockets whose
+            # protocol says TCP, and with Nagle on every response stalls ~40 ms on delayed ACKs.
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            sockets[region] = sock
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port + region - 1 if port else 0))
+    except OSError:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return sockets
+
+
+def _uvicorn_config(emulator: DotdigitalEmulator, log_level: str, grace: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        emulator.app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=grace,
+    )
+
+
 class EmulatorServer:
     """Runs a DotdigitalEmulator under uvicorn in a background thread (a context manager)."""
 
@@ -1172,6 +1218,7 @@ class EmulatorServer:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.port = 0
+        self.ports: dict[int, int] = {}
 
     @property
     def state(self) -> DotdigitalEmulator:
@@ -1180,41 +1227,34 @@ class EmulatorServer:
 
     @property
     def base_url(self) -> str:
-        """Base URL of the server (region 1's host), without a trailing slash."""
-        return self.url_for_host(self.host)
+        """Base URL of region 1 (where account-info is asked), without a trailing slash."""
+        return self.url_for_region(1)
 
     def url_for_region(self, region: int) -> str:
-        """Base URL on the host that serves a region."""
-        return self.url_for_host(self.emulator.config.region_hosts[region])
+        """Base URL of the port that serves a region."""
+        return self.url_for_host(self.host, self.ports[region])
 
-    def url_for_host(self, host: str) -> str:
-        """Base URL for any host name pointing at this server."""
+    def url_for_host(self, host: str, port: int | None = None) -> str:
+        """Base URL for any host name pointing at this server (region 1's port by default)."""
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}"
+        return f"http://{shown}:{self.port if port is None else port}"
 
     def start(self) -> EmulatorServer:
-        """Bind the port, start serving and wait until connections are accepted."""
+        """Bind one port per region, start serving and wait until connections are accepted."""
         if self._thread is not None:
             raise RuntimeError("the emulator server is already running")
         self.emulator.allow_hanging_calls()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        # IPPROTO_TCP explicitly: asyncio only turns Nagle off (TCP_NODELAY) on sockets whose
-        # protocol says TCP, and with Nagle on every response stalls ~40 ms on delayed ACKs.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._requested_port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.emulator.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-        server = uvicorn.Server(config)
+        sockets = bind_region_sockets(self.host, self._requested_port)
+        self.ports = {region: sock.getsockname()[1] for region, sock in sockets.items()}
+        self.port = self.ports[1]
+        self.emulator.set_region_ports(self.ports)
+        server = uvicorn.Server(_uvicorn_config(self.emulator, "warning", 1))
         self._server = server
         thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="dotdigital-emulator", daemon=True
+            target=server.run,
+            kwargs={"sockets": list(sockets.values())},
+            name="dotdigital-emulator",
+            daemon=True,
         )
         self._thread = thread
         thread.start()
@@ -1244,12 +1284,19 @@ class EmulatorServer:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8078, config: EmulatorConfig | None = None) -> None:
-    """Serve in the foreground until interrupted (for ``tally dev dotdigital-emulator``)."""
+    """Serve in the foreground until interrupted (for ``tally dev dotdigital-emulator``).
+
+    Region 1 listens on ``port``, regions 2 and 3 on the next two ports.
+    """
     emulator = DotdigitalEmulator(config)
     current = emulator.config
-    print(f"Dotdigital emulator on http://{host}:{port}", file=sys.stderr)
-    for region, name in sorted(current.region_hosts.items()):
-        print(f"  region {region} answers on host {name}", file=sys.stderr)
+    sockets = bind_region_sockets(host, port)
+    ports = {region: sock.getsockname()[1] for region, sock in sockets.items()}
+    emulator.set_region_ports(ports)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Dotdigital emulator on http://{shown}:{ports[1]}", file=sys.stderr)
+    for region, region_port in sorted(ports.items()):
+        print(f"  region {region} answers on http://{shown}:{region_port}", file=sys.stderr)
     for account in current.accounts:
         print(
             f"  API user {account.username} / {account.password} (region {account.region})",
@@ -1257,15 +1304,9 @@ def serve(host: str = "127.0.0.1", port: int = 8078, config: EmulatorConfig | No
         )
     settings = {name: getattr(current, name) for name in RUNTIME_SETTINGS}
     print(f"  settings: {json.dumps(settings)}", file=sys.stderr)
+    server = uvicorn.Server(_uvicorn_config(emulator, "info", 2))
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(
-            emulator.app,
-            host=host,
-            port=port,
-            log_level="info",
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
+        server.run(sockets=list(sockets.values()))
 
 
 def build_argument_parser() -> argparse.ArgumentParser:
