@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from tally.devtools.dotdigital_emulator import (
     EmulatorConfig,
     EmulatorServer,
 )
+from tally.devtools.dotdigital_validation import DATE_PROBLEM
 from tally.integrations.dotdigital.client import (
     DataField,
     DotdigitalAuthError,
@@ -135,7 +137,7 @@ def test_region_discovery_then_wrong_region_is_refused(emulator: EmulatorServer)
         with r1.with_base_url(info.api_endpoint) as r2:
             fields = r2.list_data_fields()
 
-    assert info.api_endpoint == f"http://localhost:{emulator.port}"
+    assert info.api_endpoint == emulator.url_for_region(2) != emulator.base_url
     assert [f.name for f in fields] == BUILT_INS
     assert emulator.emulator.contacts_of(US_USERNAME) == {}
 
@@ -258,7 +260,7 @@ def test_upsert_creates_then_updates_and_null_clears(
     assert stored_after_create["dataFields"] == {
         "LOYALTY_POINTS": 120,
         "LOYALTY_REFERRAL_URL": REFERRAL_URL,
-        "LOYALTY_BIRTHDAY": "1990-05-01T00:00:00+00:00",
+        "LOYALTY_BIRTHDAY": "1990-05-01T12:00:00+00:00",
         "LOYALTY_VIP_TIER": "Gold",
     }
     assert stored["dataFields"] == {"LOYALTY_POINTS": 80, "LOYALTY_REFERRAL_URL": REFERRAL_URL}
@@ -266,6 +268,45 @@ def test_upsert_creates_then_updates_and_null_clears(
     assert stored["updated"] >= stored_after_create["updated"]
     assert second.contact.data_fields["LOYALTY_BIRTHDAY"] is None
     assert list(emulator.emulator.contacts) == ["ada@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("time_zone", "birthday"),
+    [
+        ("America/Los_Angeles", date(1990, 5, 1)),
+        ("America/Los_Angeles", date(1990, 12, 31)),
+        ("Asia/Tokyo", date(1990, 5, 1)),
+        ("Pacific/Auckland", date(2000, 1, 1)),  # UTC+13 in summer
+    ],
+)
+def test_a_birthday_is_the_same_day_for_the_merchant_after_a_round_trip(
+    client: HttpDotdigitalClient, emulator: EmulatorServer, time_zone: str, birthday: date
+) -> None:
+    mapping = DataFieldMapping()
+    assert ensure_fields(client, mapping).ok
+    values = contact_data_fields(
+        mapping,
+        points_balance=1,
+        referral_url=None,
+        birthday=birthday,
+        vip_tier=None,
+        time_zone=time_zone,
+    )
+
+    client.upsert_contact("ada@example.com", values)
+    read = client.get_contact("ada@example.com")
+
+    assert read is not None
+    stored = datetime.fromisoformat(read.data_fields["LOYALTY_BIRTHDAY"])
+    # What the merchant's account shows and the UTC date a date-only reader keeps; for zones
+    # less than 12 hours from UTC also what an account or contact far west or east sees.
+    assert stored.astimezone(ZoneInfo(time_zone)).date() == birthday
+    assert stored.astimezone(UTC).date() == birthday
+    if time_zone != "Pacific/Auckland":
+        seen = {
+            stored.astimezone(ZoneInfo(z)).date() for z in ("America/Los_Angeles", "Asia/Tokyo")
+        }
+        assert seen == {birthday}
 
 
 def test_upsert_sends_v3_body_with_overwrite_and_no_channel_properties(
@@ -281,11 +322,12 @@ def test_upsert_sends_v3_body_with_overwrite_and_no_channel_properties(
         "/contacts/v3/email/ada+vip@example.com",
         "merge-option=overwrite",
     )
+    # "Import a single contact" has no matchIdentifier: the path names the identifier.
     assert patch["body"] == {
         "identifiers": {"email": "ada+vip@example.com"},
-        "matchIdentifier": "email",
         "dataFields": {"LOYALTY_POINTS": 5},
     }
+    assert patch["host"] == f"127.0.0.1:{emulator.port}"
     assert emulator.emulator.call_counts["PATCH /contacts/v3/email/{email}"] == 1
 
 
@@ -309,12 +351,12 @@ def test_invalid_email_is_rejected_with_the_emulator_reason(
         client.upsert_contact("not-an-email", {"FIRSTNAME": "Ada"})
 
     error = caught.value
-    assert (error.status, error.code) == (400, "contacts:invalidEmail")
+    assert (error.status, error.code) == (400, "contacts:invalidContacts")
     assert error.message == "The contact identifier is not valid."
     assert error.details == [
-        {"item": "not-an-email", "description": "The email address is not valid"}
+        {"item": "email", "description": "'not-an-email' is not a valid email address"}
     ]
-    assert str(error) == "400 contacts:invalidEmail: The contact identifier is not valid."
+    assert str(error) == "400 contacts:invalidContacts: The contact identifier is not valid."
     assert emulator.emulator.contacts == {}
 
 
@@ -337,13 +379,10 @@ def test_unknown_field_and_wrong_types_are_rejected_and_nothing_changes(
             },
         )
 
-    assert caught.value.code == "contacts:invalidDataFields"
+    assert caught.value.code == "contacts:invalidContacts"
     assert caught.value.details == [
         {"item": "LOYALTY_POINTS", "description": "a Numeric field takes a number"},
-        {
-            "item": "LOYALTY_BIRTHDAY",
-            "description": "a Date field takes an ISO 8601 date-time text",
-        },
+        {"item": "LOYALTY_BIRTHDAY", "description": DATE_PROBLEM},
         {"item": "FIRSTNAME", "description": "text is longer than 255 characters"},
         {"item": "NO_SUCH_FIELD", "description": "Data field 'NO_SUCH_FIELD' does not exist"},
     ]
@@ -387,7 +426,8 @@ def test_rate_limit_raises_with_the_reset_seconds(
     assert isinstance(error, DotdigitalRetryable)
     assert error.reset_seconds is not None
     assert 58 <= error.reset_seconds <= 60
-    assert (error.limit, error.scope, error.code) == (2, "user", "contacts:tooManyRequests")
+    # Dotdigital documents the 429 and its headers but no error code.
+    assert (error.limit, error.scope, error.code) == (2, "user", None)
     assert emulator.emulator.contacts == {}
 
 
@@ -402,20 +442,26 @@ def test_rate_limit_window_resets(client: HttpDotdigitalClient, emulator: Emulat
     assert caught.value.reset_seconds == 1.0
 
 
-def test_burst_of_429_then_success(client: HttpDotdigitalClient, emulator: EmulatorServer) -> None:
-    emulator.emulator.set_faults(burst_429=2, burst_429_reset_seconds=7)
-    resets = []
-    for _ in range(2):
-        with pytest.raises(DotdigitalRateLimited) as caught:
-            client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"})
-        resets.append(caught.value.reset_seconds)
+def test_a_429_refuses_every_call_until_its_reset(
+    client: HttpDotdigitalClient, emulator: EmulatorServer
+) -> None:
+    emulator.emulator.set_faults(burst_429=1, burst_429_reset_seconds=2)
+    with pytest.raises(DotdigitalRateLimited) as first:
+        client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"})
+    reset_at = time.monotonic() + (first.value.reset_seconds or 0)
+    # Retrying before the reset is refused, not merely slowed.
+    with pytest.raises(DotdigitalRateLimited) as early:
+        client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"})
     assert emulator.emulator.contacts == {}
+    time.sleep(max(0.0, reset_at - time.monotonic()))
 
     result = client.upsert_contact("ada@example.com", {"FIRSTNAME": "Ada"})
 
-    assert resets == [7.0, 7.0]
+    assert first.value.reset_seconds == 2.0
+    assert early.value.reset_seconds in {1.0, 2.0}
     assert result.created is True
-    assert [call["fault"] for call in emulator.emulator.calls] == ["burst-429", "burst-429", None]
+    faults = [call["fault"] for call in emulator.emulator.calls]
+    assert faults == ["burst-429", "before-reset", None]
 
 
 def test_server_errors_are_retryable_and_change_nothing(
@@ -509,7 +555,7 @@ def test_bulk_import_finishes_later_with_failures_for_invalid_emails(
         "duplicateIdentifiers": 0,
     }
     assert done.failures == [
-        ImportFailure("broken-email", (("invalidEmail", "The email is not valid"),))
+        ImportFailure("broken-email", (("InvalidEmail", "The email is not valid"),))
     ]
     contacts = emulator.emulator.contacts
     assert {email: c["dataFields"] for email, c in contacts.items()} == {
@@ -549,7 +595,7 @@ def test_oversized_import_is_rejected(
     with pytest.raises(DotdigitalRejected) as caught:
         client.start_import(entries)
 
-    assert (caught.value.status, caught.value.code) == (413, "contacts:requestTooLarge")
+    assert (caught.value.status, caught.value.code) == (413, "contacts:badRequest")
     assert emulator.emulator.imports == {}
 
 

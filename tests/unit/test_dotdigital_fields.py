@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -120,7 +121,7 @@ def test_mapping_round_trips_through_json_and_can_leave_facts_out() -> None:
 # --------------------------------------------------------------------------- values
 
 
-def test_contact_data_fields_formats_like_production_plugins() -> None:
+def test_contact_data_fields_formats_each_type() -> None:
     values = contact_data_fields(
         DataFieldMapping(),
         points_balance=120,
@@ -132,9 +133,52 @@ def test_contact_data_fields_formats_like_production_plugins() -> None:
     assert values == {
         "LOYALTY_POINTS": 120,
         "LOYALTY_REFERRAL_URL": URL,
-        "LOYALTY_BIRTHDAY": "1990-05-01T00:00:00+00:00",
+        "LOYALTY_BIRTHDAY": "1990-05-01T12:00:00+00:00",
         "LOYALTY_VIP_TIER": "Gold",
     }
+
+
+def test_the_birthday_is_sent_in_the_merchants_time_zone() -> None:
+    def birthday(time_zone: str) -> Any:
+        values = contact_data_fields(
+            DataFieldMapping(),
+            points_balance=1,
+            referral_url=None,
+            birthday=date(2000, 1, 1),
+            vip_tier=None,
+            time_zone=time_zone,
+        )
+        return values["LOYALTY_BIRTHDAY"]
+
+    # Noon UTC is 1 January from Los Angeles (04:00) to Tokyo (21:00); Auckland (UTC+13 in
+    # January) gets the middle of the hours that are 1 January both there and in UTC.
+    assert birthday("America/Los_Angeles") == "2000-01-01T12:00:00+00:00"
+    assert birthday("Asia/Tokyo") == "2000-01-01T12:00:00+00:00"
+    assert birthday("Pacific/Auckland") == "2000-01-01T05:30:00+00:00"
+
+
+@pytest.mark.parametrize(
+    "time_zone",
+    [
+        "UTC",
+        "America/Los_Angeles",
+        "Pacific/Honolulu",
+        "Etc/GMT+12",
+        "Asia/Tokyo",
+        "Asia/Kathmandu",
+        "Pacific/Auckland",
+        "Pacific/Chatham",
+        "Pacific/Kiritimati",
+        "Pacific/Tongatapu",
+    ],
+)
+@pytest.mark.parametrize("day", [date(1990, 5, 1), date(2024, 1, 15), date(2024, 3, 10)])
+def test_a_birthday_is_its_date_in_the_merchants_zone_and_in_utc(time_zone: str, day: date) -> None:
+    moment = datetime.fromisoformat(format_date(day, time_zone))
+
+    assert moment.utcoffset() == timedelta(0)
+    assert moment.date() == day
+    assert moment.astimezone(ZoneInfo(time_zone)).date() == day
 
 
 def test_missing_values_clear_their_fields() -> None:
@@ -163,8 +207,8 @@ def test_unmapped_facts_are_not_sent() -> None:
 
 
 def test_format_date_uses_the_calendar_date_even_of_a_datetime() -> None:
-    assert format_date(date(2024, 2, 29)) == "2024-02-29T00:00:00+00:00"
-    assert format_date(datetime(2024, 5, 1, 23, 59, tzinfo=UTC)) == "2024-05-01T00:00:00+00:00"
+    assert format_date(date(2024, 2, 29)) == "2024-02-29T12:00:00+00:00"
+    assert format_date(datetime(2024, 5, 1, 23, 59, tzinfo=UTC)) == "2024-05-01T12:00:00+00:00"
 
 
 def test_values_dotdigital_would_refuse_are_refused_here() -> None:
@@ -299,11 +343,12 @@ def test_fake_implements_the_protocol_and_behaves_like_dotdigital() -> None:
         "ada@example.com": {"LOYALTY_POINTS": 5},
         "bob@example.com": {"LOYALTY_POINTS": 3},
     }
-    assert unknown.value.code == "contacts:invalidDataFields"
-    assert invalid.value.code == "contacts:invalidEmail"
+    # The codes Dotdigital documents ("Error handling", "Get import status").
+    assert unknown.value.code == invalid.value.code == "contacts:invalidContacts"
+    assert [d["item"] for d in unknown.value.details + invalid.value.details] == ["NOPE", "email"]
     assert (pending.finished, done.finished) == (False, True)
     assert done.summary["newContacts"] == 1
-    assert done.failures == [ImportFailure("bad", (("invalidEmail", invalid.value.message),))]
+    assert done.failures == [ImportFailure("bad", (("InvalidEmail", invalid.value.message),))]
     assert fake.get_contact("nobody@example.com") is None
 
 

@@ -413,11 +413,9 @@ class HttpDotdigitalClient:
     ) -> ContactUpsert:
         """Create or update one contact by email; only the given fields change, None clears."""
         _check_merge_option(merge_option, CONTACT_MERGE_OPTIONS)
-        payload: JsonObject = {
-            "identifiers": {"email": email},
-            "matchIdentifier": "email",
-            "dataFields": dict(data_fields),
-        }
+        # "Import a single contact" has no matchIdentifier (the path names the identifier); it
+        # belongs to import entries only.
+        payload: JsonObject = {"identifiers": {"email": email}, "dataFields": dict(data_fields)}
         if channel_properties is not None:
             payload["channelProperties"] = dict(channel_properties)
         response = self._request(
@@ -540,20 +538,21 @@ class FakeDotdigitalClient:
         return created
 
     def _validate(self, email: str, data_fields: Mapping[str, DataFieldValue]) -> dict[str, Any]:
+        # The codes and shapes the emulator answers with (Dotdigital's "Error handling" page).
         if not _FAKE_EMAIL_RE.match(email):
             raise DotdigitalRejected(
                 400,
-                "contacts:invalidEmail",
+                "contacts:invalidContacts",
                 "The contact identifier is not valid.",
-                [{"item": email, "description": "The email address is not valid"}],
+                [{"item": "email", "description": f"'{email}' is not a valid email address"}],
             )
         values: dict[str, Any] = {}
         unknown = [name for name in data_fields if self._field(name) is None]
         if unknown:
             raise DotdigitalRejected(
                 400,
-                "contacts:invalidDataFields",
-                "Some data fields are not valid.",
+                "contacts:invalidContacts",
+                "Invalid contact data.",
                 [
                     {"item": name, "description": f"Data field '{name}' does not exist"}
                     for name in unknown
@@ -630,7 +629,9 @@ class FakeDotdigitalClient:
             try:
                 values = self._validate(email, entry.get("dataFields") or {})
             except DotdigitalRejected as error:
-                code = "invalidEmail" if error.code == "contacts:invalidEmail" else "invalidData"
+                # Failure codes as "Get import status" spells them.
+                on_email = bool(error.details) and error.details[0].get("item") == "email"
+                code = "InvalidEmail" if on_email else "InvalidContact"
                 failures.append(ImportFailure(email, ((code, error.message),)))
                 continue
             (created if self._apply(email, values) else updated).append({"email": email})

@@ -44,6 +44,8 @@ class ValueBuilder:
     mapping: DataFieldMapping
     tier_names: dict[str, str]
     base_url: str
+    # The merchant's IANA time zone: birthdays are sent as noon there.
+    time_zone: str = "UTC"
 
     def values(self, row: CustomerRow) -> dict[str, DataFieldValue]:
         """The mapped fields' values; DataFieldValueError when one cannot be sent."""
@@ -55,16 +57,18 @@ class ValueBuilder:
             referral_url=referral,
             birthday=row.birthday,
             vip_tier=tier,
+            time_zone=self.time_zone,
         )
 
 
 def value_builder(
     session: Session, settings: Settings, merchant_id: int, mapping: DataFieldMapping
 ) -> ValueBuilder:
-    """Values as the merchant's program names them (VIP tier names, not ids)."""
-    _merchant, program = load_program(session, merchant_id)
+    """Values as the merchant's program names them (VIP tier names, not ids), in its zone."""
+    merchant, program = load_program(session, merchant_id)
     return ValueBuilder(
         mapping=mapping,
         tier_names={tier.id: tier.name for tier in program.vip.tiers},
         base_url=settings.public_base_url,
+        time_zone=merchant.timezone,
     )

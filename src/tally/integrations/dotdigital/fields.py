@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -117,10 +118,29 @@ class DataFieldMapping(BaseModel):
         return specs
 
 
-def format_date(value: date) -> str:
-    """A calendar date as production Dotdigital plugins send it: midnight UTC."""
+# Dotdigital keeps a Date field as an instant (an ISO 8601 date-time with an offset) and shows
+# it, and runs date-based programs, in the account's time zone. Midnight UTC, what production
+# plugins send, is the evening before anywhere west of Greenwich: 1990-05-01T00:00Z is 30 April,
+# 17:00 in Los Angeles. Noon UTC is the same calendar day in every zone less than 12 hours from
+# UTC (Los Angeles, 04:00 or 05:00, and Tokyo, 21:00, alike) and in UTC itself, for a reader that
+# keeps only the date. For a merchant 12 or more hours from UTC (New Zealand, Tonga, Kiribati)
+# noon UTC is the next or previous day there, so the value moves to the middle of the hours that
+# are the birthday both in the merchant's zone and in UTC.
+
+
+def format_date(value: date, time_zone: str = "UTC") -> str:
+    """A calendar date as a Date field value: an instant that is that date in UTC and there."""
     day = value.date() if isinstance(value, datetime) else value
-    return f"{day.isoformat()}T00:00:00+00:00"
+    zone = ZoneInfo(time_zone)
+    next_day = day + timedelta(days=1)
+    local_start = datetime.combine(day, time(0), tzinfo=zone)
+    local_end = datetime.combine(next_day, time(0), tzinfo=zone)
+    moment = datetime.combine(day, time(12), tzinfo=UTC)
+    if not local_start < moment < local_end:
+        start = max(local_start, datetime.combine(day, time(0), tzinfo=UTC))
+        end = min(local_end, datetime.combine(next_day, time(0), tzinfo=UTC))
+        moment = start + (end - start) / 2
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _text(attribute: str, value: str | None) -> str | None:
@@ -141,14 +161,18 @@ def contact_data_fields(
     referral_url: str | None,
     birthday: date | None,
     vip_tier: str | None,
+    time_zone: str = "UTC",
 ) -> dict[str, DataFieldValue]:
-    """Data field values for one customer; None (and empty text) clears the field."""
+    """Data field values for one customer; None (and empty text) clears the field.
+
+    ``time_zone`` is the merchant's, so the birthday is that date there (see ``format_date``).
+    """
     if isinstance(points_balance, bool) or not isinstance(points_balance, int):
         raise DataFieldValueError("points_balance must be a whole number of points")
     values: dict[str, DataFieldValue] = {
         "points_balance": points_balance,
         "referral_url": _text("referral_url", referral_url),
-        "birthday": format_date(birthday) if birthday is not None else None,
+        "birthday": format_date(birthday, time_zone) if birthday is not None else None,
         "vip_tier": _text("vip_tier", vip_tier),
     }
     return {spec.name: values[spec.attribute] for spec in mapping.specs()}
