@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -34,6 +35,7 @@ from tally.integrations.dotdigital.orm import (
 )
 from tally.ledger import service as ledger
 from tally.merchants import service as merchants
+from tally.merchants.orm import Merchant
 from tally.outbox.events import VipTierChanged
 from tally.outbox.service import emit
 from tests.integration.test_admin_pages import PASSWORD, admin_app, sign_in
@@ -142,7 +144,8 @@ def test_a_balance_change_sends_all_four_fields_in_dotdigital_formats(
         "ada@example.com": {
             "LOYALTY_POINTS": 120,
             "LOYALTY_REFERRAL_URL": f"http://tally.test/r/{customer.referral_code}",
-            "LOYALTY_BIRTHDAY": "1990-05-01T00:00:00+00:00",
+            # Noon UTC: 1 May wherever the merchant's account is read, Los Angeles and Tokyo alike.
+            "LOYALTY_BIRTHDAY": "1990-05-01T12:00:00+00:00",
         }
     }
     # The enrolment and the opening credit made one call.
@@ -163,7 +166,7 @@ def test_a_balance_change_sends_all_four_fields_in_dotdigital_formats(
     assert emulator_fields(emulator)["ada@example.com"] == {
         "LOYALTY_POINTS": 100,
         "LOYALTY_REFERRAL_URL": f"http://tally.test/r/{customer.referral_code}",
-        "LOYALTY_BIRTHDAY": "1990-05-01T00:00:00+00:00",
+        "LOYALTY_BIRTHDAY": "1990-05-01T12:00:00+00:00",
         "LOYALTY_VIP_TIER": "Gold Circle",
     }
     assert emulator.emulator.call_counts[PATCH] == 2
@@ -176,8 +179,36 @@ def test_a_balance_change_sends_all_four_fields_in_dotdigital_formats(
         )
     worker.drain()
     fields = emulator_fields(emulator)["ada@example.com"]
-    assert fields["LOYALTY_BIRTHDAY"] == "1991-12-31T00:00:00+00:00"
+    assert fields["LOYALTY_BIRTHDAY"] == "1991-12-31T12:00:00+00:00"
     assert _connection(session_factory, m.id).last_successful_sync_at is not None
+
+
+@pytest.mark.parametrize(
+    ("time_zone", "sent"),
+    [
+        ("America/Los_Angeles", "2000-01-01T12:00:00+00:00"),  # 04:00 there
+        ("Pacific/Auckland", "2000-01-01T05:30:00+00:00"),  # 18:30 there (noon UTC is 2 Jan)
+    ],
+)
+def test_a_birthday_is_sent_for_the_merchants_time_zone(
+    session_factory: sessionmaker[Session],
+    dd_settings: Settings,
+    emulator: EmulatorServer,
+    subscribed: None,
+    time_zone: str,
+    sent: str,
+) -> None:
+    m = make_merchant(session_factory)
+    with unit_of_work(session_factory) as session:
+        session.execute(update(Merchant).where(Merchant.id == m.id).values(timezone=time_zone))
+    connect(session_factory, dd_settings, m.id)
+    make_customer(session_factory, m.id, email="ada@example.com", birthday=date(2000, 1, 1))
+
+    sync_worker(dd_settings, session_factory).drain()
+
+    stored = emulator_fields(emulator)["ada@example.com"]["LOYALTY_BIRTHDAY"]
+    assert stored == sent
+    assert datetime.fromisoformat(stored).astimezone(ZoneInfo(time_zone)).date() == date(2000, 1, 1)
 
 
 def test_ten_changes_to_one_customer_make_one_call(
@@ -324,8 +355,9 @@ def test_an_invalid_email_is_recorded_as_a_terminal_failure(
         (
             bad,
             "ada..lovelace@example.com",
-            "contacts:invalidEmail",
-            "The contact identifier is not valid: The email address is not valid",
+            "contacts:invalidContacts",
+            "The contact identifier is not valid: "
+            "'ada..lovelace@example.com' is not a valid email address",
         )
     ]
     assert pending_rows(session_factory) == []  # not retried
@@ -335,7 +367,7 @@ def test_an_invalid_email_is_recorded_as_a_terminal_failure(
     with unit_of_work(session_factory, merchant_id=m.id) as session:
         view = service.status(session, merchant_id=m.id)
     assert [(f.customer_id, f.code) for f in view.recent_failures] == [
-        (bad, "contacts:invalidEmail")
+        (bad, "contacts:invalidContacts")
     ]
     assert good not in [f.customer_id for f in view.recent_failures]
 
@@ -438,7 +470,7 @@ def test_a_large_backlog_goes_out_as_one_bulk_import(
         assert (record.kind, record.status, record.contact_count) == ("auto", "Finished", 8)
         assert (record.created_count, record.updated_count, record.failed_count) == (7, 0, 1)
     assert _failures(session_factory) == [
-        (ids[7], "bad..dots@example.com", "invalidEmail", "The email is not valid")
+        (ids[7], "bad..dots@example.com", "InvalidEmail", "The email is not valid")
     ]
     # The re-marked customer went out as a single upsert in the same run.
     assert emulator.emulator.call_counts[IMPORT_STATUS] == 1

@@ -139,8 +139,8 @@ def test_a_manual_sync_of_10000_customers_matches_tally(
         imports = session.scalars(select(SyncImport).order_by(SyncImport.id)).all()
         connection = session.scalar(select(DotdigitalConnection))
     assert failures == [
-        (ids[17], "bad..17@example.com", "invalidEmail", "The email is not valid", job_id),
-        (ids[4242], "bad..4242@example.com", "invalidEmail", "The email is not valid", job_id),
+        (ids[17], "bad..17@example.com", "InvalidEmail", "The email is not valid", job_id),
+        (ids[4242], "bad..4242@example.com", "InvalidEmail", "The email is not valid", job_id),
     ]
     assert [(i.first_customer_id, i.last_customer_id) for i in imports] == [
         (ids[k], ids[k + 4999]) for k in range(0, 10_000, 5000)

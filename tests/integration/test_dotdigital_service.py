@@ -238,7 +238,8 @@ def expected_fields(
         "LOYALTY_REFERRAL_URL": f"{base_url}/r/{customer.referral_code}",
     }
     if customer.birthday is not None:
-        values["LOYALTY_BIRTHDAY"] = f"{customer.birthday.isoformat()}T00:00:00+00:00"
+        # Noon UTC: the birthday for a merchant in UTC (the factories' default zone).
+        values["LOYALTY_BIRTHDAY"] = f"{customer.birthday.isoformat()}T12:00:00+00:00"
     if customer.vip_tier is not None:
         names = TIERS if tier_names is None else tier_names
         values["LOYALTY_VIP_TIER"] = names.get(customer.vip_tier, customer.vip_tier)
