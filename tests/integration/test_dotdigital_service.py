@@ -390,11 +390,11 @@ def test_a_region_2_account_gets_the_region_2_endpoint(
     assert connection is not None
     assert connection.api_endpoint == emulator.url_for_region(2)
     assert connection.api_endpoint != emulator.base_url
-    # The fields were created in the region-2 account, through the region-2 host.
+    # The fields were created in the region-2 account, through region 2's own port.
     names = [f["name"] for f in emulator.emulator.data_fields_of(US_USERNAME)]
     assert names == BUILT_INS + FIELDS
     hosts = {c["host"] for c in emulator.emulator.calls if c["route"] == "/v2/data-fields"}
-    assert hosts == {f"localhost:{emulator.port}"}
+    assert hosts == {f"127.0.0.1:{emulator.ports[2]}"}
 
 
 def test_replacing_the_api_user_switches_syncing_off(

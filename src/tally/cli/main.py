@@ -329,7 +329,9 @@ def ledger_verify(merchant: MerchantOption = None) -> None:
 
 
 def _dotdigital_emulator(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8078,
+    port: Annotated[
+        int, typer.Option(help="Port of region 1; regions 2 and 3 listen on the next two.")
+    ] = 8078,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     latency_ms: Annotated[int, typer.Option(help="Delay added to every call.")] = 0,
     error_rate: Annotated[float, typer.Option(help="Share of calls answered 500/503.")] = 0.0,

@@ -293,8 +293,8 @@ def _gateway_error(status: int, message: str, headers: dict[str, str] | None = N
     """A refusal in front of the services (wrong region, rate limit, 5xx) on any route.
 
     Dotdigital documents these statuses ("Error handling", "Call rate limits") but no error code
-    or body for them, so the emulator sends a bare message and invents no code: a client must
-    act on the status and the ``x-ratelimit-*`` headers.
+    or body for them (its PHP SDK reads only the status and the ``x-ratelimit-*`` headers of a
+    429), so the emulator sends a bare message and invents no code.
     """
     return _v2_error(status, message, headers)
 
@@ -1313,7 +1313,9 @@ def build_argument_parser() -> argparse.ArgumentParser:
     """Options of the stand-alone emulator (mirrors the CLI command)."""
     parser = argparse.ArgumentParser(description="Run a local Dotdigital API emulator.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8078)
+    parser.add_argument(
+        "--port", type=int, default=8078, help="region 1; regions 2 and 3 use the next two"
+    )
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--timeout-rate", type=float, default=0.0)

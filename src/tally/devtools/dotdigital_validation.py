@@ -31,31 +31,16 @@ FAILURE_INVALID_EMAIL = "InvalidEmail"
 # does not fit the field's type.
 FAILURE_INVALID_CONTACT = "InvalidContact"
 
-# "Import a single contact" body keys. ``matchIdentifier`` belongs to import entries, but the
-# API tolerates it on a PATCH (dotdigital-api.md), so the emulator does too.
-CONTACT_BODY_KEYS = frozenset(
-    {
-        "identifiers",
-        "dataFields",
-        "channelProperties",
-        "lists",
-        "preferences",
-        "consentRecords",
-        "matchIdentifier",
-    }
+# "Import a single contact" body keys; an import entry ("Import contact collection") adds
+# ``matchIdentifier``.
+CONTACT_PROPERTIES = frozenset(
+    {"identifiers", "dataFields", "channelProperties", "lists", "preferences", "consentRecords"}
 )
 IMPORT_BODY_KEYS = frozenset({"mergeOption", "contacts"})
-IMPORT_ENTRY_KEYS = frozenset(
-    {
-        "matchIdentifier",
-        "identifiers",
-        "dataFields",
-        "channelProperties",
-        "lists",
-        "preferences",
-        "consentRecords",
-    }
-)
+IMPORT_ENTRY_KEYS = CONTACT_PROPERTIES | {"matchIdentifier"}
+# ``matchIdentifier`` belongs to import entries, but the API tolerates it on a PATCH
+# (dotdigital-api.md, "Contacts"), so the emulator does too.
+CONTACT_BODY_KEYS = IMPORT_ENTRY_KEYS
 
 # Date fields take an ISO 8601 date-time with its offset ("UTC ISO 8601", the format of every
 # date-time in the v3 contract). A bare date, a basic-format "20240501" or a time without an
@@ -154,6 +139,7 @@ __all__ = [
     "BAD_REQUEST",
     "BODY_METHODS",
     "CONTACT_BODY_KEYS",
+    "CONTACT_PROPERTIES",
     "DATE_PROBLEM",
     "FAILURE_INVALID_CONTACT",
     "FAILURE_INVALID_EMAIL",
