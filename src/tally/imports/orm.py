@@ -142,5 +142,23 @@ class ImportUploadChunk(TenantScoped, Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ImportKeptTier(TenantScoped, Base):
+    """A VIP tier a customers import kept for a customer, and what the customer had before.
+
+    A revert puts the previous tier and kept tier back (``imports/kept_tiers.py``).
+    """
+
+    __tablename__ = "import_kept_tiers"
+    __table_args__ = (Index("ix_import_kept_tiers_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    tier: Mapped[str] = mapped_column(String(64))
+    old_tier: Mapped[str | None] = mapped_column(String(64), default=None)
+    old_kept: Mapped[str | None] = mapped_column(String(64), default=None)
+    old_kept_until: Mapped[datetime | None] = mapped_column(default=None)
+
+
 # Reverting an orders import finds its orders by import id.
 ORDERS_IMPORT_INDEX = Index("ix_orders_import_id", Order.import_id)
