@@ -86,6 +86,11 @@ class ImportJob(TenantScoped, Base):
     emails_queued: Mapped[int] = mapped_column(Integer, default=0)
     # The first errors found (row, column, value, expected, message), for the report.
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Orders previews: the first rows (row, order_id, reason) whose order id is already known
+    # for another customer or with another total; skipped like any known order.
+    collisions: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
     # The spreadsheet row number of the last row whose effects are committed (0: none yet).
     cursor: Mapped[int] = mapped_column(Integer, default=0)
     # How many earlier imports of the same file were reverted: part of the ledger keys, so a

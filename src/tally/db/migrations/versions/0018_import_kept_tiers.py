@@ -1,4 +1,4 @@
-"""import_kept_tiers: the VIP tiers a customers import kept, so a revert can put back the old ones
+"""import_kept_tiers (the VIP tiers a customers import kept, for its revert); preview collisions
 
 Revision ID: 0018
 Revises: 0013
@@ -21,6 +21,8 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("import_jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("collisions", sa.JSON(), server_default="[]", nullable=False))
     op.create_table(
         "import_kept_tiers",
         sa.Column("id", _ID, nullable=False),
@@ -60,3 +62,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("import_kept_tiers")
+    with op.batch_alter_table("import_jobs", schema=None) as batch_op:
+        batch_op.drop_column("collisions")
