@@ -45,10 +45,10 @@ def preview_import(
     kind = kind_of(options)
     now = utcnow()
     facts = file_facts(path)
-    reader = open_reader(kind, path, now)
+    with factory() as session:
+        program = program_service.load(session, merchant_id)
+    reader = open_reader(kind, path, now, program.zone)
     try:
-        with factory() as session:
-            program = program_service.load(session, merchant_id)
         context = RunContext(
             merchant_id=merchant_id,
             job_id=0,
