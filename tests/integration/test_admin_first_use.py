@@ -150,3 +150,17 @@ def test_the_dashboard_chart_says_imported_points_count_on_the_import_day(
     note = re.search(r'data-testid="chart-note">([^<]*)<', client.get("/admin").text)
     assert note is not None
     assert "import day" in note.group(1)
+
+
+def test_each_kind_of_points_email_is_listed_and_editable(client: TestClient) -> None:
+    listed = client.get("/admin/settings/emails").text
+    for name in (
+        "Points earned for an order",
+        "Points for creating an account",
+        "Birthday points",
+        "Points for a custom action",
+    ):
+        assert name in listed
+    birthday = client.get("/admin/settings/emails/birthday_points")
+    assert birthday.status_code == 200
+    assert "Happy birthday from {{ store_name }}" in birthday.text
