@@ -154,3 +154,25 @@ def test_reverting_a_customers_import_puts_back_the_tiers_from_before(
     assert sorted(set(changed)) == [("gold", None), ("platinum", "silver"), ("silver", None)]
     assert wei.vip_tier_kept_until is not None
     assert wei.vip_tier_kept_until > utcnow() + timedelta(days=300)
+
+
+def test_with_vip_off_a_revert_still_puts_back_the_tiers(
+    session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    store = make_store(session_factory, "owner@vip-off.example")
+    _program(session_factory, store.merchant_id, vip=TIERS)
+    job = imports.run_import(
+        session_factory,
+        merchant_id=store.merchant_id,
+        path=_sample_file(tmp_path),
+        options=imports.CustomerImportOptions(),
+    )
+    _program(session_factory, store.merchant_id, vip={"enabled": False})
+
+    imports.revert_import(session_factory, merchant_id=store.merchant_id, job_id=job.id)
+
+    assert _tiers(session_factory) == {
+        "ana.souza@example.com": (None, None),
+        "wei.li@example.com": (None, None),
+        "jordan.okafor@example.org": (None, None),
+    }
