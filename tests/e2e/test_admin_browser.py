@@ -538,3 +538,81 @@ def test_connect_dotdigital_enable_sync_changes_and_sync_now(
         visit.assert_stayed_home()
     finally:
         context.close()
+
+
+# What sticks out of a narrow screen (for the failure message): tag, class and right edge.
+WIDER_THAN_THE_SCREEN = """
+[...document.querySelectorAll('body *')]
+  .filter(e => !e.closest('.table-scroll') && (
+    e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5
+    || e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === 'visible'))
+  .slice(0, 8)
+  .map(e => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+"""
+
+
+def test_a_phone_wide_screen_folds_the_menu_and_scrolls_tables_not_the_page(
+    browser: playwright_sync.Browser, base_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    shop = make_shop(session_factory)
+    make_customer(
+        session_factory,
+        shop.merchant.id,
+        email="a.customer.with.a.very.long.address@subdomain.example.com",
+        first_name="Maximiliana",
+        last_name="Wolfeschlegelsteinhausen",
+    )
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    expect = playwright_sync.expect
+    try:
+        page.goto(base_url + "/admin/login")
+        page.get_by_label("Email").fill(shop.admin_email)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+        for path in [
+            "/admin",
+            "/admin/customers",
+            f"/admin/customers/{shop.customer_id}",
+            "/admin/imports/orders",
+            "/admin/settings/rewards",
+            "/admin/settings/emails",
+            "/admin/integrations/webhooks",
+        ]:
+            page.goto(base_url + path)
+            expect(page.locator("main h1")).to_be_visible()
+            width = page.evaluate("document.scrollingElement.scrollWidth")
+            assert width <= 390, (path, width, page.evaluate(WIDER_THAN_THE_SCREEN))
+
+        # The sidebar is folded behind the menu button, which opens it (mouse or keyboard).
+        menu = page.get_by_role("button", name="Menu")
+        nav = page.get_by_role("navigation", name="Main")
+        expect(menu).to_have_attribute("aria-expanded", "false")
+        expect(nav).to_be_hidden()
+        menu.click()
+        expect(menu).to_have_attribute("aria-expanded", "true")
+        expect(nav.get_by_role("link", name="All customers")).to_be_visible()
+        menu.focus()
+        page.keyboard.press("Enter")
+        expect(menu).to_have_attribute("aria-expanded", "false")
+        expect(nav).to_be_hidden()
+        page.keyboard.press("Space")
+        expect(nav).to_be_visible()
+        nav.get_by_role("link", name="All customers").click()
+        expect(page.get_by_test_id("customer-count")).to_have_text(re.compile("^3 customers"))
+
+        # The customers table is wider than the screen: it scrolls inside its own wrapper.
+        wrapper = page.locator(".table-scroll").first
+        sizes = wrapper.evaluate("w => [w.scrollWidth, w.clientWidth]")
+        assert sizes[0] > sizes[1], sizes
+        assert sizes[1] <= 390, sizes
+        scrolled = wrapper.evaluate("w => { w.scrollLeft = 120; return w.scrollLeft; }")
+        assert scrolled > 0
+        assert page.evaluate("document.scrollingElement.scrollWidth") <= 390
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "narrow-customers.png"), full_page=True)
+    finally:
+        context.close()

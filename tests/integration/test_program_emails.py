@@ -8,8 +8,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally.config import Settings
 from tally.customers.orm import Customer
+from tally.ledger.orm import LedgerEntry
 from tally.notifications.orm import EmailMessage
+from tally.notifications.service import render_for_customer
+from tally.notifications.templates import EmailType
 from tally.program import jobs
 from tests.support.factories import make_merchant
 
@@ -113,3 +117,65 @@ def test_expiry_reminders_once_per_expiry_date(
         == 0
     )
     assert [t for t, _, _ in _emails(session_factory)] == ["expiry_reminder", "expiry_last_chance"]
+
+
+def test_each_kind_of_points_has_its_own_email_under_the_same_dedupe_key(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    m = make_merchant(session_factory)
+    program = {
+        "create_account": {"enabled": True, "points": 100, "send_email": True},
+        "birthday": {"enabled": True, "points": 40, "send_email": True},
+        "place_order": {"enabled": True, "send_email": True},
+        "custom_actions": [
+            {"id": "review", "name": "Wrote a review", "points": 20, "send_email": True}
+        ],
+    }
+    assert client.patch("/api/v1/program", json=program, headers=m.headers).status_code == 200
+    cid = client.post(
+        "/api/v1/customers",
+        json={"email": "k@example.com", "birthday": "1990-03-15"},
+        headers=m.headers,
+    ).json()["id"]
+    with session_factory() as session:
+        session.get_one(Customer, cid).birthday_set_at = datetime(2026, 1, 1, tzinfo=UTC)
+        session.commit()
+    assert jobs.award_birthdays(
+        session_factory, merchant_id=m.id, now=datetime(2026, 3, 15, 12, tzinfo=UTC)
+    )
+    order = {
+        "order_id": "K1",
+        "email": "k@example.com",
+        "total": "30",
+        "placed_at": "2026-10-01T00:00:00Z",
+    }
+    r = client.post("/api/v1/orders", json=order, headers=m.headers)
+    assert r.status_code == 201, r.text
+    action = {"email": "k@example.com", "action_id": "review"}
+    assert client.post("/api/v1/actions", json=action, headers=m.headers).status_code == 201
+    with session_factory() as session:
+        rules = {f"points-earned:{e.id}": e.rule_id for e in session.scalars(select(LedgerEntry))}
+        emails = session.scalars(select(EmailMessage).order_by(EmailMessage.id)).all()
+        kinds = [(e.email_type, rules[e.dedupe_key]) for e in emails]
+        subjects = [
+            render_for_customer(
+                session,
+                settings=settings,
+                merchant_id=m.id,
+                customer_id=cid,
+                email_type=EmailType(e.email_type),
+                variables={"points": 10},
+                fill_with_samples=False,
+            ).subject
+            for e in emails
+        ]
+    # The dedupe key still names the ledger entry, whatever the email type.
+    assert kinds == [
+        ("signup_points", "create_account"),
+        ("birthday_points", "birthday"),
+        ("points_earned", "place_order"),
+        ("custom_action_points", "custom:review"),
+    ]
+    assert len(set(subjects)) == 4, subjects
+    assert subjects[0].startswith("Welcome to")
+    assert subjects[1].startswith("Happy birthday")

@@ -760,3 +760,17 @@ def test_cells_neutralised_against_formulas_are_read_as_they_were() -> None:
         ImportRowError(2, "total", "-5.00", "an amount that is not negative"),
         order(3, "@1002", "ana@example.com", "5.00", currency="EUR"),
     ]
+
+
+def test_a_date_without_a_time_is_midnight_in_the_stores_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    data = b"order_id,email,total,placed_at\nA1,a@example.com,10.00,2025-01-05\n" + (
+        b"A2,a@example.com,10.00,2025-01-05T10:00:00\n"
+    )
+    with OrderCsvReader(io.BytesIO(data), now=NOW, zone=ZoneInfo("America/Sao_Paulo")) as reader:
+        rows = list(reader)
+    assert [row.placed_at for row in rows if isinstance(row, OrderRow)] == [
+        datetime(2025, 1, 5, 3, tzinfo=UTC),  # midnight in Sao Paulo (UTC-3)
+        datetime(2025, 1, 5, 10, tzinfo=UTC),  # a time without an offset stays UTC
+    ]

@@ -51,9 +51,12 @@ def test_documented_variables_are_exactly_the_published_set() -> None:
     assert set().union(*(variables_for(email_type) for email_type in EmailType)) == DOCUMENTED
 
 
-def test_email_types_are_the_nine_notifications() -> None:
+def test_email_types_are_the_twelve_notifications() -> None:
     assert [email_type.value for email_type in EmailType] == [
         "points_earned",
+        "signup_points",
+        "birthday_points",
+        "custom_action_points",
         "create_account_points",
         "claim_points_invitation",
         "reward_redeemed",

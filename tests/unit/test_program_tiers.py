@@ -236,3 +236,16 @@ def test_a_kept_tier_is_a_minimum_until_its_date(
     reached: Tier | None, kept: str | None, until: datetime | None, held: Tier | None
 ) -> None:
     assert with_kept_tier(TIERS, reached, kept, until, utc(2026, 1, 1)) == held
+
+
+def test_progress_from_a_kept_tier_above_the_metric_goes_to_the_tier_above_it() -> None:
+    # An imported customer kept at Silver with nothing spent yet: the next tier is Gold, not
+    # Bronze or Silver itself.
+    assert progress_to_next(TIERS, D(0), held=SILVER) == TierProgress(
+        current=SILVER, next=GOLD, remaining=D(500), percent=0
+    )
+    assert progress_to_next(TIERS, D(0), held=GOLD) == TierProgress(
+        current=GOLD, next=None, remaining=None, percent=100
+    )
+    # A held tier below what the metric reaches changes nothing.
+    assert progress_to_next(TIERS, D(350), held=BRONZE) == progress_to_next(TIERS, D(350))

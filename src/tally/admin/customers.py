@@ -212,8 +212,8 @@ def _tier_standing(
     if not vip.enabled:
         return None
     value = program_service.tier_value(session, program, customer.id, now=utcnow())
-    progress = tiers.progress_to_next(vip.tiers, value)
     stored = next((t for t in vip.tiers if t.id == customer.vip_tier), None)
+    progress = tiers.progress_to_next(vip.tiers, value, held=stored)
     return TierStanding(
         metric=vip.metric.value,
         value=value,

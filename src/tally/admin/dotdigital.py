@@ -201,7 +201,10 @@ def sync_progress(request: Request, admin: AdminDep, job_id: Id) -> Response:
     with admin.unit_of_work() as session:
         job = service.get_sync_job(session, merchant_id=admin.merchant_id, job_id=job_id)
         view = service.job_view(session, job)
+        connection = service.find_connection(session, admin.merchant_id)
     context: dict[str, Any] = {"job": view, "title": "Dotdigital sync", "nav": "dotdigital"}
+    if view.status != "running" and connection is not None:
+        context["last_sync_at"] = connection.last_successful_sync_at
     if is_htmx(request):
         return render(request, "integrations/_sync_progress.html", context)
     return redirect(f"{PAGE}#sync")

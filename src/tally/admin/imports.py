@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -90,12 +92,14 @@ def options_of(job: ImportJob) -> imports.ImportOptions:
 # --------------------------------------------------------------------------- uploads
 
 
-def sample_rows(kind: ImportKind, path: Path) -> list[Any]:
+def sample_rows(kind: ImportKind, path: Path, zone: tzinfo) -> list[Any]:
     """The first valid rows of a file, to show what it holds."""
     rows: list[Any] = []
     try:
         reader: CustomerCsvReader | OrderCsvReader = (
-            CustomerCsvReader(path) if kind is ImportKind.CUSTOMERS else OrderCsvReader(path)
+            CustomerCsvReader(path)
+            if kind is ImportKind.CUSTOMERS
+            else OrderCsvReader(path, zone=zone)
         )
     except ImportFileError:
         return rows
@@ -323,7 +327,7 @@ def import_preview(request: Request, admin: AdminDep, form: FormDep, kind: str) 
             )
         with admin.state.session_factory() as session:
             notes = imports.import_notes(session, merchant_id=admin.merchant_id, options=options)
-        sample = sample_rows(import_kind, spooled.path)
+        sample = sample_rows(import_kind, spooled.path, ZoneInfo(admin.timezone))
     finally:
         spooled.path.unlink(missing_ok=True)
     return _page(

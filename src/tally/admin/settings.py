@@ -55,7 +55,10 @@ REWARD_TYPES = {
     "variable": "Amount off chosen by the customer",
 }
 EMAIL_TYPE_NAMES = {
-    EmailType.POINTS_EARNED: "Points earned",
+    EmailType.POINTS_EARNED: "Points earned for an order",
+    EmailType.SIGNUP_POINTS: "Points for creating an account",
+    EmailType.BIRTHDAY_POINTS: "Birthday points",
+    EmailType.CUSTOM_ACTION_POINTS: "Points for a custom action",
     EmailType.CREATE_ACCOUNT_POINTS: "Account created with points (imports)",
     EmailType.CLAIM_POINTS_INVITATION: "Invitation to claim points (imports)",
     EmailType.REWARD_REDEEMED: "Reward redeemed",

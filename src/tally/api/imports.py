@@ -43,6 +43,14 @@ class ImportProgressOut(BaseModel):
     total: int = Field(description="rows in all (while checking: an estimate)")
 
 
+class ImportCollisionOut(BaseModel):
+    """A row whose order id the store already has, for another customer or with another total."""
+
+    row: int
+    order_id: str
+    reason: str
+
+
 class ImportJobOut(BaseModel):
     """An import job: who started it, with what file and options, and what it did.
 
@@ -86,6 +94,14 @@ class ImportJobOut(BaseModel):
     )
     errors: list[ImportErrorOut]
     rejected_rows_url: str | None
+    collisions: list[ImportCollisionOut] = Field(
+        default_factory=list,
+        description=(
+            "Orders previews: rows whose order id is already known for another customer or "
+            "with another total (skipped like every known order; a re-import of the same "
+            "order is not listed). The first 100."
+        ),
+    )
     notes: list[str] = Field(
         default_factory=list,
         description="Previews: settings of the program that make the import do less than asked.",
@@ -139,6 +155,7 @@ def job_out(job: ImportJob) -> ImportJobOut:
         if job.progress_phase
         else None,
         errors=[ImportErrorOut.model_validate(error) for error in job.errors],
+        collisions=[ImportCollisionOut.model_validate(found) for found in job.collisions],
         rejected_rows_url=rejected if job.status != "previewed" else None,
     )
 

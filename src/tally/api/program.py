@@ -239,7 +239,8 @@ def get_tier(customer_id: Id, caller: CallerDep) -> dict[str, Any]:
         program = program_service.load(session, caller.merchant_id)
         vip = program.settings.vip
         value = program_service.tier_value(session, program, customer.id, now=utcnow())
-        progress = tiers.progress_to_next(vip.tiers, value) if vip.enabled else None
+        held = next((t for t in vip.tiers if t.id == customer.vip_tier), None)
+        progress = tiers.progress_to_next(vip.tiers, value, held=held) if vip.enabled else None
         history = session.scalars(
             select(TierChangeRecord)
             .where(TierChangeRecord.customer_id == customer.id)

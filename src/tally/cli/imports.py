@@ -165,6 +165,8 @@ def _run(
             console.print(f"[yellow]Note: {note}.[/]")
     if job.errors:
         _print_errors(job.errors, job.error_count)
+    if job.collisions:
+        _print_collisions(job.collisions)
     if not dry_run and job.invalid_count:
         target = rejected_file or file.with_name(f"{file.stem}.rejected.csv")
         with factory() as session, target.open("w", encoding="utf-8", newline="") as out:
@@ -216,6 +218,18 @@ def _print_summary(job: object, *, dry_run: bool) -> None:
             f"invalid {'row' if job.invalid_count == 1 else 'rows'}. Correct the file, or add "
             "--skip-invalid to import the other rows and get the rejected ones as a CSV.[/]"
         )
+
+
+def _print_collisions(collisions: list[dict[str, object]]) -> None:
+    table = Table(
+        "row",
+        "order id",
+        "already known",
+        title="Order ids already known for another customer or total (skipped)",
+    )
+    for found in collisions:
+        table.add_row(str(found["row"]), str(found["order_id"]), str(found["reason"]))
+    console.print(table)
 
 
 def _print_errors(errors: list[dict[str, object]], count: int, *, stderr: bool = False) -> None:

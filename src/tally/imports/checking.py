@@ -70,6 +70,8 @@ class Check:
     skipped: int = 0
     customers_created: int = 0
     points: int = 0
+    collisions: list[dict[str, Any]] = field(default_factory=list)
+    """Orders previews: rows whose order id is known for another customer or total."""
 
     def add_rejected(self, rejected: Sequence[RejectedRow]) -> None:
         """Count rejected rows and keep the first errors."""

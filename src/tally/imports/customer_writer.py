@@ -41,6 +41,7 @@ from tally.imports.customer_rows import (
 from tally.imports.events import announce, job_source_ref
 from tally.imports.formats import ImportRowError
 from tally.imports.job_record import BatchResult
+from tally.imports.kept_tiers import record_kept_tiers
 from tally.imports.options import PointsMode
 from tally.imports.rejected import RejectedRow
 from tally.imports.spool import (
@@ -209,6 +210,13 @@ def write_customers(
     bulk = Bulk(session)
     bonus = run.create_account_points
     created = _insert_new(bulk, run, rows)
+    record_kept_tiers(
+        session,
+        merchant_id=run.merchant_id,
+        job_id=run.job_id,
+        tiers={cid: rows[p][C_TIER] for p, cid in created.items() if rows[p][C_TIER] is not None},
+        created=True,
+    )
     result.new = result.customers_created = len(created)
     result.points = _credit_new(session, run, rows, created)
 
@@ -319,6 +327,13 @@ def _update_existing(
     """Update the customers that exist already; the ids of those that changed."""
     existing = load_existing(session, run, [row[C_EMAIL] for row in rows])
     updates, credits, debits = _changes(run, rows, existing, labels, result)
+    record_kept_tiers(
+        session,
+        merchant_id=run.merchant_id,
+        job_id=run.job_id,
+        tiers={c.id: values["vip_tier"] for c, values in updates if "vip_tier" in values},
+        created=False,
+    )
     _write_profiles(bulk, run, updates)
     # A key already taken is a batch this job applied before it was stopped: skipped.
     posted = post_transfers(

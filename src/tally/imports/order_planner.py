@@ -19,8 +19,10 @@ from datetime import datetime
 from decimal import ROUND_FLOOR, Context, Decimal, Inexact
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tally.customers.orm import Customer
 from tally.db.bulk import Bulk, chunks, utc_text
 from tally.imports.customer_rows import Existing, order_customers, values_in_use
 from tally.imports.spool import (
@@ -29,6 +31,7 @@ from tally.imports.spool import (
     O_ID,
     O_PLACED,
     O_REFUNDED,
+    O_ROW,
     O_SHIPPING,
     O_STATUS,
     O_SUBTOTAL,
@@ -105,6 +108,8 @@ class OrderPlan:
     new_guests: list[str] = field(default_factory=list)
     customers: dict[str, Existing] = field(default_factory=dict)
     states: dict[str, TierState] = field(default_factory=dict)
+    collisions: list[dict[str, Any]] = field(default_factory=list)
+    """Skipped rows whose order id is known with another customer or total (``collisions``)."""
 
     @property
     def points(self) -> int:
@@ -143,6 +148,9 @@ class OrderPlanner:
             known = known_order_ids(session, run.merchant_id, [row[O_ID] for row in rows])
             if known:
                 fresh = [row for row in rows if row[O_ID] not in known]
+                plan.collisions = collisions(
+                    session, run.merchant_id, [row for row in rows if row[O_ID] in known]
+                )
         plan.skipped = len(rows) - len(fresh)
         emails = list(dict.fromkeys(row[O_EMAIL] for row in fresh))
         plan.customers = order_customers(session, run.merchant_id, emails, run.now)
@@ -360,3 +368,35 @@ def _refunded(row: Sequence[Any]) -> Decimal:
 def known_order_ids(session: Session, merchant_id: int, order_ids: Sequence[str]) -> set[str]:
     """Which of these order ids the merchant already has."""
     return values_in_use(session, Order, Order.order_id, merchant_id, order_ids)
+
+
+def collisions(
+    session: Session, merchant_id: int, rows: Sequence[Sequence[Any]]
+) -> list[dict[str, Any]]:
+    """The rows of known order ids that are not the known order again, by row number.
+
+    A row with the known order's customer and total is a harmless re-import; one with another
+    customer or another total is a different order under the same id (another store, another
+    platform) and is skipped all the same, so the merchant is told which rows they are.
+    """
+    known: dict[str, tuple[str, Decimal]] = {}
+    for part in chunks([row[O_ID] for row in rows]):
+        for order_id, email, total in session.execute(
+            select(Order.order_id, Customer.email, Order.total)
+            .join(Customer, Customer.id == Order.customer_id)
+            .where(Order.merchant_id == merchant_id, Order.order_id.in_(part))
+        ):
+            known[order_id] = (email, Decimal(total))
+    found: list[dict[str, Any]] = []
+    for row in sorted(rows, key=lambda row: row[O_ROW]):
+        email, total = known[row[O_ID]]
+        reasons = []
+        if row[O_EMAIL] != email:
+            reasons.append(f"recorded for another customer ({email}), the file says {row[O_EMAIL]}")
+        if Decimal(row[O_TOTAL]) != total:
+            cents = total.quantize(Decimal("0.01"))
+            shown = cents if cents == total else total.normalize()
+            reasons.append(f"recorded with total {shown}, the file says {row[O_TOTAL]}")
+        if reasons:
+            found.append({"row": row[O_ROW], "order_id": row[O_ID], "reason": "; ".join(reasons)})
+    return found

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from enum import StrEnum
 from operator import itemgetter
@@ -240,8 +240,11 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
     Iterate once; use as a context manager (or call ``close``) to release a file opened by path.
     """
 
-    def __init__(self, source: BinarySource, *, now: datetime | None = None) -> None:
+    def __init__(
+        self, source: BinarySource, *, now: datetime | None = None, zone: tzinfo = UTC
+    ) -> None:
         self._latest = (now if now is not None else datetime.now(UTC)) + FUTURE_TOLERANCE
+        self._zone = zone  # a date without a time is that day in the merchant's time zone
         super().__init__(source, detect_order_format)
 
     def _parse(self) -> Generator[OrderRow | ImportRowError, None, None]:
@@ -317,7 +320,7 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
             errors.append(ImportRowError(row, label["currency"], raw_currency, _CURRENCY_EXPECTED))
         status = self._status(row, raw_status, raw_cancelled_at, raw_fulfillment, errors)
         text = raw_placed_at.strip()
-        placed_at = parse_timestamp(text) if text else None
+        placed_at = parse_timestamp(text, self._zone) if text else None
         if placed_at is None or not EARLIEST_ORDER_DATE <= placed_at <= self._latest:
             errors.append(_placed_at_error(row, label["placed_at"], raw_placed_at, placed_at))
         if errors or total is None or status is None or placed_at is None:

@@ -86,6 +86,11 @@ class ImportJob(TenantScoped, Base):
     emails_queued: Mapped[int] = mapped_column(Integer, default=0)
     # The first errors found (row, column, value, expected, message), for the report.
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Orders previews: the first rows (row, order_id, reason) whose order id is already known
+    # for another customer or with another total; skipped like any known order.
+    collisions: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default="[]"
+    )
     # The spreadsheet row number of the last row whose effects are committed (0: none yet).
     cursor: Mapped[int] = mapped_column(Integer, default=0)
     # How many earlier imports of the same file were reverted: part of the ledger keys, so a
@@ -140,6 +145,24 @@ class ImportUploadChunk(TenantScoped, Base):
     job_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_jobs.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImportKeptTier(TenantScoped, Base):
+    """A VIP tier a customers import kept for a customer, and what the customer had before.
+
+    A revert puts the previous tier and kept tier back (``imports/kept_tiers.py``).
+    """
+
+    __tablename__ = "import_kept_tiers"
+    __table_args__ = (Index("ix_import_kept_tiers_job", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    tier: Mapped[str] = mapped_column(String(64))
+    old_tier: Mapped[str | None] = mapped_column(String(64), default=None)
+    old_kept: Mapped[str | None] = mapped_column(String(64), default=None)
+    old_kept_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 # Reverting an orders import finds its orders by import id.

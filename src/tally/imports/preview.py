@@ -21,6 +21,7 @@ from tally.imports.options import CustomerImportOptions, ImportOptions, kind_of
 from tally.imports.order_planner import OrderPlanner, TierState
 from tally.imports.orm import ImportJob, ImportKind, ImportStatus
 from tally.imports.reading import file_facts, labels, open_reader
+from tally.imports.rejected import MAX_REPORTED_ERRORS
 from tally.imports.spool import OrdersByDate, date_batches
 from tally.program import service as program_service
 
@@ -44,10 +45,10 @@ def preview_import(
     kind = kind_of(options)
     now = utcnow()
     facts = file_facts(path)
-    reader = open_reader(kind, path, now)
+    with factory() as session:
+        program = program_service.load(session, merchant_id)
+    reader = open_reader(kind, path, now, program.zone)
     try:
-        with factory() as session:
-            program = program_service.load(session, merchant_id)
         context = RunContext(
             merchant_id=merchant_id,
             job_id=0,
@@ -92,6 +93,7 @@ def preview_import(
         job.skipped_count = check.skipped
         job.customers_created = check.customers_created
         job.points_issued = check.points
+        job.collisions = check.collisions
         job.finished_at = utcnow()
     return job
 
@@ -115,6 +117,8 @@ def _preview_orders(
         check.skipped += plan.skipped
         check.customers_created += len(plan.new_guests)
         check.points += plan.points
+        room = MAX_REPORTED_ERRORS - len(check.collisions)
+        check.collisions += plan.collisions[: max(room, 0)]
 
 
 def import_notes(session: Session, *, merchant_id: int, options: ImportOptions) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from tally.imports.customers_csv import CustomerCsvReader
 from tally.imports.errors import ImportFileRefused
@@ -36,11 +36,14 @@ def file_facts(path: str | os.PathLike[str]) -> FileFacts:
 Reader = CustomerCsvReader | OrderCsvReader
 
 
-def open_reader(kind: ImportKind, path: str | os.PathLike[str], now: datetime) -> Reader:
+def open_reader(
+    kind: ImportKind, path: str | os.PathLike[str], now: datetime, zone: tzinfo = UTC
+) -> Reader:
+    """The reader of an import file; ``zone`` is the merchant's (for dates without a time)."""
     try:
         if kind is ImportKind.CUSTOMERS:
             return CustomerCsvReader(path, today=now.date())
-        return OrderCsvReader(path, now=now)
+        return OrderCsvReader(path, now=now, zone=zone)
     except ImportFileError as exc:
         raise ImportFileRefused(exc.message) from exc
 

@@ -1,13 +1,14 @@
 """Reverting an import: every point it credited taken back, all or nothing; its orders deleted.
 
-Revert writes a reversing entry for every credit the import made (import entries and
-create-account points; the points of the imported orders), or refuses, naming every customer
-whose balance is now lower than what is to be taken back (the points were spent). A failed
-import (stopped part way) can be reverted too: what it applied is taken back. Customers the
-import created stay. The orders of a reverted orders import are deleted (refused if a refund was
-recorded for one since) and their customers' VIP tiers recomputed, so the corrected file can be
-imported again; tier entry rewards are taken back with the orders' points but, given once per
-tier ever, are not given again by a re-import.
+Revert writes a reversing entry for every credit the import made (import entries and create-
+account points; the points of the imported orders), or refuses, naming every customer whose
+balance is now lower than what is to be taken back (the points were spent). A failed import
+(stopped part way) can be reverted too: what it applied is taken back. Customers the import
+created stay, and the VIP tiers it kept go back to what the customers had before
+(``imports/kept_tiers.py``). The orders of a reverted orders import are deleted (refused if a
+refund was recorded for one since) and their customers' VIP tiers recomputed, so the corrected
+file can be imported again; tier entry rewards are taken back with the orders' points but, given
+once per tier ever, are not given again by a re-import.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tally.errors import FieldProblem
 from tally.imports.errors import RevertRefused
 from tally.imports.events import announce, job_source_ref
 from tally.imports.job_record import get_import
+from tally.imports.kept_tiers import undo_kept_tiers
 from tally.imports.orm import ImportJob, ImportKind, ImportStatus
 from tally.imports.rejected import MAX_REPORTED_ERRORS
 from tally.ledger.batch import Transfer, post_transfers
@@ -161,6 +163,8 @@ def revert_import(factory: sessionmaker[Session], *, merchant_id: int, job_id: i
         _write_reversals(session, job, credits, per_customer, now)
         if job.kind == ImportKind.ORDERS:
             _remove_orders(session, job, now)
+        else:
+            undo_kept_tiers(session, job, now)
         job.status = ImportStatus.REVERTED
         job.reverted_at = now
         session.flush()

@@ -77,7 +77,7 @@ def run_job(
     orders: OrdersByDate | None = None
     try:
         if reader is None:
-            reader = open_reader(context.kind, path, context.now)
+            reader = open_reader(context.kind, path, context.now, context.program.zone)
         context.labels = labels(reader)
         if context.kind is ImportKind.ORDERS:
             orders = OrdersByDate()
@@ -314,8 +314,10 @@ def _invite_guests(factory: sessionmaker[Session], context: RunContext) -> None:
                 merchant_id=context.merchant_id,
                 email_type=EmailType.CLAIM_POINTS_INVITATION,
                 dedupe_key_prefix=f"claim_points_invitation:import-{context.job_id}",
-                variables=lambda customer, points=points: {  # type: ignore[misc]
-                    "points": points[customer.id],
+                # The points to claim are the whole balance: the orders' points and the tier
+                # entry rewards they brought (and anything credited before).
+                variables=lambda customer: {
+                    "points": customer.points_balance,
                     "claim_url": claim_url,
                 },
                 where=[Customer.id.in_(list(points))],

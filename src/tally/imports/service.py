@@ -51,6 +51,7 @@ from tally.imports.reading import file_facts, open_reader
 from tally.imports.rejected import rejected_csv
 from tally.imports.revert import revert_import
 from tally.imports.runner import run_job
+from tally.program import service as program_service
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -107,7 +108,9 @@ def run_import(
     kind = kind_of(options)
     now = utcnow()
     facts = file_facts(path)
-    reader = open_reader(kind, path, now)
+    with factory() as session:
+        zone = program_service.load(session, merchant_id).zone
+    reader = open_reader(kind, path, now, zone)
     try:
         with unit_of_work(factory, merchant_id=merchant_id) as session:
             file = FileToImport(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 AMOUNT_PATTERN = re.compile(r"\d{1,12}(?:\.\d{1,4})?", re.ASCII)
 _NEGATIVE_NUMBER = re.compile(r"-\s*[\d.,]+", re.ASCII)
@@ -64,8 +64,14 @@ def whole_number_expected(text: str) -> str:
     return "a whole number like 250"
 
 
-def parse_timestamp(text: str) -> datetime | None:
+_DATE_ONLY_LENGTH = len("2025-01-05")
+
+
+def parse_timestamp(text: str, zone: tzinfo = UTC) -> datetime | None:
     """An ISO 8601 date or date-time as aware UTC; naive values are taken as UTC. None if invalid.
+
+    A date alone (``2025-01-05``) is the start of that day in ``zone`` (the merchant's time
+    zone), so it shows as that day in the admin rather than, west of UTC, the day before.
 
     Also reads Shopify's ``2024-03-05 14:22:10 -0500`` (a space before the offset). A time so
     close to the ends of the calendar (year 1, year 9999) that it has no UTC equivalent reads
@@ -78,6 +84,8 @@ def parse_timestamp(text: str) -> datetime | None:
     except ValueError:
         return None
     if value.tzinfo is None:
+        if len(text) == _DATE_ONLY_LENGTH:
+            return value.replace(tzinfo=zone).astimezone(UTC)
         return value.replace(tzinfo=UTC)
     try:
         return value.astimezone(UTC)

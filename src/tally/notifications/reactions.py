@@ -41,13 +41,31 @@ def _queue(
     )
 
 
+# The earning rules with an email of their own; custom actions are `custom:<id>`. Referral
+# rewards have theirs through `ReferralRewarded`.
+_RULE_EMAILS = {
+    "place_order": EmailType.POINTS_EARNED,
+    "create_account": EmailType.SIGNUP_POINTS,
+    "birthday": EmailType.BIRTHDAY_POINTS,
+}
+
+
+def email_type_for_rule(rule_id: str) -> EmailType:
+    """Which email tells a customer about points from this earning rule."""
+    if rule_id.startswith("custom:"):
+        return EmailType.CUSTOM_ACTION_POINTS
+    return _RULE_EMAILS.get(rule_id, EmailType.POINTS_EARNED)
+
+
 def points_awarded(session: Session, event: PointsAwarded) -> None:
-    """The "points earned" email, for rules that send one."""
+    """The email for the rule's kind of points (sign-up, birthday, order, custom action)."""
     if event.notify:
+        # The key names the ledger entry, not the email type, so it stays what it always was
+        # and an award whose email was queued before the per-kind emails is not sent twice.
         _queue(
             session,
             event,
-            EmailType.POINTS_EARNED,
+            email_type_for_rule(event.rule_id),
             {"points": event.points},
             f"points-earned:{event.entry_id}",
         )

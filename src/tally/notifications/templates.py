@@ -27,7 +27,11 @@ _TEMPLATE_FILENAME = "<template>"  # the filename Jinja2 gives templates compile
 class EmailType(StrEnum):
     """Every kind of notification email Tally sends."""
 
+    # Points for an order (the value predates the per-kind emails and names merchants' edits).
     POINTS_EARNED = "points_earned"
+    SIGNUP_POINTS = "signup_points"
+    BIRTHDAY_POINTS = "birthday_points"
+    CUSTOM_ACTION_POINTS = "custom_action_points"
     # An import created the customer's account and credited points to it.
     CREATE_ACCOUNT_POINTS = "create_account_points"
     # A guest from an order import is invited to create an account to claim pending points.
@@ -87,6 +91,9 @@ COMMON_VARIABLES = frozenset(
 _TYPE_VARIABLES: Mapping[EmailType, frozenset[str]] = MappingProxyType(
     {
         EmailType.POINTS_EARNED: frozenset({"points"}),
+        EmailType.SIGNUP_POINTS: frozenset({"points"}),
+        EmailType.BIRTHDAY_POINTS: frozenset({"points"}),
+        EmailType.CUSTOM_ACTION_POINTS: frozenset({"points"}),
         EmailType.CREATE_ACCOUNT_POINTS: frozenset({"points"}),
         EmailType.CLAIM_POINTS_INVITATION: frozenset({"points", "claim_url"}),
         EmailType.REWARD_REDEEMED: frozenset({"points", "reward_name", "coupon_code"}),

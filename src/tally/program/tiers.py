@@ -124,11 +124,20 @@ class TierProgress:
     percent: int
 
 
-def progress_to_next(tiers: Sequence[Tier], value: Decimal | int) -> TierProgress:
-    """The customer's tier, the next one up, what is left to reach it and how far along they are."""
+def progress_to_next(
+    tiers: Sequence[Tier], value: Decimal | int, held: Tier | None = None
+) -> TierProgress:
+    """The customer's tier, the next one up, what is left to reach it and how far along they are.
+
+    `held` is the tier the customer holds when it is above what the metric reaches (a tier kept
+    from an import): progress is then towards the tier above it, never towards a lower one.
+    """
     ordered = _ascending(tiers)
     current = select_tier(ordered, value)
-    upcoming = [tier for tier in ordered if tier.threshold > value]
+    if held is not None and (current is None or held.threshold > current.threshold):
+        current = held
+    floor = value if current is None else max(Decimal(value), current.threshold)
+    upcoming = [tier for tier in ordered if tier.threshold > floor]
     following = upcoming[0] if upcoming else None
     if following is None:
         return TierProgress(

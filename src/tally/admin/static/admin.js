@@ -2,6 +2,22 @@
 (function () {
   "use strict";
 
+  // The narrow-screen menu: the CSS folds the sidebar away only once this script runs.
+  document.documentElement.classList.add("js");
+  document.addEventListener("DOMContentLoaded", function () {
+    var button = document.querySelector(".menu-button");
+    var nav = button && document.getElementById(button.getAttribute("aria-controls"));
+    if (!nav) {
+      return;
+    }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      var open = button.getAttribute("aria-expanded") !== "true";
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      nav.classList.toggle("open", open);
+    });
+  });
+
   function csrfToken() {
     var meta = document.querySelector('meta[name="csrf-token"]');
     return meta ? meta.getAttribute("content") : "";
