@@ -23,9 +23,7 @@ def expiry_runs_at(policy: ExpiryPolicy, now: datetime) -> bool:
     return now >= policy.enabled_at + expiry.ENABLE_GRACE
 
 
-def due_balances(
-    merchant_id: int, days: int, now: datetime
-) -> Select[int, int, datetime | None]:
+def due_balances(merchant_id: int, days: int, now: datetime) -> Select[int, int, datetime | None]:
     """Rolling expiry: the customers whose whole balance a run at `now` expires."""
     return select(Customer.id, Customer.points_balance, Customer.last_activity_at).where(
         Customer.merchant_id == merchant_id,

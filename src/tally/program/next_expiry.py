@@ -66,6 +66,8 @@ def next_expiries(
         .group_by(LedgerEntry.customer_id, LedgerEntry.expires_at)
     )
     for customer_id, expires_at, points in rows:
+        if expires_at is None:  # pragma: no cover - the query leaves out credits without one
+            continue
         at = expiry.effective_expiry(expires_at, policy.enabled_at)
         found[customer_id] = PointsExpiry(at, int(points or 0))
     return found
