@@ -131,20 +131,19 @@ def save_smtp(request: Request, admin: AdminDep, form: FormDep) -> Response:
     values = {name: text(form, name) for name in fields}
     password = form.get("password")
     new_password = password if isinstance(password, str) and password else None
-    port = int(values["port"]) if values["port"].isdigit() else 0
+    choices: dict[str, Any] = {
+        "host": values["host"],
+        "port": int(values["port"]) if values["port"].isdigit() else 0,
+        "security": values["security"],
+        "sender": formataddr((values["from_name"], values["from_address"])),
+        "username": values["username"] or None,
+        "password": new_password,
+        "keep_password": new_password is None and not checkbox(form, "clear_password"),
+    }
     try:
         with admin.unit_of_work() as session:
             service.save_mail_settings(
-                session,
-                settings=admin.state.settings,
-                merchant_id=admin.merchant_id,
-                host=values["host"],
-                port=port,
-                security=values["security"],
-                sender=formataddr((values["from_name"], values["from_address"])),
-                username=values["username"] or None,
-                password=new_password,
-                keep_password=new_password is None and not checkbox(form, "clear_password"),
+                session, settings=admin.state.settings, merchant_id=admin.merchant_id, **choices
             )
     except DomainError as error:
         return smtp_page(request, admin, error=error, values=values, status_code=422)
@@ -164,19 +163,17 @@ def remove_smtp(admin: AdminDep, form: FormDep) -> Response:
 def test_smtp(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """Send a test email to the signed-in user through the saved settings; show the answer."""
     del form  # checked for its CSRF token
+    settings, merchant_id = admin.state.settings, admin.merchant_id
     try:
         with admin.unit_of_work() as session:
             prepared = smtp_test.prepare_test(
-                session,
-                settings=admin.state.settings,
-                merchant_id=admin.merchant_id,
-                recipient=admin.email,
+                session, settings=settings, merchant_id=merchant_id, recipient=admin.email
             )
     except DomainError as error:
         return smtp_page(request, admin, error=error, status_code=error.status_code)
     outcome = smtp_test.run_test(prepared)  # outside any transaction: the server may be slow
     with admin.unit_of_work() as session:
         smtp_test.log_test(
-            session, merchant_id=admin.merchant_id, email_id=prepared.email_id, outcome=outcome
+            session, merchant_id=merchant_id, email_id=prepared.email_id, outcome=outcome
         )
     return smtp_page(request, admin, test=outcome)

@@ -97,5 +97,5 @@ def liability(merchant: MerchantOption = None) -> None:
     if report.expiry_mode == "off":
         console.print("expiring: points expiry is off")
         return
-    for item in report.expiring:
-        console.print(f"expiring within {item.days} days: {item.points} points")
+    for days, points in report.expiring.items():
+        console.print(f"expiring within {days} days: {points} points")

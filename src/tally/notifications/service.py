@@ -532,11 +532,11 @@ def list_emails(
     session: Session,
     *,
     merchant_id: int,
+    limit: int = 50,
+    offset: int = 0,
     status: str | None = None,
     customer_id: int | None = None,
     email_type: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
 ) -> tuple[list[EmailMessage], int]:
     """One page of the mail log, newest first, and the total matching."""
     stmt = select(EmailMessage).where(EmailMessage.merchant_id == merchant_id)
@@ -711,17 +711,11 @@ def _message_id_domain(address: str) -> str:
 
 def own_transport(settings: Settings, own: MailSettings, *, timeout: float = 30.0) -> SmtpTransport:
     """A transport for the merchant's own SMTP server (its password decrypted)."""
-    password = (
-        decrypt_password(settings, own.password_encrypted) if own.password_encrypted else None
-    )
-    return SmtpTransport(
-        own.host,
-        own.port,
-        security=own.security,
-        username=own.username,
-        password=password,
-        timeout=timeout,
-    )
+    transport = SmtpTransport(own.host, own.port, security=own.security, timeout=timeout)
+    transport.username = own.username
+    if own.password_encrypted:
+        transport.password = decrypt_password(settings, own.password_encrypted)
+    return transport
 
 
 def delivery_for(session: Session, *, settings: Settings, merchant_id: int) -> Delivery:

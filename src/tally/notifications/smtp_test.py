@@ -32,13 +32,13 @@ from tally.notifications.transport import MailError, SmtpTransport
 TEST_TIMEOUT_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
 class PreparedTest:
     """A test message, its mail-log row and the transport to the merchant's server."""
 
-    email_id: int
-    message: MimeMessage
-    transport: SmtpTransport
+    def __init__(self, email_id: int, message: MimeMessage, transport: SmtpTransport) -> None:
+        self.email_id = email_id
+        self.message = message
+        self.transport = transport
 
 
 @dataclass(frozen=True)

@@ -45,15 +45,6 @@ class RewardRate:
 
 
 @dataclass(frozen=True)
-class Expiring:
-    """Points the expiry job would have expired by `at` (`days` from now)."""
-
-    days: int
-    at: datetime
-    points: int
-
-
-@dataclass(frozen=True)
 class Liability:
     """The whole report for one merchant at one moment."""
 
@@ -64,7 +55,12 @@ class Liability:
     rewards: list[RewardRate]
     best: RewardRate | None
     expiry_mode: str
-    expiring: list[Expiring]
+    # Days from now (HORIZONS_DAYS) -> the points the expiry job would have expired by then.
+    expiring: dict[int, int]
+
+    def horizon(self, days: int) -> datetime:
+        """The moment `days` from the report's."""
+        return self.at + timedelta(days=days)
 
     @property
     def value(self) -> Decimal | None:
@@ -113,11 +109,12 @@ def points_liability(
     valued = [rate for rate in rates if rate.rate is not None]
     best = max(valued, key=lambda rate: rate.rate or 0, default=None)
     policy = program.settings.expiry
-    expiring = []
-    for days in HORIZONS_DAYS:
-        at = now + timedelta(days=days)
-        points = expiry_due.points_due(session, merchant_id=merchant_id, policy=policy, at=at)
-        expiring.append(Expiring(days, at, points))
+    expiring = {
+        days: expiry_due.points_due(
+            session, merchant_id=merchant_id, policy=policy, at=now + timedelta(days=days)
+        )
+        for days in HORIZONS_DAYS
+    }
     return Liability(
         at=now,
         currency=currency,

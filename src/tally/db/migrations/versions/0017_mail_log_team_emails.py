@@ -1,19 +1,11 @@
-"""mail log: team emails and SMTP test emails have no customer
-
-Revision ID: 0017
-Revises: 0013
-Create Date: 2026-12-03 00:20:00.000000
-"""
-
-from collections.abc import Sequence
+"""mail log: team emails and SMTP test emails have no customer (revision 0017, after 0013)"""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0013"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+# Team emails (invitations, password resets) and SMTP tests are in the mail log, with no customer.
+revision = "0017"
+down_revision = "0013"
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
