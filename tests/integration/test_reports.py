@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +29,7 @@ from tally.program import jobs
 from tally.program.config_service import update_program
 from tally.reports import exports
 from tally.reports.liability import points_liability
+from tests.integration.test_admin_pages import admin_app, make_store, sign_in
 from tests.support.factories import load_customer, make_customer, make_merchant
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -277,3 +280,36 @@ def test_cli_exports_to_a_file_and_prints_the_liability(
     assert stdout.output.splitlines()[1].split(",")[1:7] == [
         "cli@example.com", "", "", "member", "1234", "",
     ]  # fmt: skip
+
+
+def test_the_admin_shows_the_liability_and_streams_the_exports(
+    settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    store = make_store(session_factory, "owner@shop.example")
+    _program(session_factory, store.merchant_id, rewards=REWARDS[:2], expiry=_rolling())
+    customer = make_customer(
+        session_factory, store.merchant_id, email="=cmd@example.com", points=2500
+    )
+    _last_active(session_factory, customer, 340)  # expires in 25 days
+
+    with TestClient(admin_app(settings, session_factory)) as client:
+        assert sign_in(client, store.email) == (303, "/admin")
+        page = client.get("/admin/reports/liability")
+        download = client.get("/admin/reports/export/customers.csv")
+        ledger_csv = client.get("/admin/reports/export/ledger.csv")
+
+    assert page.status_code == 200
+    assert re.search(r'data-testid="outstanding-points">2,500<', page.text)
+    assert re.search(r'data-testid="liability-value">30.00 USD', page.text)
+    assert re.search(r"<td>30 days</td><td>[-0-9]+</td><td class=\"num\">2,500</td>", page.text)
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "text/csv; charset=utf-8"
+    assert download.headers["content-disposition"].startswith('attachment; filename="customers-')
+    assert [r[:2] for r in csv.reader(io.StringIO(download.text))] == [
+        ["customer_id", "email"],
+        [str(customer), "'=cmd@example.com"],
+    ]
+    assert [r[5:7] for r in csv.reader(io.StringIO(ledger_csv.text))] == [
+        ["points", "balance_after"],
+        ["2500", "2500"],
+    ]
