@@ -313,3 +313,26 @@ def test_the_admin_shows_the_liability_and_streams_the_exports(
         ["points", "balance_after"],
         ["2500", "2500"],
     ]
+
+
+def test_the_api_answers_the_liability_and_streams_the_exports(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    m = make_merchant(session_factory)
+    _program(session_factory, m.id, rewards=REWARDS[:4], expiry=_rolling())
+    _last_active(session_factory, make_customer(session_factory, m.id, points=1000), 350)
+
+    liability = client.get("/api/v1/points-liability", headers=m.headers)
+    customers_csv = client.get("/api/v1/exports/customers", headers=m.headers)
+
+    assert liability.status_code == 200
+    body = liability.json()
+    assert (body["outstanding_points"], body["value"], body["best_reward_id"]) == (
+        1000, "12.00", "twelve",
+    )  # fmt: skip
+    assert [(r["reward_id"], r["value"]) for r in body["rewards"]] == [
+        ("five", "10.00"), ("twelve", "12.00"), ("var", "5.00"), ("ten", None),
+    ]  # fmt: skip
+    assert body["expiring_within_days"] == {"30": 1000, "60": 1000, "90": 1000}
+    assert customers_csv.headers["content-type"] == "text/csv; charset=utf-8"
+    assert len(customers_csv.text.splitlines()) == 2

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from tally.admin.web import Admin, AdminDep, AdminRoute, render
-from tally.db.base import utcnow
+from tally.api.reports import csv_download
 from tally.reports import exports
 from tally.reports.liability import points_liability
 
@@ -33,12 +33,7 @@ def _download(admin: Admin, name: str) -> StreamingResponse:
     # Each chunk is its own short unit of work (see reports.exports), so a long download holds
     # no lock; the response goes out as the rows are read.
     pieces = EXPORTS[name](admin.unit_of_work, merchant_id=admin.merchant_id)
-    filename = f"{name}-{utcnow().date().isoformat()}.csv"
-    return StreamingResponse(
-        pieces,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return csv_download(pieces, name)
 
 
 @router.get("/reports/export/customers.csv", include_in_schema=False)

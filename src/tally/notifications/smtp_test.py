@@ -64,7 +64,10 @@ def prepare_test(
     reason = smtp_hosts.host_problem(own.host, own.port, development=settings.is_development)
     if reason is not None:
         raise ValidationFailed(f"the SMTP host {reason}", [FieldProblem("host", reason, own.host)])
-    transport = service.own_transport(settings, own, timeout=TEST_TIMEOUT_SECONDS)
+    try:
+        transport = service.own_transport(settings, own, timeout=TEST_TIMEOUT_SECONDS)
+    except service.PasswordUnreadable as error:
+        raise ValidationFailed(str(error), [FieldProblem("password", "type it again")]) from error
     name, address = parseaddr(own.sender)
     domain = address.rpartition("@")[2] or "localhost"
     message = MimeMessage(policy=POLICY)
