@@ -276,3 +276,20 @@ def test_team_invitations_go_through_the_stores_server_and_into_the_mail_log(
     assert 'data-kind="team_invitation"' in listed
     assert "No emails match." in client.get("/admin/mail/log?status=failed").text
     assert "No emails match." in client.get("/admin/mail/log?kind=points_earned").text
+
+
+def test_tls_against_a_plain_server_is_explained_as_a_tls_failure(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    handler = RecordingHandler()
+    with running_smtp_server(handler) as server:
+        assert _save(client, server.port, security="tls").status_code == 303
+        page = client.post("/admin/mail/smtp/test", data={"csrf_token": token(client)})
+
+    result = _test_result(page.text)
+    assert result.startswith(
+        f"The test email was not sent (to {OWNER}): TLS failed with {HOST}:{server.port} "
+        "(check the security setting and the port)"
+    )
+    assert handler.deliveries == []
+    assert [e.status for e in _log(session_factory)] == ["failed"]
