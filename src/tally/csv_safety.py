@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any, Protocol
 
 FORMULA_STARTS = frozenset("=+-@\t\r")
@@ -28,7 +29,14 @@ class _Writable(Protocol):
 
 
 def neutralise_cell(value: object) -> str:
-    """The cell as text, with a ``'`` in front when a spreadsheet would run it as a formula."""
+    """The cell as text, with a ``'`` in front when a spreadsheet would run it as a formula.
+
+    A number Tally itself holds (an int or a Decimal, such as -30 points) is written as it is:
+    a spreadsheet reads ``-30`` as the number, never as a formula, and a quote would turn
+    every debit in a ledger export into text.
+    """
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        return str(value)
     text = "" if value is None else str(value)
     if text and (text[0] in FORMULA_STARTS or _NEUTRALISED.match(text)):
         return "'" + text

@@ -223,7 +223,9 @@ def test_support_gets_403_on_every_page_but_customers(app: FastAPI, world: World
     }
 
 
-def test_a_manager_gets_403_only_on_the_team_and_api_keys(app: FastAPI, world: World) -> None:
+def test_a_manager_gets_403_only_on_the_team_api_keys_and_smtp_server(
+    app: FastAPI, world: World
+) -> None:
     before = world.snapshot()
 
     statuses = walk(app, world, "manager")
@@ -233,6 +235,10 @@ def test_a_manager_gets_403_only_on_the_team_and_api_keys(app: FastAPI, world: W
         ("GET", "/admin/settings/api-keys"),
         ("POST", "/admin/settings/api-keys"),
         ("POST", "/admin/settings/api-keys/{key_id}/revoke"),
+        ("GET", "/admin/mail/smtp"),
+        ("POST", "/admin/mail/smtp"),
+        ("POST", "/admin/mail/smtp/remove"),
+        ("POST", "/admin/mail/smtp/test"),
         ("GET", "/admin/team"),
         ("POST", "/admin/team/invitations"),
         ("POST", "/admin/team/{user_id}/invitation"),
@@ -266,12 +272,13 @@ def test_the_navigation_shows_only_what_the_role_may_use(app: FastAPI, world: Wo
     assert links[team.Role.SUPPORT] == ["/admin/customers"]
     assert "/admin/team" not in links[team.Role.MANAGER]
     assert "/admin/settings/api-keys" not in links[team.Role.MANAGER]
-    assert {"/admin", "/admin/settings/earning", "/admin/imports/orders"} <= set(
+    assert {"/admin", "/admin/settings/earning", "/admin/imports/orders", "/admin/mail/log"} <= set(
         links[team.Role.MANAGER]
     )
     assert set(links[team.Role.OWNER]) == set(links[team.Role.MANAGER]) | {
         "/admin/team",
         "/admin/settings/api-keys",
+        "/admin/mail/smtp",
     }
 
 

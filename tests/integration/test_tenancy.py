@@ -145,6 +145,9 @@ CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int | str]] = 
         200,
     ),
     ("GET", "/api/v1/emails"): ("get", "/api/v1/emails", None, 200),
+    ("GET", "/api/v1/points-liability"): ("get", "/api/v1/points-liability", None, 200),
+    ("GET", "/api/v1/exports/customers"): ("get", "/api/v1/exports/customers", None, 200),
+    ("GET", "/api/v1/exports/ledger"): ("get", "/api/v1/exports/ledger", None, 200),
     ("GET", "/api/v1/mail-settings"): ("get", "/api/v1/mail-settings", None, 200),
     ("PUT", "/api/v1/mail-settings"): (
         "put",
@@ -470,5 +473,9 @@ def _attack(
             body = r.json()
             items = body["items"] if isinstance(body, dict) else body
             assert items == [], (path, items)
+        if path.startswith("/api/v1/exports/"):
+            assert "victim@example.com" not in r.text, path
+        if path == "/api/v1/points-liability":
+            assert r.json()["outstanding_points"] == 0
         if (method, path) == ("POST", "/api/v1/customers"):
             assert r.json()["id"] != victim

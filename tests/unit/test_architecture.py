@@ -117,6 +117,7 @@ DOMAIN_PACKAGES = (
     "notifications",
     "outbox",
     "program",
+    "reports",
     "webhooks",
 )
 # What defining a route or a command takes.

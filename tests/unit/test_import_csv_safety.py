@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -39,7 +40,13 @@ def test_other_cells_are_written_and_read_as_they_are(value: str) -> None:
 
 
 def test_values_that_are_not_text_are_written_as_text() -> None:
-    assert [neutralise_cell(value) for value in (None, 12, -3, 1.5)] == ["", "12", "'-3", "1.5"]
+    assert [neutralise_cell(value) for value in (None, 12, 1.5, True)] == ["", "12", "1.5", "True"]
+
+
+def test_negative_numbers_stay_numbers_but_negative_text_is_quoted() -> None:
+    # A spreadsheet reads the number -3 as a number; only text can smuggle a formula in.
+    values = (-3, Decimal("-1.50"), "-3", -1.5)
+    assert [neutralise_cell(value) for value in values] == ["-3", "-1.50", "'-3", "'-1.5"]
 
 
 @given(st.text(alphabet=st.sampled_from("'=+-@\t\r\nax,\"")))
@@ -52,7 +59,7 @@ def test_restore_gives_back_what_was_neutralised(value: str) -> None:
 
 def test_the_writer_neutralises_every_cell_and_quotes_as_csv_does() -> None:
     out = io.StringIO()
-    rows = [["name", "points"], ["=1+1", -50], ['say "hi", @you', "one\r\ntwo"]]
+    rows = [["name", "points"], ["=1+1", "-50"], ['say "hi", @you', "one\r\ntwo"]]
 
     writer(out, lineterminator="\r\n").writerows(rows)
 

@@ -11,7 +11,9 @@ from tally.admin import (
     dashboard,
     dotdigital,
     imports,
+    mail,
     passwords,
+    reports,
     settings,
     team,
     webhooks,
@@ -39,6 +41,9 @@ router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEG
 router.include_router(webhooks.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(imports.router, dependencies=[requires(Permission.IMPORTS)])
 router.include_router(team.router, dependencies=[requires(Permission.TEAM)])
+router.include_router(reports.router, dependencies=[requires(Permission.REPORTS)])
+# The mail log needs REPORTS and the SMTP settings MAIL_SETTINGS: declared per route.
+router.include_router(mail.router)
 
 
 @router.get("/{path:path}", include_in_schema=False, dependencies=[requires()])

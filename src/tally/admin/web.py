@@ -83,6 +83,8 @@ NOTICES = {
     "role-changed": "Role changed.",
     "member-removed": "Member removed; their sessions have ended.",
     "password-set": "Your password is set. Sign in with it.",
+    "smtp-saved": "SMTP settings saved. Send a test email to check them.",
+    "smtp-removed": "SMTP settings removed; emails go through the instance's default again.",
 }
 
 

@@ -22,6 +22,7 @@ from tally.api import customers, problems, program, rewards
 from tally.api import dotdigital as dotdigital_api
 from tally.api import imports as imports_api
 from tally.api import notifications as notifications_api
+from tally.api import reports as reports_api
 from tally.api import webhooks as webhooks_api
 from tally.api.edge import RefuseNul
 from tally.config import Settings, WorkerMode
@@ -177,6 +178,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(dotdigital_api.router)
     app.include_router(imports_api.router)
     app.include_router(webhooks_api.router)
+    app.include_router(reports_api.router)
     app.include_router(admin_router)
     app.include_router(program.public_router)
 

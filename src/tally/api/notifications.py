@@ -97,7 +97,7 @@ class EmailOut(BaseModel):
     """One entry of the mail log."""
 
     id: int
-    customer_id: int
+    customer_id: int | None  # None for team emails and SMTP tests
     email_type: str
     recipient: str
     subject: str | None

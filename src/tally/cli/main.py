@@ -41,6 +41,7 @@ def _add_domain_commands() -> None:
     from tally.cli.notifications import mail_app
     from tally.cli.outbox import outbox_app
     from tally.cli.program import program_app
+    from tally.cli.reports import export_app, liability
     from tally.cli.webhooks import webhooks_app
 
     app.add_typer(mail_app, name="mail")
@@ -49,6 +50,8 @@ def _add_domain_commands() -> None:
     app.add_typer(program_app, name="program")
     app.add_typer(admin_user_app, name="admin-user")
     app.add_typer(webhooks_app, name="webhooks")
+    app.add_typer(export_app, name="export")
+    points_app.command("liability")(liability)
     integrations_app = typer.Typer(help="Connections to other tools.", no_args_is_help=True)
     integrations_app.add_typer(dotdigital_app, name="dotdigital")
     app.add_typer(integrations_app, name="integrations")

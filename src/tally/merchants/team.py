@@ -73,6 +73,8 @@ class Permission(StrEnum):
     INTEGRATIONS = "integrations"
     API_KEYS = "api-keys"
     TEAM = "team"
+    REPORTS = "reports"  # the mail log, CSV exports, the points liability
+    MAIL_SETTINGS = "mail-settings"  # the store's own SMTP server
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -84,14 +86,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.PROGRAM,
             Permission.IMPORTS,
             Permission.INTEGRATIONS,
+            Permission.REPORTS,
         }
     ),
     Role.SUPPORT: frozenset({Permission.CUSTOMERS}),
 }
 
 ROLE_DESCRIPTIONS: dict[Role, str] = {
-    Role.OWNER: "everything, including the team and API keys",
-    Role.MANAGER: "program settings, imports, integrations and customers",
+    Role.OWNER: "everything, including the team, API keys and the SMTP server",
+    Role.MANAGER: "program settings, imports, integrations, customers and reports",
     Role.SUPPORT: "view customers and adjust their points with a reason",
 }
 

@@ -94,7 +94,7 @@ def _prepare(
     if email is None or email.status in _FINAL:
         # Gone with its customer, or already dealt with by an earlier delivery of the event.
         return _Stop()
-    customer = session.get(Customer, email.customer_id)
+    customer = session.get(Customer, email.customer_id) if email.customer_id else None
     if customer is None:  # pragma: no cover - the row is deleted with its customer
         return _Stop()
     email_type = EmailType(email.email_type)
@@ -156,10 +156,26 @@ def send_email(context: HandlerContext, payload: dict[str, Any]) -> None:
         if outcome.error is not None:
             raise outcome.error
         return
-    if outcome.rate_limited:
+    deliver(context, email_id, outcome.transport, outcome.message, outcome.rate_limited)
+
+
+def deliver(
+    context: HandlerContext,
+    email_id: int,
+    transport: MailTransport,
+    message: MimeMessage,
+    rate_limited: bool,
+) -> None:
+    """Send a message whose mail-log row is `sending`, and record the outcome on that row.
+
+    A temporary failure goes back to `queued` (the worker retries; the last allowed attempt
+    marks it `failed`) and is raised again; a permanent one is `failed` and a `PermanentFailure`.
+    """
+    settings = context.settings
+    if rate_limited:
         send_limiter(settings).acquire()
     try:
-        outcome.transport.send(outcome.message)
+        transport.send(message)
     except TemporaryMailError as error:
         if context.attempt >= settings.worker_max_attempts:
             _record(

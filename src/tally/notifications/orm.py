@@ -79,7 +79,8 @@ class EmailMessage(TenantScoped, Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(
+    # None for emails to the merchant's team (invitations, password resets) and SMTP tests.
+    customer_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
     email_type: Mapped[str] = mapped_column(String(64))

@@ -41,6 +41,7 @@ from tally.db.pages import page
 from tally.db.upsert import insert_or_find
 from tally.errors import FieldProblem, NotFound, ValidationFailed
 from tally.merchants.orm import Merchant
+from tally.notifications import smtp_hosts
 from tally.notifications import unsubscribe as tokens
 from tally.notifications.orm import EmailMessage, EmailStatus, MailSettings, StoredEmailTemplate
 from tally.notifications.templates import (
@@ -531,13 +532,16 @@ def list_emails(
     session: Session,
     *,
     merchant_id: int,
-    status: str | None = None,
-    customer_id: int | None = None,
     limit: int = 50,
     offset: int = 0,
+    status: str | None = None,
+    customer_id: int | None = None,
+    email_type: str | None = None,
 ) -> tuple[list[EmailMessage], int]:
     """One page of the mail log, newest first, and the total matching."""
     stmt = select(EmailMessage).where(EmailMessage.merchant_id == merchant_id)
+    if email_type is not None:
+        stmt = stmt.where(EmailMessage.email_type == email_type)
     if status is not None:
         if status not in set(EmailStatus):
             known = ", ".join(s.value for s in EmailStatus)
@@ -657,6 +661,10 @@ def save_mail_settings(
     address = _sender_address(sender)
     if "@" not in address or any(c.isspace() for c in address):
         problems.append(FieldProblem("sender", "must be an email address", sender))
+    if not problems:
+        reason = smtp_hosts.host_problem(host, port, development=settings.is_development)
+        if reason is not None:
+            problems.append(FieldProblem("host", reason, host))
     if problems:
         raise ValidationFailed("the mail settings are not valid", problems)
     row = get_mail_settings(session, merchant_id=merchant_id)
@@ -701,23 +709,22 @@ def _message_id_domain(address: str) -> str:
     return domain if _MESSAGE_ID_DOMAIN.fullmatch(domain) else "localhost"
 
 
+def own_transport(settings: Settings, own: MailSettings, *, timeout: float = 30.0) -> SmtpTransport:
+    """A transport for the merchant's own SMTP server (its password decrypted)."""
+    transport = SmtpTransport(own.host, own.port, security=own.security, timeout=timeout)
+    transport.username = own.username
+    if own.password_encrypted:
+        transport.password = decrypt_password(settings, own.password_encrypted)
+    return transport
+
+
 def delivery_for(session: Session, *, settings: Settings, merchant_id: int) -> Delivery:
     """The merchant's SMTP server, else the global one, else .eml files under mail_dir."""
     merchant = _merchant(session, merchant_id)
     own = get_mail_settings(session, merchant_id=merchant_id)
     transport: MailTransport
     if own is not None:
-        password = (
-            decrypt_password(settings, own.password_encrypted) if own.password_encrypted else None
-        )
-        transport = SmtpTransport(
-            own.host,
-            own.port,
-            security=own.security,
-            username=own.username,
-            password=password,
-            timeout=30.0,
-        )
+        transport = own_transport(settings, own)
         configured_sender = own.sender
     else:
         transport = transport_from_settings(settings)

@@ -4,8 +4,9 @@ A `PasswordLinkRequested` event (written by `merchants.team` in the transaction 
 the member or took the reset request) becomes one outbox message; this handler sends it the way
 customer emails go (the merchant's SMTP server, else the global one, else `.eml` files), under
 the same send rate limit. The link is minted here, at send time, so no token is ever stored in
-the outbox or anywhere else. These emails are not in the mail log (which lists customers'
-emails); their delivery attempts are recorded with the outbox message like any other.
+the outbox or anywhere else. The worker writes each one to the mail log when it first tries
+it (`mail_log.record_attempt`, keyed by the outbox message) and records the outcome there as
+for customers' emails (`handlers.deliver`); the attempts are also kept with the outbox message.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from tally.db.engine import unit_of_work
 from tally.merchants import team
 from tally.merchants.orm import AdminUser, Merchant
 from tally.notifications import service
-from tally.notifications.handlers import send_limiter
+from tally.notifications.handlers import deliver
+from tally.notifications.mail_log import DirectEmailKind, record_attempt
 from tally.notifications.message import POLICY, message_id
-from tally.notifications.transport import PermanentMailError, TemporaryMailError
-from tally.outbox.registry import HandlerContext, PermanentFailure, Registry
+from tally.outbox.registry import HandlerContext, Registry
 
 HANDLER_NAME = "notifications.send_password_link"
+_KINDS = {
+    team.LinkPurpose.INVITE: DirectEmailKind.TEAM_INVITATION,
+    team.LinkPurpose.RESET: DirectEmailKind.TEAM_PASSWORD_RESET,
+}
 
 
 def _texts(
@@ -114,14 +119,16 @@ def send_password_link(context: HandlerContext, payload: dict[str, Any]) -> None
             message_id_domain=delivery.message_id_domain,
             message_key=f"{merchant_id}:password-link:{context.message_id}",
         )
-    if delivery.file_directory is None:
-        send_limiter(settings).acquire()
-    try:
-        delivery.transport.send(message)
-    except TemporaryMailError:
-        raise
-    except PermanentMailError as error:
-        raise PermanentFailure(f"the mail server refused the email: {error}") from error
+        email_id = record_attempt(
+            session,
+            merchant_id=merchant_id,
+            dedupe_key=f"password-link:{context.message_id}",
+            kind=_KINDS[purpose],
+            recipient=user.email,
+            subject=subject,
+            message_id=str(message["Message-ID"]),
+        ).id
+    deliver(context, email_id, delivery.transport, message, delivery.file_directory is None)
 
 
 def register(registry: Registry) -> None:

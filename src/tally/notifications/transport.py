@@ -150,7 +150,12 @@ class SmtpTransport:
 
     def send(self, message: EmailMessage) -> None:
         """Deliver the message; raise `TemporaryMailError` or `PermanentMailError` on failure."""
+        self.send_with_reply(message)
+
+    def send_with_reply(self, message: EmailMessage) -> str:
+        """`send`, returning the server's answer to the message (e.g. `250 OK queued as 12`)."""
         connection = self._open()
+        replies = _keep_data_replies(connection)
         try:
             refused = connection.send_message(message)
         except smtplib.SMTPRecipientsRefused as error:
@@ -170,6 +175,21 @@ class SmtpTransport:
             # avoid sending duplicates to those who accepted it.
             failures = ", ".join(f"{address} ({code})" for address, (code, _) in refused.items())
             raise PermanentMailError(None, f"refused by {failures}")
+        return " ".join(f"{code} {_reply_text(text)}" for code, text in replies)
+
+
+def _keep_data_replies(connection: smtplib.SMTP) -> list[tuple[int, bytes]]:
+    """The replies to DATA, as the connection receives them (`sendmail` drops them)."""
+    replies: list[tuple[int, bytes]] = []
+    data = connection.data
+
+    def data_kept(message: bytes | str) -> tuple[int, bytes]:
+        reply = data(message)
+        replies.append(reply)
+        return reply
+
+    setattr(connection, "data", data_kept)  # noqa: B010 - mypy refuses assigning to a method
+    return replies
 
 
 def _quit(connection: smtplib.SMTP) -> None:

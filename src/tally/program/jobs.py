@@ -27,7 +27,7 @@ from tally.merchants.orm import Merchant
 from tally.outbox.events import PointsExpiring
 from tally.outbox.registry import JobContext, Registry
 from tally.outbox.service import emit
-from tally.program import earning, expiry
+from tally.program import earning, expiry, expiry_due
 from tally.program import service as program_service
 from tally.program.settings import ExpiryMode
 
@@ -61,10 +61,7 @@ def expire_points(
     with factory() as session:
         settings = program_service.load(session, merchant_id).settings
     policy, version = settings.expiry, settings.version
-    if policy.mode == ExpiryMode.OFF or policy.enabled_at is None:
-        return ExpiryStats()
-    # Turning expiry on never expires anything retroactively: nothing before enabled_at + grace.
-    if now < policy.enabled_at + expiry.ENABLE_GRACE:
+    if not expiry_due.expiry_runs_at(policy, now):
         return ExpiryStats()
     if policy.mode == ExpiryMode.ROLLING:
         return _expire_rolling(factory, merchant_id, now, policy.days, version, batch_size)
@@ -87,11 +84,7 @@ def _expire_rolling(
     version: int,
     batch_size: int,
 ) -> ExpiryStats:
-    due = select(Customer.id, Customer.points_balance, Customer.last_activity_at).where(
-        Customer.merchant_id == merchant_id,
-        Customer.points_balance > 0,
-        Customer.last_activity_at <= now - timedelta(days=days),
-    )
+    due = expiry_due.due_balances(merchant_id, days, now)
 
     def expire_balance(row: Row[int, int, datetime | None]) -> Transfer:
         customer_id, balance, last_activity_at = row
@@ -112,11 +105,7 @@ def _expire_grants(
     version: int,
     batch_size: int,
 ) -> ExpiryStats:
-    due = select(LedgerEntry.id, LedgerEntry.customer_id, LedgerEntry.remaining).where(
-        LedgerEntry.merchant_id == merchant_id,
-        LedgerEntry.remaining > 0,
-        LedgerEntry.expires_at <= now,
-    )
+    due = expiry_due.due_credits(merchant_id, now)
 
     def expire_credit(row: Row[int, int, int | None]) -> Transfer:
         credit_id, customer_id, remaining = row

@@ -1,0 +1,1 @@
+"""Reports for a merchant's finance and support people: CSV exports and the points liability."""
