@@ -13,7 +13,7 @@ from alembic import op
 import tally.db.base
 
 revision: str = "0018"
-down_revision: str | Sequence[str] | None = "0013"
+down_revision: str | Sequence[str] | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
