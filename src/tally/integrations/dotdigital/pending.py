@@ -147,7 +147,8 @@ def load_due(session: Session, merchant_id: int, now: datetime, limit: int) -> l
         .limit(limit)
     )
     return [
-        PendingRow(row[0], row[1], row[2], CustomerRow(*row[3:])) for row in session.execute(stmt)
+        PendingRow(row[0], row[1], row[2], CustomerRow._make(row[3:]))
+        for row in session.execute(stmt)
     ]
 
 
