@@ -18,21 +18,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _columns() -> list[sa.Column[object]]:
+    return [
+        sa.Column("accepts_marketing", sa.Boolean(), nullable=True),
+        sa.Column("marketing_consent_source", sa.String(length=100), nullable=True),
+        sa.Column("marketing_consent_at", tally.db.base.UTCDateTime(timezone=True), nullable=True),
+    ]
+
+
 def upgrade() -> None:
     with op.batch_alter_table("customers") as batch:
-        batch.add_column(sa.Column("accepts_marketing", sa.Boolean(), nullable=True))
-        batch.add_column(
-            sa.Column("marketing_consent_source", sa.String(length=100), nullable=True)
-        )
-        batch.add_column(
-            sa.Column(
-                "marketing_consent_at", tally.db.base.UTCDateTime(timezone=True), nullable=True
-            )
-        )
+        for column in _columns():
+            batch.add_column(column)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("customers") as batch:
-        batch.drop_column("marketing_consent_at")
-        batch.drop_column("marketing_consent_source")
-        batch.drop_column("accepts_marketing")
+        for column in reversed(_columns()):
+            batch.drop_column(column.name)
