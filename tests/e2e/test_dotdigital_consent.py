@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
 from tally.customers import service as customers
-from tally.customers.orm import CustomerState
+from tally.customers.orm import Customer, CustomerState
+from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.devtools.dotdigital_emulator import DEMO_PASSWORD, DEMO_USERNAME, EmulatorServer
 from tally.integrations.dotdigital import service
+from tally.integrations.dotdigital.auto_sync import LOOKUP_POSTPONE
 from tally.integrations.dotdigital.client import HttpDotdigitalClient
 from tally.integrations.dotdigital.consent import (
     LEFT_OUT_REASONS,
@@ -276,3 +278,30 @@ def test_the_emulator_keeps_a_contacts_status_unless_the_update_names_one(
     assert _status(emulator, "new@example.com") == ("subscribed", "Subscribed")
     assert _status(emulator, "u@example.com") == ("unsubscribed", "Unsubscribed")
     assert _status(emulator, "s@example.com") == ("unsubscribed", "Unsubscribed")
+
+
+def test_customers_a_bulk_run_could_not_look_up_step_aside_for_later_ones(
+    session_factory: sessionmaker[Session], dd_settings: Settings, emulator: EmulatorServer
+) -> None:
+    merchant_id = _shop(session_factory, dd_settings, emulator)
+    with unit_of_work(session_factory, merchant_id=merchant_id) as session:
+        # One call in the bucket: the import's start.
+        service.set_calls_per_minute(session, merchant_id=merchant_id, calls_per_minute=6)
+    options = dataclasses.replace(FAST, bulk_threshold=2)
+    before = utcnow()
+    sync_worker(dd_settings, session_factory, options).run_due_jobs()
+
+    assert emulator.emulator.call_counts.get(IMPORT) == 1
+    assert emulator.emulator.call_counts.get(GET, 0) == 0
+    with session_factory() as session:
+        rows = {
+            row.customer_id: (row.attempts, row.next_attempt_at, row.import_pk)
+            for row in session.scalars(select(PendingContact))
+        }
+        emails = dict(session.execute(select(Customer.id, Customer.email)).tuples().all())
+    waiting = {emails[cid]: value for cid, value in rows.items()}
+    assert waiting["yes@example.com"][2] is not None  # travelling in the import
+    for email in ("guest@example.com", "old@example.com"):
+        attempts, next_attempt_at, import_pk = waiting[email]
+        assert (attempts, import_pk) == (0, None)
+        assert next_attempt_at >= before + LOOKUP_POSTPONE

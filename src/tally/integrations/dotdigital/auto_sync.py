@@ -80,6 +80,7 @@ from tally.integrations.dotdigital.pending import (
     due_merchants,
     import_members,
     load_due,
+    postpone,
     release_import,
     remove_sent,
     reschedule,
@@ -93,6 +94,9 @@ log = logging.getLogger("tally.dotdigital")
 
 # An import costs a start and a status read: below this backlog single upserts never cost more.
 MIN_BULK_BACKLOG = 2
+# How long marked customers without consent whose contacts a bulk run had no calls left to
+# look up wait before they are loaded again (others marked later go first meanwhile).
+LOOKUP_POSTPONE = timedelta(seconds=60)
 
 
 class _Outcome(StrEnum):
@@ -162,21 +166,22 @@ class _Flush(LeasedWork):
 
     # -- single upserts ------------------------------------------------------------------
 
-    def send_single(self, rows: Sequence[PendingRow]) -> None:
-        """One upsert per marked customer, as far as the budget allows.
+    def send_single(self, rows: Sequence[PendingRow]) -> int:
+        """One upsert per marked customer, as far as the budget allows; the rows it got to.
 
         A customer without recorded consent costs two calls: the lookup of its contact, then
         the upsert when there is one.
         """
         if not rows:
-            return
+            return 0
         costs = [1 if may_create(row.customer.accepts_marketing) else 2 for row in rows]
         grant = take_calls(self.session_factory, self.settings, self.merchant_id, sum(costs))
         if grant.stopped:
             self.stopped = True
-            return
+            return 0
         results: list[_Result] = []
         calls = grant.calls
+        done = 0
         for row, cost in zip(rows, costs, strict=True):
             calls -= cost
             if calls < 0 or not self.time_left():
@@ -184,11 +189,13 @@ class _Flush(LeasedWork):
             result = self._send_one(row)
             if result is None:
                 break
+            done += 1
             results.append(result)
             if len(results) >= 50:
                 self._write(results)
                 results = []
         self._write(results)
+        return done
 
     def _send_one(self, row: PendingRow) -> _Result | None:
         try:
@@ -273,8 +280,12 @@ class _Flush(LeasedWork):
         consenting = [row for row in rows if may_create(row.customer.accepts_marketing)]
         others = [row for row in rows if not may_create(row.customer.accepts_marketing)]
         self._import(consenting)
-        if not self.stopped:
-            self.send_single(others)
+        done = 0 if self.stopped else self.send_single(others)
+        if done < len(others):
+            # Lookups go at the budget's pace: the rows they did not reach step aside for a
+            # while, so the customers marked after them are not held up behind them.
+            with self.session_factory() as session, session.begin():
+                postpone(session, others[done:], at=utcnow() + LOOKUP_POSTPONE)
 
     def _import(self, rows: Sequence[PendingRow]) -> None:
         entries: list[dict[str, Any]] = []

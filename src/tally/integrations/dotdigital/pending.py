@@ -188,6 +188,18 @@ def reschedule(session: Session, row: PendingRow, *, at: datetime, reason: str) 
     )
 
 
+def postpone(session: Session, rows: Sequence[PendingRow], *, at: datetime) -> None:
+    """Leave rows for later (not a failed attempt): they are loaded again from ``at``."""
+    ids = [row.pending_id for row in rows]
+    for start in range(0, len(ids), 500):
+        execute(
+            session,
+            update(PendingContact)
+            .where(PendingContact.id.in_(ids[start : start + 500]))
+            .values(next_attempt_at=at),
+        )
+
+
 def remove_sent(session: Session, row: PendingRow) -> None:
     """Remove a row that was sent, unless it was marked again meanwhile."""
     removed = execute(
