@@ -198,6 +198,8 @@ def _insert_customers(factory: Any, merchant_id: int, count: int, *, ledger: boo
                 "points_balance": (i * 37) % 5000,
                 "birthday": date(1970 + i % 40, 1 + i % 12, 1 + i % 28) if i % 3 == 0 else None,
                 "vip_tier": ("gold" if i % 10 == 0 else "silver") if i % 5 == 0 else None,
+                # Consenting: the sync creates contacts only for them (a lookup each otherwise).
+                "accepts_marketing": True,
                 "created_at": now,
                 "updated_at": now,
             }

@@ -173,8 +173,16 @@ def make_shop(factory: sessionmaker[Session], email: str = "owner@shop.example")
         first_name="Ada",
         last_name="Lovelace",
         points=120,
+        accepts_marketing=True,
     )
-    make_customer(factory, merchant.id, email="grace@example.com", first_name="Grace", points=40)
+    make_customer(
+        factory,
+        merchant.id,
+        email="grace@example.com",
+        first_name="Grace",
+        points=40,
+        accepts_marketing=True,
+    )
     return Shop(merchant, email, customer_id)
 
 

@@ -47,12 +47,13 @@ from tests.integration.test_dotdigital_service import (
     emulator_config,
     emulator_fields,
     expected_fields,
+    make_customer,
     pending_rows,
     plugin_subscribed,
     set_tiers,
     sync_worker,
 )
-from tests.support.factories import make_customer, make_merchant
+from tests.support.factories import make_merchant
 
 PATCH = "PATCH /contacts/v3/email/{email}"
 IMPORT = "PUT /contacts/v3/import"

@@ -23,8 +23,9 @@ from tests.integration.test_dotdigital_service import (
     US_USERNAME,
     dotdigital_settings,
     emulator_config,
+    make_customer,
 )
-from tests.support.factories import MerchantFixture, make_customer, make_merchant
+from tests.support.factories import MerchantFixture, make_merchant
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ the other Dotdigital test modules share."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, timedelta
@@ -38,7 +39,8 @@ from tally.outbox.registry import Registry, default_registry
 from tally.outbox.service import emit
 from tally.outbox.worker import Worker
 from tally.program.config_service import load_program, update_program
-from tests.support.factories import make_customer, make_merchant
+from tests.support import factories
+from tests.support.factories import make_merchant
 
 US_USERNAME = "apiuser-us@apiconnector.com"
 US_PASSWORD = "us-password"
@@ -55,6 +57,10 @@ FAST = SyncOptions(
     run_seconds=10.0,
     unanswered_wait_seconds=0.1,
 )
+
+# The sync creates contacts only for customers whose marketing consent is recorded; these tests
+# are about other things, so their customers consented (test_dotdigital_consent.py: the rest).
+make_customer = functools.partial(factories.make_customer, accepts_marketing=True)
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -150,10 +156,12 @@ def insert_customers(
     count: int,
     *,
     email: Callable[[int], str] | None = None,
+    accepts_marketing: bool | None = True,
 ) -> list[int]:
     """Many customers at once (with a matching opening ledger entry), far faster than the API.
 
-    Customer i has i % 1000 points, a birthday for every third, a tier for every fifth.
+    Customer i has i % 1000 points, a birthday for every third, a tier for every fifth; all
+    have ``accepts_marketing`` as their recorded consent (so the sync may create contacts).
     """
     now = utcnow()
     ids: list[int] = []
@@ -172,6 +180,7 @@ def insert_customers(
                         if i % 3 == 0
                         else None,
                         "vip_tier": ("gold" if i % 10 == 0 else "silver") if i % 5 == 0 else None,
+                        "accepts_marketing": accepts_marketing,
                         "created_at": now,
                         "updated_at": now,
                     }

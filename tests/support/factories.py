@@ -47,9 +47,13 @@ def make_customer(
     email: str | None = None,
     points: int = 0,
     state: CustomerState = CustomerState.MEMBER,
+    accepts_marketing: bool | None = None,
     **fields: object,
 ) -> int:
-    """Create a customer (with an opening credit when points > 0) and return its id."""
+    """Create a customer (with an opening credit when points > 0) and return its id.
+
+    ``accepts_marketing`` records the customer's email marketing consent (source ``api``).
+    """
     with unit_of_work(factory, merchant_id=merchant_id) as session:
         customer = customers.enroll_customer(
             session,
@@ -58,6 +62,8 @@ def make_customer(
             state=state,
             **fields,  # type: ignore[arg-type]
         ).customer
+        if accepts_marketing is not None:
+            customers.record_consent(customer, accepts=accepts_marketing, source="api")
         if points:
             ledger.credit(
                 session,

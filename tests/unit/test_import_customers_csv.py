@@ -162,6 +162,7 @@ def test_shopify_customer_export_keeps_the_customer_id_and_ignores_other_columns
             first_name="Teodoro",
             last_name="Villaseñor",
             external_id="7210448301122",
+            accepts_marketing=False,
         ),
         customer(
             3,
@@ -169,8 +170,11 @@ def test_shopify_customer_export_keeps_the_customer_id_and_ignores_other_columns
             first_name="Hollis",
             last_name="Pettibone",
             external_id="7210448301123",
+            accepts_marketing=True,
         ),
-        customer(4, "guest.buyer@example.net", external_id="7210448301124"),
+        customer(
+            4, "guest.buyer@example.net", external_id="7210448301124", accepts_marketing=False
+        ),
     ]
 
 
@@ -607,7 +611,8 @@ def test_a_file_with_unknown_columns_is_refused() -> None:
 
     assert str(caught.value) == (
         'unknown columns "pointz", "Tier": the columns of a Tally template file are '
-        "email, first_name, last_name, points, birthday, vip_tier (only email is required)"
+        "email, first_name, last_name, points, birthday, vip_tier, accepts_marketing "
+        "(only email is required)"
     )
 
 

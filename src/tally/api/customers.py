@@ -87,6 +87,9 @@ def create_customer(
             external_id=body.external_id,
             referred_by_code=body.referred_by,
         )
+        if body.accepts_marketing is not None:
+            # The enrolment's event makes the sync read the customer, consent included.
+            customers.record_consent(result.customer, accepts=body.accepts_marketing, source="api")
         out = customer_view(session, result.customer, base_url)
         return (201 if result.created else 200), out.model_dump(mode="json")
 

@@ -53,6 +53,13 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+_CONSENT_HELP = (
+    "the customer's answer to email marketing, recorded with source `api` and the time; "
+    "omitted or null leaves the recorded answer as it is. Dotdigital contacts are created "
+    "only for customers who said yes."
+)
+
+
 class CustomerCreate(BaseModel):
     """Enrol a customer (or turn a guest into a member)."""
 
@@ -64,6 +71,7 @@ class CustomerCreate(BaseModel):
     birthday: IsoDate | None = None
     external_id: str | None = Field(default=None, max_length=100)
     referred_by: str | None = Field(default=None, max_length=16, description="a referral code")
+    accepts_marketing: bool | None = Field(default=None, description=_CONSENT_HELP)
 
 
 class CustomerUpdate(BaseModel):
@@ -74,6 +82,7 @@ class CustomerUpdate(BaseModel):
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
     birthday: IsoDate | None = None
+    accepts_marketing: bool | None = Field(default=None, description=_CONSENT_HELP)
 
 
 class CustomerOut(BaseModel):
@@ -94,6 +103,13 @@ class CustomerOut(BaseModel):
     )
     points_expiring: int = Field(description="how many points expire then")
     vip_tier: str | None
+    accepts_marketing: bool | None = Field(
+        description="email marketing consent as recorded (null: never stated)"
+    )
+    marketing_consent_source: str | None = Field(
+        description="where it was stated: api, admin, store or import:<job id>"
+    )
+    marketing_consent_at: datetime | None = Field(description="when it was stated")
     enrolled_at: datetime | None
     last_activity_at: datetime | None
     created_at: datetime

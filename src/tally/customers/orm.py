@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tally.db.base import Base, BigId, TenantScoped, utcnow
@@ -51,6 +59,12 @@ class Customer(TenantScoped, Base):
     vip_tier_kept: Mapped[str | None] = mapped_column(String(64), default=None)
     vip_tier_kept_until: Mapped[datetime | None] = mapped_column(default=None)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Email marketing consent as recorded (None: never stated), where it was stated (`api`,
+    # `admin`, `store`, `import:<job id>`) and when. The Dotdigital sync creates a contact only
+    # for a customer who gave it (see integrations/dotdigital/consent.py).
+    accepts_marketing: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    marketing_consent_source: Mapped[str | None] = mapped_column(String(100), default=None)
+    marketing_consent_at: Mapped[datetime | None] = mapped_column(default=None)
     enrolled_at: Mapped[datetime | None] = mapped_column(default=None)
     last_activity_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -221,10 +221,19 @@ def update_customer(
     first_name: str | object | None = _UNSET,
     last_name: str | object | None = _UNSET,
     birthday: date | object | None = _UNSET,
+    accepts_marketing: bool | None = None,
+    consent_source: str = "api",
 ) -> Customer:
-    """Change a customer's name or birthday; only the fields passed are touched."""
+    """Change a customer's name, birthday or marketing consent; only the fields passed change.
+
+    ``accepts_marketing`` (None: not stated) is recorded with ``consent_source`` and the time.
+    """
     customer = get_customer(session, merchant_id, customer_id)
     changed: list[str] = []
+    if accepts_marketing is not None and record_consent(
+        customer, accepts=accepts_marketing, source=consent_source
+    ):
+        changed.append("accepts_marketing")
     if first_name is not _UNSET and first_name != customer.first_name:
         customer.first_name = first_name  # type: ignore[assignment]
         changed.append("first_name")
@@ -246,6 +255,22 @@ def update_customer(
             ),
         )
     return customer
+
+
+def record_consent(
+    customer: Customer, *, accepts: bool, source: str, at: datetime | None = None
+) -> bool:
+    """Record a statement of email marketing consent; True when the recorded answer changed.
+
+    The latest statement wins, and a repeated one keeps the time it was first given, so the
+    record says since when the customer agreed (or refused).
+    """
+    if customer.accepts_marketing is accepts:
+        return False
+    customer.accepts_marketing = accepts
+    customer.marketing_consent_source = source[:100]
+    customer.marketing_consent_at = at or utcnow()
+    return True
 
 
 def search_customers_query(

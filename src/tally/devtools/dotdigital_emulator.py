@@ -447,6 +447,14 @@ class DotdigitalEmulator:
             self._settle_imports(state)
             return {email: self._contact_snapshot(c) for email, c in state.contacts.items()}
 
+    def seed_contact(
+        self, email: str, *, status: str = "subscribed", username: str | None = None
+    ) -> None:
+        """Add a contact as if the merchant had it before Tally (tests, demos)."""
+        with self._lock:
+            state = self._account_state(username)
+            self._apply(state, email, {}, "overwrite", {"email": {"status": status}})
+
     @property
     def contacts(self) -> dict[str, dict[str, Json]]:
         """Contacts of the first account: email → dataFields, created, updated and more."""
@@ -900,6 +908,17 @@ class DotdigitalEmulator:
             }
         }
 
+    @classmethod
+    def _updated_channel_properties(cls, stored: Json, given: Json) -> dict[str, Json]:
+        """An existing contact's channel properties after an update: only what is sent changes.
+
+        Dotdigital leaves a contact's channel status as it is unless the update names one.
+        """
+        email = given.get("email") if isinstance(given, dict) else None
+        sent = {k: v for k, v in email.items() if v} if isinstance(email, dict) else {}
+        merged = {**stored["email"], **sent}
+        return cls._channel_properties({"email": merged})
+
     def _apply(
         self,
         state: _AccountState,
@@ -926,7 +945,9 @@ class DotdigitalEmulator:
             state.next_contact_id += 1
             state.contacts[email.lower()] = contact
         elif channel_properties is not None:
-            contact["channelProperties"] = self._channel_properties(channel_properties)
+            contact["channelProperties"] = self._updated_channel_properties(
+                contact["channelProperties"], channel_properties
+            )
         stored: dict[str, Json] = contact["dataFields"]
         for name, value in values.items():
             if merge_option == "overwrite-if-not-empty" and _is_empty(value):

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from tally.customers.orm import Customer, CustomerState
 from tally.db.bulk import Bulk, chunks
+from tally.imports import consent
 from tally.imports.customer_rows import (
     CUSTOMER_COLUMNS,
     Existing,
@@ -46,6 +47,7 @@ from tally.imports.options import PointsMode
 from tally.imports.rejected import RejectedRow
 from tally.imports.spool import (
     C_BIRTHDAY,
+    C_CONSENT,
     C_EMAIL,
     C_EXTERNAL,
     C_FIRST,
@@ -224,6 +226,13 @@ def write_customers(
     leftover = [rows[p] for p in range(len(rows)) if p not in created]
     if leftover:
         changed |= _update_existing(session, bulk, run, leftover, labels, result)
+    changed |= consent.record_consent(
+        session,
+        merchant_id=run.merchant_id,
+        job_id=run.job_id,
+        answers=[(row[C_EMAIL], row[C_CONSENT]) for row in rows if row[C_CONSENT] is not None],
+        now=run.now,
+    )
     announce(session, run.merchant_id, run.job_id, changed)
     if bonus and created:
         welcomed = {cid: bonus + int(rows[p][C_POINTS] or 0) for p, cid in created.items()}

@@ -7,8 +7,11 @@ Accepted files (headers are matched ignoring case, surrounding spaces and ``_`` 
 - ``Name,Email,Points``, where ``Name`` is split into first and last name at the first space;
 - Smile.io's ``email,points`` export;
 - Yotpo's ``Email,First Name,Last Name,Points Balance,Birthday`` export;
-- Shopify's customer export, as downloaded: ``Customer ID`` becomes the external id, the name
-  and email columns are read, every other column is ignored (it carries no points).
+- Shopify's customer export, as downloaded: ``Customer ID`` becomes the external id, the name,
+  email and ``Accepts Email Marketing`` columns are read, every other column is ignored.
+
+``accepts_marketing`` (Tally) and ``Accepts Email Marketing`` / ``Accepts Marketing`` (Shopify)
+hold the customer's email marketing consent: yes/no/true/false, blank for not stated.
 
 Values are trimmed. Emails are lowercased; points are whole numbers written with digits only;
 birthdays are ``YYYY-MM-DD`` or ``YYYY/MM/DD`` (day-month orders are ambiguous and refused),
@@ -25,6 +28,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from tally.customers.emails import canonical_email, email_problem
+from tally.imports.consent import read_consent
 from tally.imports.formats import (
     MAX_TEXT_LENGTH,
     REJECTED_REASON_HEADERS,
@@ -46,7 +50,23 @@ EARLIEST_BIRTHDAY = date(1900, 1, 1)
 
 _SHOPIFY_ID = re.compile(r"'?(\d+)", re.ASCII)
 
-_FIELDS = ("email", "first_name", "last_name", "points", "birthday", "vip_tier", "external_id")
+_FIELDS = (
+    "email",
+    "first_name",
+    "last_name",
+    "points",
+    "birthday",
+    "vip_tier",
+    "external_id",
+    "accepts_marketing",
+    # Shopify's current customer export names it so; older ones (and Tally's) the line above.
+    "accepts_email_marketing",
+)
+# Either header may hold the customer's email marketing consent (imports/consent.py).
+_CONSENT_COLUMNS = {
+    "accepts_marketing": "accepts marketing",
+    "accepts_email_marketing": "accepts email marketing",
+}
 
 
 class CustomerRow(NamedTuple):
@@ -60,6 +80,8 @@ class CustomerRow(NamedTuple):
     birthday: date | None
     vip_tier: str | None
     external_id: str | None
+    accepts_marketing: bool | None = None
+    """Email marketing consent as the file states it (None: blank or no such column)."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +115,13 @@ TALLY_TEMPLATE = CustomerFormat(
         "points": "points",
         "birthday": "birthday",
         "vip_tier": "vip tier",
+        **_CONSENT_COLUMNS,
     },
     required=frozenset({"email"}),
-    layout="email, first_name, last_name, points, birthday, vip_tier (only email is required)",
+    layout=(
+        "email, first_name, last_name, points, birthday, vip_tier, accepts_marketing "
+        "(only email is required)"
+    ),
 )
 NAME_EMAIL_POINTS = CustomerFormat(
     key="name_email_points",
@@ -132,9 +158,13 @@ SHOPIFY_CUSTOMERS = CustomerFormat(
         "first_name": "first name",
         "last_name": "last name",
         "email": "email",
+        **_CONSENT_COLUMNS,
     },
     required=frozenset({"email", "first name", "last name", "total spent", "total orders"}),
-    layout="Customer ID, First Name, Last Name, Email, …, Total Spent, Total Orders, …",
+    layout=(
+        "Customer ID, First Name, Last Name, Email, Accepts Email Marketing, …, Total Spent, "
+        "Total Orders, …"
+    ),
     ignores_other_columns=True,
 )
 
@@ -224,7 +254,7 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
         self, row: int, record: list[str], values: Sequence[str]
     ) -> CustomerRow | list[ImportRowError] | None:
         """The customer on a row, or its errors; None for a row without values."""
-        raw_email, raw_first, raw_last, raw_points, raw_birthday, raw_tier, raw_id = values
+        raw_email, raw_first, raw_last, raw_points, raw_birthday, raw_tier, raw_id = values[:7]
         label = self._label
         errors: list[ImportRowError] = []
         canonical = canonical_email(raw_email)
@@ -257,6 +287,7 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
         points, birthday, tier, external_id = self._values(
             row, raw_points, raw_birthday, raw_tier, raw_id, errors
         )
+        accepts = self._consent(row, values[7], values[8], errors)
         if errors:
             return errors
         return CustomerRow(
@@ -268,7 +299,16 @@ class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
             birthday,
             tier or None,
             external_id or None,
+            accepts,
         )
+
+    def _consent(
+        self, row: int, raw_accepts: str, raw_email_marketing: str, errors: list[ImportRowError]
+    ) -> bool | None:
+        """The row's email marketing consent, from whichever consent column holds a value."""
+        field = "accepts_email_marketing" if raw_email_marketing.strip() else "accepts_marketing"
+        raw = raw_email_marketing if field == "accepts_email_marketing" else raw_accepts
+        return read_consent(row, self._label[field], raw, errors)
 
     def _values(
         self,

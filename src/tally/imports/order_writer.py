@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tally.db.bulk import Bulk
-from tally.imports import spool
+from tally.imports import consent, spool
 from tally.imports.customer_rows import insert_guests, order_customers
 from tally.imports.events import announce, job_source_ref
 from tally.imports.job_record import BatchResult
@@ -62,7 +62,19 @@ def write_orders(
     rewards = _write_tier_changes(bulk, run, planner, plan, ids)
     moved = _post_points(session, run, planner, earned, rewards)
     moved_tier = {ids[email] for email, state in plan.states.items() if state.changes}
-    announce(session, run.merchant_id, run.job_id, moved | moved_tier)
+    # After the guests exist, so a consenting guest gets a Dotdigital contact with the rest.
+    consented = consent.record_consent(
+        session,
+        merchant_id=run.merchant_id,
+        job_id=run.job_id,
+        answers=[
+            (row[spool.O_EMAIL], row[spool.O_CONSENT])
+            for row in rows
+            if row[spool.O_CONSENT] is not None
+        ],
+        now=run.now,
+    )
+    announce(session, run.merchant_id, run.job_id, moved | moved_tier | consented)
     return result
 
 

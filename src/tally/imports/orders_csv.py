@@ -35,6 +35,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from tally.customers.emails import canonical_email, email_problem
+from tally.imports.consent import read_consent
 from tally.imports.formats import (
     MAX_TEXT_LENGTH,
     REJECTED_REASON_HEADERS,
@@ -97,6 +98,7 @@ _FIELDS = (
     "cancelled_at",
     "external_id",
     "fulfillment",
+    "accepts_marketing",
 )
 
 
@@ -116,6 +118,8 @@ class OrderRow(NamedTuple):
     placed_at: datetime
     refunded_amount: Decimal | None
     external_id: str | None = None
+    accepts_marketing: bool | None = None
+    """The buyer's email marketing consent as the file states it (None: not stated)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,7 @@ TALLY_TEMPLATE = OrderFormat(
         "status": "status",
         "placed_at": "placed at",
         "refunded_amount": "refunded amount",
+        "accepts_marketing": "accepts marketing",
     },
     required=frozenset({"order id", "email", "total", "placed at"}),
 )
@@ -174,6 +179,8 @@ SHOPIFY_ORDERS = OrderFormat(
         "cancelled_at": "cancelled at",
         "external_id": "id",
         "fulfillment": "fulfillment status",
+        # Shopify's order export says whether the buyer accepts email marketing (yes/no).
+        "accepts_marketing": "accepts marketing",
     },
     required=frozenset({"name", "email", "financial status", "total", "created at"}),
     line_items=True,
@@ -296,6 +303,7 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
             raw_cancelled_at,
             raw_external_id,
             raw_fulfillment,
+            raw_accepts,
         ) = values
         label = self._label
         errors = self._id_errors(row, order_id, raw_id)
@@ -323,6 +331,7 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
         placed_at = parse_timestamp(text, self._zone) if text else None
         if placed_at is None or not EARLIEST_ORDER_DATE <= placed_at <= self._latest:
             errors.append(_placed_at_error(row, label["placed_at"], raw_placed_at, placed_at))
+        accepts = read_consent(row, label["accepts_marketing"], raw_accepts, errors)
         if errors or total is None or status is None or placed_at is None:
             return errors
         external_id = raw_external_id.strip().removeprefix("'")
@@ -340,6 +349,7 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
             placed_at,
             refunded,
             external_id or None,
+            accepts,
         )
 
     def _id_errors(self, row: int, order_id: str, raw_id: str) -> list[ImportRowError]:

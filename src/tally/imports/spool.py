@@ -22,7 +22,7 @@ from tally.imports.orders_csv import OrderRow
 
 # Positions in a spooled customer: (row, email, first name, last name, points, birthday as
 # YYYY-MM-DD, tier id, external id).
-C_ROW, C_EMAIL, C_FIRST, C_LAST, C_POINTS, C_BIRTHDAY, C_TIER, C_EXTERNAL = range(8)
+C_ROW, C_EMAIL, C_FIRST, C_LAST, C_POINTS, C_BIRTHDAY, C_TIER, C_EXTERNAL, C_CONSENT = range(9)
 
 
 # Positions in a spooled order: amounts are decimal text, the date UTC "YYYY-MM-DD HH:MM:SS.ffffff".
@@ -39,7 +39,8 @@ C_ROW, C_EMAIL, C_FIRST, C_LAST, C_POINTS, C_BIRTHDAY, C_TIER, C_EXTERNAL = rang
     O_STATUS,
     O_PLACED,
     O_REFUNDED,
-) = range(12)
+    O_CONSENT,
+) = range(13)
 
 
 class Spool:
@@ -132,6 +133,7 @@ def customer_plain(row: CustomerRow, tier_id: str | None) -> tuple[Any, ...]:
         row.birthday.isoformat() if row.birthday is not None else None,
         tier_id,
         row.external_id,
+        row.accepts_marketing,
     )
 
 
@@ -154,6 +156,7 @@ def order_plain(row: OrderRow) -> tuple[Any, ...]:
         row.status.value,
         utc_text(row.placed_at),
         _text(row.refunded_amount),
+        row.accepts_marketing,
     )
 
 

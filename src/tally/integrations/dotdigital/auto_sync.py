@@ -56,6 +56,12 @@ from tally.integrations.dotdigital.client import (
     ImportStatus,
     import_entry,
 )
+from tally.integrations.dotdigital.consent import (
+    NO_CONSENT_NO_CONTACT,
+    clear_left_out,
+    may_create,
+    record_left_out,
+)
 from tally.integrations.dotdigital.contact_values import CUSTOMER_COLUMNS, CustomerRow
 from tally.integrations.dotdigital.failures import (
     record_failure,
@@ -74,6 +80,7 @@ from tally.integrations.dotdigital.pending import (
     due_merchants,
     import_members,
     load_due,
+    postpone,
     release_import,
     remove_sent,
     reschedule,
@@ -87,12 +94,16 @@ log = logging.getLogger("tally.dotdigital")
 
 # An import costs a start and a status read: below this backlog single upserts never cost more.
 MIN_BULK_BACKLOG = 2
+# How long marked customers without consent whose contacts a bulk run had no calls left to
+# look up wait before they are loaded again (others marked later go first meanwhile).
+LOOKUP_POSTPONE = timedelta(seconds=60)
 
 
 class _Outcome(StrEnum):
     SENT = "sent"
     RETRY = "retry"
     REJECTED = "rejected"
+    LEFT_OUT = "left_out"  # no consent and no contact: nothing sent (consent.py)
 
 
 @dataclass
@@ -111,6 +122,7 @@ class FlushReport:
     sent: int = 0
     retried: int = 0
     rejected: int = 0
+    left_out: int = 0
     imports_started: int = 0
     imports_finished: int = 0
     paused: bool = False
@@ -154,26 +166,36 @@ class _Flush(LeasedWork):
 
     # -- single upserts ------------------------------------------------------------------
 
-    def send_single(self, rows: Sequence[PendingRow]) -> None:
-        """One upsert per marked customer, as far as the budget allows."""
+    def send_single(self, rows: Sequence[PendingRow]) -> int:
+        """One upsert per marked customer, as far as the budget allows; the rows it got to.
+
+        A customer without recorded consent costs two calls: the lookup of its contact, then
+        the upsert when there is one.
+        """
         if not rows:
-            return
-        grant = take_calls(self.session_factory, self.settings, self.merchant_id, len(rows))
+            return 0
+        costs = [1 if may_create(row.customer.accepts_marketing) else 2 for row in rows]
+        grant = take_calls(self.session_factory, self.settings, self.merchant_id, sum(costs))
         if grant.stopped:
             self.stopped = True
-            return
+            return 0
         results: list[_Result] = []
-        for row in rows[: grant.calls]:
-            if not self.time_left():
+        calls = grant.calls
+        done = 0
+        for row, cost in zip(rows, costs, strict=True):
+            calls -= cost
+            if calls < 0 or not self.time_left():
                 break
             result = self._send_one(row)
             if result is None:
                 break
+            done += 1
             results.append(result)
             if len(results) >= 50:
                 self._write(results)
                 results = []
         self._write(results)
+        return done
 
     def _send_one(self, row: PendingRow) -> _Result | None:
         try:
@@ -181,6 +203,14 @@ class _Flush(LeasedWork):
         except DataFieldValueError as error:
             return _Result(row, _Outcome.REJECTED, "invalidValue", str(error))
         try:
+            # Without consent an upsert must not create the contact (subscribed): look first.
+            if (
+                not may_create(row.customer.accepts_marketing)
+                and self.client.get_contact(row.customer.email) is None
+            ):
+                return _Result(row, _Outcome.LEFT_OUT, NO_CONSENT_NO_CONTACT)
+            # No channelProperties: a new contact is subscribed (consent given), an existing
+            # one keeps its status.
             self.client.upsert_contact(row.customer.email, values)
         except DotdigitalRateLimited as error:
             if self._call_failed(error):
@@ -208,7 +238,17 @@ class _Flush(LeasedWork):
                     reschedule(session, row, at=at, reason=result.reason)
                     self.report.retried += 1
                     continue
-                if result.outcome == _Outcome.REJECTED:
+                if result.outcome == _Outcome.LEFT_OUT:
+                    record_left_out(
+                        session,
+                        merchant_id=self.merchant_id,
+                        customers=[(row.customer.id, row.customer.email)],
+                        code=result.code,
+                        job_id=None,
+                        now=now,
+                    )
+                    self.report.left_out += 1
+                elif result.outcome == _Outcome.REJECTED:
                     record_failure(
                         session,
                         merchant_id=self.merchant_id,
@@ -223,13 +263,31 @@ class _Flush(LeasedWork):
                 else:
                     self.report.sent += 1
                 remove_sent(session, row)
-            if any(r.outcome == _Outcome.SENT for r in results):
+            sent = [r.row.customer.id for r in results if r.outcome == _Outcome.SENT]
+            if sent:
+                clear_left_out(session, self.merchant_id, sent)
                 execute(session, update_connection(self.merchant_id, last_successful_sync_at=now))
 
     # -- bulk imports --------------------------------------------------------------------
 
     def start_import(self, rows: Sequence[PendingRow]) -> None:
-        """One bulk import of the backlog; rows stay marked until Dotdigital has finished it."""
+        """One bulk import of the backlog; rows stay marked until Dotdigital has finished it.
+
+        An import cannot be told not to create contacts, so it carries only customers with
+        recorded consent; the others are looked up one by one as far as the budget allows
+        after it (the rest stay marked for the next run).
+        """
+        consenting = [row for row in rows if may_create(row.customer.accepts_marketing)]
+        others = [row for row in rows if not may_create(row.customer.accepts_marketing)]
+        self._import(consenting)
+        done = 0 if self.stopped else self.send_single(others)
+        if done < len(others):
+            # Lookups go at the budget's pace: the rows they did not reach step aside for a
+            # while, so the customers marked after them are not held up behind them.
+            with self.session_factory() as session, session.begin():
+                postpone(session, others[done:], at=utcnow() + LOOKUP_POSTPONE)
+
+    def _import(self, rows: Sequence[PendingRow]) -> None:
         entries: list[dict[str, Any]] = []
         included: list[PendingRow] = []
         rejected: list[_Result] = []
@@ -277,6 +335,7 @@ class _Flush(LeasedWork):
                 last_customer_id=max(r.customer.id for r in included),
             )
             attach_to_import(session, record.id, included)
+            clear_left_out(session, self.merchant_id, [row.customer.id for row in included])
             # The start may take the client's whole import timeout: keep the lease through it.
             renewal = FLUSH_LEASE.renewal(self.options.lease_seconds)
             execute(session, update_connection(self.merchant_id, **renewal))

@@ -24,6 +24,8 @@ class CustomerRow(NamedTuple):
     birthday: date | None
     vip_tier: str | None
     referral_code: str | None
+    # Recorded email marketing consent: only True lets the sync create a contact (consent.py).
+    accepts_marketing: bool | None = None
 
 
 # Selected in the order of CustomerRow's fields.
@@ -34,6 +36,7 @@ CUSTOMER_COLUMNS = (
     Customer.birthday,
     Customer.vip_tier,
     Customer.referral_code,
+    Customer.accepts_marketing,
 )
 
 

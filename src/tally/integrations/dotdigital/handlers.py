@@ -27,7 +27,10 @@ HANDLER_NAME = "dotdigital.mark_contact"
 FLUSH_JOB = "dotdigital.flush"
 MANUAL_SYNC_JOB = "dotdigital.manual_sync"
 # Profile changes that alter what Dotdigital receives (names are not synced).
-SYNCED_PROFILE_FIELDS = frozenset({"birthday", "email", "referral_code", "referral_url"})
+SYNCED_PROFILE_FIELDS = frozenset(
+    # Consent given later lets the sync create the contact it left out.
+    {"birthday", "email", "referral_code", "referral_url", "accepts_marketing"}
+)
 
 
 def mark_contact(context: HandlerContext, payload: dict[str, Any]) -> None:

@@ -36,6 +36,12 @@ from tally.integrations.dotdigital.client import (
     ImportStatus,
     import_entry,
 )
+from tally.integrations.dotdigital.consent import (
+    NO_CONSENT_NOT_LOOKED_UP,
+    clear_left_out,
+    may_create,
+    record_left_out,
+)
 from tally.integrations.dotdigital.contact_values import CUSTOMER_COLUMNS, CustomerRow
 from tally.integrations.dotdigital.failures import (
     customer_ids_by_email,
@@ -98,6 +104,9 @@ class _Batch:
     entries: list[dict[str, Any]] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     refused: list[tuple[CustomerRow, str]] = field(default_factory=list)
+    # Customers without recorded consent: an import would create their missing contacts as
+    # subscribed, and looking each up costs a call, so a full sync leaves them out.
+    left_out: list[CustomerRow] = field(default_factory=list)
     # The cursor after this batch: the last customer id it covers.
     last_id: int = 0
 
@@ -154,6 +163,9 @@ class _ManualSync(LeasedWork):
         batch = _Batch(last_id=rows[-1].id)
         valid: list[CustomerRow] = []
         for row in rows:
+            if not may_create(row.accepts_marketing):
+                batch.left_out.append(row)
+                continue
             try:
                 values = self.builder.values(row)
             except DataFieldValueError as error:
@@ -170,6 +182,7 @@ class _ManualSync(LeasedWork):
                 last_included = valid[len(first) - 1].id
                 batch.entries = first
                 batch.refused = [(r, e) for r, e in batch.refused if r.id < last_included]
+                batch.left_out = [r for r in batch.left_out if r.id < last_included]
                 batch.last_id = last_included
             batch.ids = [row.id for row in valid[: len(batch.entries)]]
         return batch
@@ -214,6 +227,15 @@ class _ManualSync(LeasedWork):
                     job_id=self.job_id,
                     now=now,
                 )
+            clear_left_out(session, self.merchant_id, batch.ids)
+            record_left_out(
+                session,
+                merchant_id=self.merchant_id,
+                customers=[(row.id, row.email) for row in batch.left_out],
+                code=NO_CONSENT_NOT_LOOKED_UP,
+                job_id=self.job_id,
+                now=now,
+            )
             self._update(
                 session,
                 cursor_customer_id=batch.last_id,

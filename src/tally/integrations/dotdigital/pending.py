@@ -147,7 +147,8 @@ def load_due(session: Session, merchant_id: int, now: datetime, limit: int) -> l
         .limit(limit)
     )
     return [
-        PendingRow(row[0], row[1], row[2], CustomerRow(*row[3:])) for row in session.execute(stmt)
+        PendingRow(row[0], row[1], row[2], CustomerRow._make(row[3:]))
+        for row in session.execute(stmt)
     ]
 
 
@@ -185,6 +186,18 @@ def reschedule(session: Session, row: PendingRow, *, at: datetime, reason: str) 
         .where(PendingContact.id == row.pending_id)
         .values(attempts=row.attempts + 1, next_attempt_at=at, last_error=reason),
     )
+
+
+def postpone(session: Session, rows: Sequence[PendingRow], *, at: datetime) -> None:
+    """Leave rows for later (not a failed attempt): they are loaded again from ``at``."""
+    ids = [row.pending_id for row in rows]
+    for start in range(0, len(ids), 500):
+        execute(
+            session,
+            update(PendingContact)
+            .where(PendingContact.id.in_(ids[start : start + 500]))
+            .values(next_attempt_at=at),
+        )
 
 
 def remove_sent(session: Session, row: PendingRow) -> None:

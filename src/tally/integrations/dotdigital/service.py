@@ -33,6 +33,7 @@ from tally.integrations.dotdigital.client import (
     DotdigitalWrongRegion,
     HttpDotdigitalClient,
 )
+from tally.integrations.dotdigital.consent import LEFT_OUT_CODES, left_out_counts
 from tally.integrations.dotdigital.fields import DataFieldMapping, EnsureResult, ensure_fields
 from tally.integrations.dotdigital.orm import (
     DotdigitalConnection,
@@ -613,23 +614,26 @@ class StatusView:
     failures_total: int = 0
     recent_failures: Sequence[FailureView] = ()
     recent_jobs: Sequence[JobView] = ()
+    # (reason, customers) for customers not sent for lack of marketing consent (consent.py).
+    left_out: Sequence[tuple[str, int]] = ()
 
 
 def status(session: Session, *, merchant_id: int, settings: Settings | None = None) -> StatusView:
     """Connection, sync health, backlog, recent failures and recent manual syncs."""
     connection = find_connection(session, merchant_id)
+    # Customers left out for lack of consent are counted apart: Dotdigital refused nothing.
+    refusals = (SyncFailure.merchant_id == merchant_id, SyncFailure.code.not_in(LEFT_OUT_CODES))
     failures = [
         FailureView(f.customer_id, f.email, f.code, f.reason, f.failed_at)
         for f in session.scalars(
             select(SyncFailure)
-            .where(SyncFailure.merchant_id == merchant_id)
+            .where(*refusals)
             .order_by(SyncFailure.failed_at.desc(), SyncFailure.id.desc())
             .limit(RECENT_FAILURES)
         )
     ]
-    failures_total = session.scalar(
-        select(func.count(SyncFailure.id)).where(SyncFailure.merchant_id == merchant_id)
-    )
+    failures_total = session.scalar(select(func.count(SyncFailure.id)).where(*refusals))
+    left_out = left_out_counts(session, merchant_id)
     jobs = [
         job_view(session, job)
         for job in session.scalars(
@@ -646,6 +650,7 @@ def status(session: Session, *, merchant_id: int, settings: Settings | None = No
             failures_total=int(failures_total or 0),
             recent_failures=failures,
             recent_jobs=jobs,
+            left_out=left_out,
         )
     backlog = session.scalar(
         select(func.count(PendingContact.id)).where(PendingContact.merchant_id == merchant_id)
@@ -675,6 +680,7 @@ def status(session: Session, *, merchant_id: int, settings: Settings | None = No
         failures_total=int(failures_total or 0),
         recent_failures=failures,
         recent_jobs=jobs,
+        left_out=left_out,
     )
 
 
