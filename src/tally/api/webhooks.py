@@ -9,7 +9,6 @@ new one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -54,24 +53,8 @@ class EndpointUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=service.MAX_DESCRIPTION)
 
 
-class EndpointOut(BaseModel):
+class EndpointOut(service.EndpointView):
     """An endpoint (never its secret); a disabled one says why."""
-
-    id: int
-    url: str
-    description: str
-    events: list[str]
-    state: str
-    disabled_reason: str | None
-    disabled_at: datetime | None
-    disabled_automatically: bool
-    failed_deliveries: int
-    failing_since: datetime | None
-    last_error: str | None
-    last_failure_at: datetime | None
-    last_success_at: datetime | None
-    previous_secret_expires_at: datetime | None
-    created_at: datetime
 
 
 class EndpointWithSecret(EndpointOut):
@@ -87,31 +70,12 @@ class EventTypeOut(BaseModel):
     description: str
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(deliveries.DeliveryView):
     """One event for one endpoint, and how its delivery is going."""
 
-    id: int
-    endpoint_id: int
-    event_id: str
-    event_type: str
-    status: str
-    attempts: int
-    response_status: int | None
-    last_error: str | None
-    next_attempt_at: datetime | None
-    delivered_at: datetime | None
-    created_at: datetime
 
-
-class AttemptOut(BaseModel):
+class AttemptOut(deliveries.AttemptView):
     """One recorded attempt."""
-
-    attempt: int
-    started_at: datetime
-    duration_ms: int
-    outcome: str
-    status_code: int | None
-    error: str | None
 
 
 class DeliveryDetailOut(DeliveryOut):
@@ -269,10 +233,14 @@ def _endpoint_post(
     caller: Caller,
     request: Request,
     key: str | None,
-    change: Callable[[Session], service.EndpointView],
+    endpoint_id: int,
+    change: Callable[..., service.EndpointView],
 ) -> JSONResponse:
+    """An endpoint's state change under its Idempotency-Key, answered with the endpoint."""
+
     def work(session: Session) -> tuple[int, Any]:
-        return 200, endpoint_out(change(session)).model_dump(mode="json")
+        view = change(session, merchant_id=caller.merchant_id, endpoint_id=endpoint_id)
+        return 200, endpoint_out(view).model_dump(mode="json")
 
     return idempotent_post(caller, request, key=key, body=None, work=work)
 
@@ -282,14 +250,7 @@ def enable_endpoint(
     endpoint_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Deliver again (after a disable), with a fresh failure count."""
-    return _endpoint_post(
-        caller,
-        request,
-        idempotency_key,
-        lambda s: service.enable_endpoint(
-            s, merchant_id=caller.merchant_id, endpoint_id=endpoint_id
-        ),
-    )
+    return _endpoint_post(caller, request, idempotency_key, endpoint_id, service.enable_endpoint)
 
 
 @router.post("/endpoints/{endpoint_id}/disable", response_model=EndpointOut)
@@ -297,14 +258,7 @@ def disable_endpoint(
     endpoint_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Stop delivering to the endpoint until it is enabled again."""
-    return _endpoint_post(
-        caller,
-        request,
-        idempotency_key,
-        lambda s: service.disable_endpoint(
-            s, merchant_id=caller.merchant_id, endpoint_id=endpoint_id
-        ),
-    )
+    return _endpoint_post(caller, request, idempotency_key, endpoint_id, service.disable_endpoint)
 
 
 @router.post("/endpoints/{endpoint_id}/test", status_code=202, response_model=DeliveryOut)

@@ -15,6 +15,7 @@ from tally.customers.emails import canonical_email, email_problem
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
 from tally.db.pages import page
+from tally.db.rows import merchant_row
 from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from tally.outbox.events import CustomerEnrolled, CustomerUpdated
 from tally.outbox.service import emit
@@ -96,12 +97,7 @@ def customers_after(
 
 def get_customer(session: Session, merchant_id: int, customer_id: int) -> Customer:
     """The customer with this id, only if it belongs to the merchant."""
-    customer = session.scalar(
-        select(Customer).where(Customer.merchant_id == merchant_id, Customer.id == customer_id)
-    )
-    if customer is None:
-        raise NotFound(f"customer {customer_id} does not exist")
-    return customer
+    return merchant_row(session, Customer, customer_id, merchant_id, "customer")
 
 
 def get_customer_by_email(session: Session, merchant_id: int, email: str) -> Customer:
