@@ -105,7 +105,7 @@ def list_customers(
     """Search customers by email or name, filter by state or tier, one page at a time."""
     base_url = caller.state.settings.public_base_url
     with caller.unit_of_work() as session:
-        rows, total = customers.search_customers(
+        found = customers.search_customers(
             session,
             merchant_id=caller.merchant_id,
             query=query,
@@ -114,11 +114,8 @@ def list_customers(
             limit=limit,
             offset=offset,
         )
-        return Page[CustomerOut](
-            items=[customer_view(session, c, base_url) for c in rows],
-            total=total,
-            limit=limit,
-            offset=offset,
+        return Page[CustomerOut].of(
+            found, lambda c: customer_view(session, c, base_url), limit=limit, offset=offset
         )
 
 
@@ -161,12 +158,8 @@ def list_ledger(
     """A customer's ledger entries, newest first."""
     with caller.unit_of_work() as session:
         customers.get_customer(session, caller.merchant_id, customer_id)
-        rows, total = ledger.list_entries(
-            session, customer_id=customer_id, limit=limit, offset=offset
-        )
-        return Page[LedgerEntryOut](
-            items=[entry_out(e) for e in rows], total=total, limit=limit, offset=offset
-        )
+        found = ledger.list_entries(session, customer_id=customer_id, limit=limit, offset=offset)
+        return Page[LedgerEntryOut].of(found, entry_out, limit=limit, offset=offset)
 
 
 def _ledger_key(idempotency_key: str | None) -> str:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from tally.api.deps import CallerDep
 from tally.api.edge import Id, Limit, Offset
+from tally.api.schemas import Page
 from tally.imports import queue, service, uploads
 from tally.imports.orm import ImportJob, ImportKind
 
@@ -92,13 +93,8 @@ class ImportJobOut(BaseModel):
     )
 
 
-class ImportJobPage(BaseModel):
+class ImportJobPage(Page[ImportJobOut]):
     """A page of import jobs, newest first."""
-
-    items: list[ImportJobOut]
-    total: int
-    limit: int
-    offset: int
 
 
 def job_out(job: ImportJob) -> ImportJobOut:
@@ -286,12 +282,10 @@ def list_jobs(
 ) -> ImportJobPage:
     """The merchant's imports, newest first."""
     with caller.unit_of_work() as session:
-        jobs, total = service.list_imports(
+        found = service.list_imports(
             session, merchant_id=caller.merchant_id, limit=limit, offset=offset
         )
-        return ImportJobPage(
-            items=[job_out(job) for job in jobs], total=total, limit=limit, offset=offset
-        )
+        return ImportJobPage.of(found, job_out, limit=limit, offset=offset)
 
 
 @router.get("/{job_id}", response_model=ImportJobOut)

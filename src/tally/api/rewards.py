@@ -249,13 +249,11 @@ def list_customer_redemptions(
     """A customer's redemptions, newest first."""
     with caller.unit_of_work() as session:
         customers.get_customer(session, caller.merchant_id, customer_id)
-        rows, total = redemptions.list_redemptions(
+        found = redemptions.list_redemptions(
             session,
             merchant_id=caller.merchant_id,
             customer_id=customer_id,
             limit=limit,
             offset=offset,
         )
-        return Page[RedemptionOut](
-            items=[redemption_out(r) for r in rows], total=total, limit=limit, offset=offset
-        )
+        return Page[RedemptionOut].of(found, redemption_out, limit=limit, offset=offset)

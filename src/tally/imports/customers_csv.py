@@ -30,6 +30,7 @@ from tally.imports.formats import (
     REJECTED_REASON_HEADERS,
     BinarySource,
     CsvReader,
+    FileLayout,
     ImportFileError,
     ImportRowError,
     SeenKeys,
@@ -63,24 +64,11 @@ class CustomerRow(NamedTuple):
 
 
 @dataclass(frozen=True)
-class CustomerFormat:
-    """A customer file layout recognised from its header row."""
+class CustomerFormat(FileLayout):
+    """A customer file layout (in ``columns``, ``name`` is a full name to split)."""
 
-    key: str
-    name: str
-    columns: Mapping[str, str]
-    """Customer field → normalised header holding it (``name`` is a full name to split)."""
-    required: frozenset[str]
-    """Normalised headers that must all be present for the file to have this layout."""
     layout: str
     """The columns as the source writes them, for messages."""
-    ignores_other_columns: bool = False
-
-    def matches(self, headers: set[str]) -> bool:
-        """Whether a file with these normalised headers has this layout."""
-        if not self.required <= headers:
-            return False
-        return self.ignores_other_columns or headers <= set(self.columns.values())
 
 
 TALLY_TEMPLATE = CustomerFormat(

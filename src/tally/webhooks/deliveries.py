@@ -160,6 +160,15 @@ def send_test_event(session: Session, *, merchant_id: int, endpoint_id: int) -> 
     return delivery
 
 
+def queue_test_event(session: Session, *, merchant_id: int, endpoint_id: int) -> DeliveryView:
+    """`send_test_event`, answered with the view of the queued delivery."""
+    delivery = send_test_event(session, merchant_id=merchant_id, endpoint_id=endpoint_id)
+    view, _attempts, _body = delivery_details(
+        session, merchant_id=merchant_id, delivery_id=delivery.id
+    )
+    return view
+
+
 # --------------------------------------------------------------------------- attempts
 
 
