@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from tally.api.deps import CallerDep
-from tally.api.edge import Id, Limit, Offset
+from tally.api.edge import Id, PagingDep
 from tally.api.schemas import Page
 from tally.imports import queue, service, uploads
 from tally.imports.orm import ImportJob, ImportKind
@@ -277,15 +277,14 @@ def run(
 @router.get("", response_model=ImportJobPage)
 def list_jobs(
     caller: CallerDep,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    paging: PagingDep,
 ) -> ImportJobPage:
     """The merchant's imports, newest first."""
     with caller.unit_of_work() as session:
         found = service.list_imports(
-            session, merchant_id=caller.merchant_id, limit=limit, offset=offset
+            session, merchant_id=caller.merchant_id, limit=paging.limit, offset=paging.offset
         )
-        return ImportJobPage.of(found, job_out, limit=limit, offset=offset)
+        return ImportJobPage.of(found, job_out, paging)
 
 
 @router.get("/{job_id}", response_model=ImportJobOut)

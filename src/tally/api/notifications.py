@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tally.api.deps import CallerDep, app_state
-from tally.api.edge import MAX_ID, EmailTypeName, Id, Limit, Offset, OptionalQueryId
+from tally.api.edge import MAX_ID, EmailTypeName, Id, OptionalQueryId, PagingDep
 from tally.api.idempotency import IdempotencyKey, change_post
 from tally.api.schemas import Page, view_of
 from tally.customers.orm import Customer
@@ -283,12 +283,11 @@ def preview_template(email_type: EmailTypeName, body: PreviewIn, caller: CallerD
 @router.get("/emails", response_model=Page[EmailOut])
 def list_emails(
     caller: CallerDep,
+    paging: PagingDep,
     status: Annotated[
         str | None, Query(description="queued, sending, sent, failed or suppressed")
     ] = None,
     customer_id: OptionalQueryId = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
 ) -> Page[EmailOut]:
     """The mail log, newest first."""
     with caller.unit_of_work() as session:
@@ -297,10 +296,10 @@ def list_emails(
             merchant_id=caller.merchant_id,
             status=status,
             customer_id=customer_id,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
-        return Page[EmailOut].of(found, _email_out, limit=limit, offset=offset)
+        return Page[EmailOut].of(found, _email_out, paging)
 
 
 @router.post("/customers/{customer_id}/unsubscribe", response_model=SubscriptionOut)

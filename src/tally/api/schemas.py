@@ -10,6 +10,7 @@ from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from tally.api.edge import Paging
 from tally.ledger.bounds import MAX_POINTS
 
 T = TypeVar("T")
@@ -54,12 +55,15 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
     @classmethod
-    def of(
-        cls, found: tuple[Sequence[Any], int], out: Callable[[Any], T], *, limit: int, offset: int
-    ) -> Self:
+    def of(cls, found: tuple[Sequence[Any], int], out: Callable[[Any], T], paging: Paging) -> Self:
         """The page of a service's `(rows, total)`, each row shown by `out`."""
         rows, total = found
-        return cls(items=[out(row) for row in rows], total=total, limit=limit, offset=offset)
+        return cls(
+            items=[out(row) for row in rows],
+            total=total,
+            limit=paging.limit,
+            offset=paging.offset,
+        )
 
 
 class CustomerCreate(BaseModel):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from tally.api.deps import Caller, CallerDep
-from tally.api.edge import Id, Limit, Offset
+from tally.api.edge import Id, PagingDep
 from tally.api.idempotency import IdempotencyKey, change_post, run_post, stored_answer
 from tally.api.schemas import Page, view_of
 from tally.webhooks import deliveries, service
@@ -240,19 +240,17 @@ def send_test_event(
 
 
 @router.get("/endpoints/{endpoint_id}/deliveries", response_model=Page[DeliveryOut])
-def list_deliveries(
-    endpoint_id: Id, caller: CallerDep, limit: Limit = 50, offset: Offset = 0
-) -> Page[DeliveryOut]:
+def list_deliveries(endpoint_id: Id, caller: CallerDep, paging: PagingDep) -> Page[DeliveryOut]:
     """An endpoint's deliveries, newest first."""
     with caller.unit_of_work() as session:
         found = deliveries.list_deliveries(
             session,
             merchant_id=caller.merchant_id,
             endpoint_id=endpoint_id,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
-    return Page[DeliveryOut].of(found, delivery_out, limit=limit, offset=offset)
+    return Page[DeliveryOut].of(found, delivery_out, paging)
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryDetailOut)

@@ -407,13 +407,7 @@ def replay_delivery(session: Session, *, merchant_id: int, delivery_id: int) -> 
             OutboxMessage.id == delivery.message_id,
             OutboxMessage.status.in_([MessageStatus.FAILED, MessageStatus.DONE]),
         )
-        .values(
-            status=MessageStatus.PENDING,
-            available_at=utcnow(),
-            finished_at=None,
-            locked_by=None,
-            locked_until=None,
-        )
+        .values(**outbox.requeued())
         .execution_options(synchronize_session=False)
     )
     message = session.scalars(
