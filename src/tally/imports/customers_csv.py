@@ -177,13 +177,11 @@ def _unknown_columns(unknown: list[str], closest: CustomerFormat) -> ImportFileE
 
 
 class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
-    """Reads a customer import file row by row, in constant memory.
+    """Reads a customer import file row by row (opening, closing: ``CsvReader``).
 
-    Opening it reads the header and detects the layout (``format``), raising ``ImportFileError``
-    for a file that cannot be imported. Iterating yields, in file order, a ``CustomerRow`` for
-    each valid row and one ``ImportRowError`` per invalid value; blank rows are skipped. An
-    email already seen earlier in the file is an error naming the row that used it first.
-    Iterate once; use as a context manager (or call ``close``) to release a file opened by path.
+    Iterating yields, in file order, a ``CustomerRow`` for each valid row and one
+    ``ImportRowError`` per invalid value; blank rows are skipped. An email already seen earlier
+    in the file is an error naming the row that used it first.
     """
 
     def __init__(self, source: BinarySource, *, today: date | None = None) -> None:

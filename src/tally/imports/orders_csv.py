@@ -220,14 +220,12 @@ def detect_order_format(headers: Sequence[str]) -> OrderFormat:
 
 
 class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
-    """Reads an order import file order by order, in constant memory.
+    """Reads an order import file order by order (opening, closing: ``CsvReader``).
 
-    Opening it reads the header and detects the layout (``format``), raising ``ImportFileError``
-    for a file that cannot be imported. Iterating yields, in file order, an ``OrderRow`` for
-    each valid order and one ``ImportRowError`` per invalid value; blank rows are skipped. An
-    order id seen earlier in the file (for Shopify: not on the row just before) is an error
-    naming the row that used it first. ``now`` (aware) bounds how late an order may be dated.
-    Iterate once; use as a context manager (or call ``close``) to release a file opened by path.
+    Iterating yields, in file order, an ``OrderRow`` for each valid order and one
+    ``ImportRowError`` per invalid value; blank rows are skipped. An order id seen earlier in
+    the file (for Shopify: not on the row just before) is an error naming the row that used it
+    first. ``now`` (aware) bounds how late an order may be dated.
     """
 
     def __init__(self, source: BinarySource, *, now: datetime | None = None) -> None:
