@@ -31,40 +31,35 @@ class DomainError(Exception):
     status_code = 400
     title = "Bad request"
 
+    def __init_subclass__(
+        cls, *, status_code: int | None = None, title: str | None = None, **kwargs: Any
+    ) -> None:
+        # A kind of refusal names its HTTP status and problem title in its class line.
+        super().__init_subclass__(**kwargs)
+        if status_code is not None:
+            cls.status_code = status_code
+        if title is not None:
+            cls.title = title
+
     def __str__(self) -> str:
         return self.detail
 
 
-class NotFound(DomainError):
+class NotFound(DomainError, status_code=404, title="Not found"):
     """The named thing does not exist (or belongs to another merchant)."""
 
-    status_code = 404
-    title = "Not found"
 
-
-class Conflict(DomainError):
+class Conflict(DomainError, status_code=409, title="Conflict"):
     """The action conflicts with the current state."""
 
-    status_code = 409
-    title = "Conflict"
 
-
-class PreconditionFailed(DomainError):
+class PreconditionFailed(DomainError, status_code=412, title="Precondition failed"):
     """The client changed a version it read, but the version has moved on since (If-Match)."""
 
-    status_code = 412
-    title = "Precondition failed"
 
-
-class TooLarge(DomainError):
+class TooLarge(DomainError, status_code=413, title="Content too large"):
     """An upload over the size limit."""
 
-    status_code = 413
-    title = "Content too large"
 
-
-class ValidationFailed(DomainError):
+class ValidationFailed(DomainError, status_code=422, title="Validation failed"):
     """Input that is well-formed but not acceptable."""
-
-    status_code = 422
-    title = "Validation failed"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -77,45 +79,46 @@ def team_home(request: Request, admin: AdminDep) -> Response:
     return team_page(request, admin)
 
 
-@router.post("/team/invitations", include_in_schema=False)
-def invite(request: Request, admin: AdminDep, form: FormDep) -> Response:
-    """Invite someone by email with a role; the link is emailed and shown here once."""
-    values = {"email": text(form, "email"), "role": text(form, "role")}
+def _issue_link(
+    request: Request,
+    admin: Admin,
+    issue: Callable[..., team.IssuedLink],
+    *,
+    values: dict[str, str] | None = None,
+    not_found_is_404: bool = False,
+) -> Response:
+    """Email a set-password link made by ``issue`` (given the session, settings, merchant and
+    actor) and show it once; a refusal shows the team page with the error."""
     try:
         with admin.unit_of_work() as session:
-            issued = team.invite_member(
+            issued = issue(
                 session,
                 settings=admin.state.settings,
                 merchant_id=admin.merchant_id,
-                email=values["email"],
-                role=values["role"],
                 actor=admin.email,
                 send_email=True,
             )
     except DomainError as error:
+        if not_found_is_404 and error.status_code == 404:
+            raise
         return team_page(request, admin, error=error, values=values, status_code=error.status_code)
     return team_page(request, admin, issued=issued, status_code=201)
+
+
+@router.post("/team/invitations", include_in_schema=False)
+def invite(request: Request, admin: AdminDep, form: FormDep) -> Response:
+    """Invite someone by email with a role; the link is emailed and shown here once."""
+    values = {"email": text(form, "email"), "role": text(form, "role")}
+    issue = partial(team.invite_member, email=values["email"], role=values["role"])
+    return _issue_link(request, admin, issue, values=values)
 
 
 @router.post("/team/{user_id}/invitation", include_in_schema=False)
 def renew(request: Request, admin: AdminDep, form: FormDep, user_id: Id) -> Response:
     """Send an invited member a new link (the earlier ones stop working)."""
     del form  # checked for its CSRF token
-    try:
-        with admin.unit_of_work() as session:
-            issued = team.renew_invitation(
-                session,
-                settings=admin.state.settings,
-                merchant_id=admin.merchant_id,
-                user_id=user_id,
-                actor=admin.email,
-                send_email=True,
-            )
-    except DomainError as error:
-        if error.status_code == 404:
-            raise
-        return team_page(request, admin, error=error, status_code=error.status_code)
-    return team_page(request, admin, issued=issued, status_code=201)
+    issue = partial(team.renew_invitation, user_id=user_id)
+    return _issue_link(request, admin, issue, not_found_is_404=True)
 
 
 @router.post("/team/{user_id}/role", include_in_schema=False)

@@ -200,32 +200,27 @@ def _act(request: Request, admin: AdminDep, endpoint_id: int, action: str) -> Re
     return redirect(f"{PAGE}/{endpoint_id}?done={action}#deliveries")
 
 
-@router.post("/integrations/webhooks/{endpoint_id}/enable", include_in_schema=False)
-def enable(request: Request, admin: AdminDep, form: FormDep, endpoint_id: Id) -> Response:
-    """Deliver to the endpoint again, with a fresh failure count."""
-    del form
-    return _act(request, admin, endpoint_id, "enabled")
+# The buttons of an endpoint's page: the path's last part, the notice key, the route's doc.
+_ACTIONS = (
+    ("enable", "enabled", "Deliver to the endpoint again, with a fresh failure count."),
+    ("disable", "disabled", "Stop delivering to the endpoint."),
+    ("test", "tested", "Queue a `webhook.test` event to the endpoint."),
+    ("delete", "deleted", "Remove the endpoint and its delivery history."),
+)
 
 
-@router.post("/integrations/webhooks/{endpoint_id}/disable", include_in_schema=False)
-def disable(request: Request, admin: AdminDep, form: FormDep, endpoint_id: Id) -> Response:
-    """Stop delivering to the endpoint."""
-    del form
-    return _act(request, admin, endpoint_id, "disabled")
+def _add_action_route(path: str, action: str, doc: str) -> None:
+    def act(request: Request, admin: AdminDep, form: FormDep, endpoint_id: Id) -> Response:
+        del form
+        return _act(request, admin, endpoint_id, action)
+
+    act.__name__ = act.__qualname__ = f"{path}_endpoint"
+    act.__doc__ = doc
+    router.post(f"/integrations/webhooks/{{endpoint_id}}/{path}", include_in_schema=False)(act)
 
 
-@router.post("/integrations/webhooks/{endpoint_id}/test", include_in_schema=False)
-def send_test(request: Request, admin: AdminDep, form: FormDep, endpoint_id: Id) -> Response:
-    """Queue a `webhook.test` event to the endpoint."""
-    del form
-    return _act(request, admin, endpoint_id, "tested")
-
-
-@router.post("/integrations/webhooks/{endpoint_id}/delete", include_in_schema=False)
-def delete(request: Request, admin: AdminDep, form: FormDep, endpoint_id: Id) -> Response:
-    """Remove the endpoint and its delivery history."""
-    del form
-    return _act(request, admin, endpoint_id, "deleted")
+for _path, _action, _doc in _ACTIONS:
+    _add_action_route(_path, _action, _doc)
 
 
 @router.get("/integrations/webhooks/deliveries/{delivery_id}", include_in_schema=False)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
-from tally.api.edge import Id, Limit, Offset
+from tally.api.edge import Id, PagingDep
 from tally.api.idempotency import IdempotencyKey, idempotent_post
 from tally.api.schemas import (
     AdjustmentCreate,
@@ -99,30 +99,24 @@ def create_customer(
 @router.get("/customers", response_model=Page[CustomerOut])
 def list_customers(
     caller: CallerDep,
+    paging: PagingDep,
     query: Annotated[str | None, Query(max_length=200, description="part of email or name")] = None,
     state: Annotated[str | None, Query(pattern="^(member|guest)$")] = None,
     tier: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
 ) -> Page[CustomerOut]:
     """Search customers by email or name, filter by state or tier, one page at a time."""
     base_url = caller.state.settings.public_base_url
     with caller.unit_of_work() as session:
-        rows, total = customers.search_customers(
+        found = customers.search_customers(
             session,
             merchant_id=caller.merchant_id,
             query=query,
             state=state,
             tier=tier,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
-        return Page[CustomerOut](
-            items=[customer_view(session, c, base_url) for c in rows],
-            total=total,
-            limit=limit,
-            offset=offset,
-        )
+        return Page[CustomerOut].of(found, lambda c: customer_view(session, c, base_url), paging)
 
 
 @router.get("/customers/by-email", response_model=CustomerOut)
@@ -158,18 +152,15 @@ def update_customer(customer_id: Id, body: CustomerUpdate, caller: CallerDep) ->
 def list_ledger(
     customer_id: Id,
     caller: CallerDep,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    paging: PagingDep,
 ) -> Page[LedgerEntryOut]:
     """A customer's ledger entries, newest first."""
     with caller.unit_of_work() as session:
         customers.get_customer(session, caller.merchant_id, customer_id)
-        rows, total = ledger.list_entries(
-            session, customer_id=customer_id, limit=limit, offset=offset
+        found = ledger.list_entries(
+            session, customer_id=customer_id, limit=paging.limit, offset=paging.offset
         )
-        return Page[LedgerEntryOut](
-            items=[entry_out(e) for e in rows], total=total, limit=limit, offset=offset
-        )
+        return Page[LedgerEntryOut].of(found, entry_out, paging)
 
 
 def _ledger_key(idempotency_key: str | None) -> str:

@@ -14,10 +14,11 @@ offset a route takes, so FastAPI refuses such values with a 422 before a query i
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import Path, Query
+from fastapi import Depends, Path, Query
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +36,22 @@ OptionalQueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 """An optional id in a query string (a filter)."""
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Which page of a list: at most `limit` items, skipping the first `offset`."""
+
+    limit: int
+    offset: int
+
+
+def _paging(limit: Limit = 50, offset: Offset = 0) -> Paging:
+    return Paging(limit, offset)
+
+
+PagingDep = Annotated[Paging, Depends(_paging)]
+"""The `limit` and `offset` query parameters of every list endpoint."""
 OrderId = Annotated[str, Path(min_length=1, max_length=100, description="the store's order id")]
 RewardId = Annotated[str, Path(min_length=1, max_length=64)]
 EmailTypeName = Annotated[str, Path(min_length=1, max_length=64)]

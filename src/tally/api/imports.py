@@ -18,7 +18,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from tally.api.deps import CallerDep
-from tally.api.edge import Id, Limit, Offset
+from tally.api.edge import Id, PagingDep
+from tally.api.schemas import Page
 from tally.imports import queue, service, uploads
 from tally.imports.orm import ImportJob, ImportKind
 
@@ -108,13 +109,8 @@ class ImportJobOut(BaseModel):
     )
 
 
-class ImportJobPage(BaseModel):
+class ImportJobPage(Page[ImportJobOut]):
     """A page of import jobs, newest first."""
-
-    items: list[ImportJobOut]
-    total: int
-    limit: int
-    offset: int
 
 
 def job_out(job: ImportJob) -> ImportJobOut:
@@ -298,17 +294,14 @@ def run(
 @router.get("", response_model=ImportJobPage)
 def list_jobs(
     caller: CallerDep,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    paging: PagingDep,
 ) -> ImportJobPage:
     """The merchant's imports, newest first."""
     with caller.unit_of_work() as session:
-        jobs, total = service.list_imports(
-            session, merchant_id=caller.merchant_id, limit=limit, offset=offset
+        found = service.list_imports(
+            session, merchant_id=caller.merchant_id, limit=paging.limit, offset=paging.offset
         )
-        return ImportJobPage(
-            items=[job_out(job) for job in jobs], total=total, limit=limit, offset=offset
-        )
+        return ImportJobPage.of(found, job_out, paging)
 
 
 @router.get("/{job_id}", response_model=ImportJobOut)

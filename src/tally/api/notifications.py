@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import html
 from datetime import datetime
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep, app_state
-from tally.api.edge import MAX_ID, EmailTypeName, Id, Limit, Offset, OptionalQueryId
-from tally.api.idempotency import IdempotencyKey, idempotent_post
+from tally.api.edge import MAX_ID, EmailTypeName, Id, OptionalQueryId, PagingDep
+from tally.api.idempotency import IdempotencyKey, change_post
 from tally.api.schemas import Page, view_of
 from tally.customers.orm import Customer
 from tally.db.engine import bind_merchant, unit_of_work
@@ -283,38 +283,23 @@ def preview_template(email_type: EmailTypeName, body: PreviewIn, caller: CallerD
 @router.get("/emails", response_model=Page[EmailOut])
 def list_emails(
     caller: CallerDep,
+    paging: PagingDep,
     status: Annotated[
         str | None, Query(description="queued, sending, sent, failed or suppressed")
     ] = None,
     customer_id: OptionalQueryId = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
 ) -> Page[EmailOut]:
     """The mail log, newest first."""
     with caller.unit_of_work() as session:
-        rows, total = service.list_emails(
+        found = service.list_emails(
             session,
             merchant_id=caller.merchant_id,
             status=status,
             customer_id=customer_id,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
-        return Page[EmailOut](
-            items=[_email_out(e) for e in rows], total=total, limit=limit, offset=offset
-        )
-
-
-def _change_subscription(
-    caller: CallerDep, request: Request, customer_id: int, key: str | None, *, subscribe: bool
-) -> JSONResponse:
-    change = service.resubscribe if subscribe else service.unsubscribe
-
-    def work(session: Session) -> tuple[int, Any]:
-        customer = change(session, merchant_id=caller.merchant_id, customer_id=customer_id)
-        return 200, _subscription_out(customer).model_dump(mode="json")
-
-    return idempotent_post(caller, request, key=key, body=None, work=work)
+        return Page[EmailOut].of(found, _email_out, paging)
 
 
 @router.post("/customers/{customer_id}/unsubscribe", response_model=SubscriptionOut)
@@ -322,7 +307,8 @@ def unsubscribe_customer(
     customer_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Stop notification emails to the customer (emails still queued are suppressed)."""
-    return _change_subscription(caller, request, customer_id, idempotency_key, subscribe=False)
+    change = partial(service.unsubscribe, customer_id=customer_id)
+    return change_post(caller, request, idempotency_key, change, _subscription_out)
 
 
 @router.post("/customers/{customer_id}/resubscribe", response_model=SubscriptionOut)
@@ -330,7 +316,8 @@ def resubscribe_customer(
     customer_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Send notification emails to the customer again."""
-    return _change_subscription(caller, request, customer_id, idempotency_key, subscribe=True)
+    change = partial(service.resubscribe, customer_id=customer_id)
+    return change_post(caller, request, idempotency_key, change, _subscription_out)
 
 
 # -- SMTP settings -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from tally.api.deps import CallerDep
-from tally.api.edge import Id, Limit, Offset, RewardId
+from tally.api.edge import Id, PagingDep, RewardId
 from tally.api.idempotency import idempotent_post
 from tally.api.schemas import Page, money_text, view_of
 from tally.customers import service as customers
@@ -243,19 +243,16 @@ def redeem(
 def list_customer_redemptions(
     customer_id: Id,
     caller: CallerDep,
-    limit: Limit = 50,
-    offset: Offset = 0,
+    paging: PagingDep,
 ) -> Page[RedemptionOut]:
     """A customer's redemptions, newest first."""
     with caller.unit_of_work() as session:
         customers.get_customer(session, caller.merchant_id, customer_id)
-        rows, total = redemptions.list_redemptions(
+        found = redemptions.list_redemptions(
             session,
             merchant_id=caller.merchant_id,
             customer_id=customer_id,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
-        return Page[RedemptionOut](
-            items=[redemption_out(r) for r in rows], total=total, limit=limit, offset=offset
-        )
+        return Page[RedemptionOut].of(found, redemption_out, paging)

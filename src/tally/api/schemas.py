@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from tally.api.edge import Paging
 from tally.ledger.bounds import MAX_POINTS
 
 T = TypeVar("T")
@@ -51,6 +53,17 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+    @classmethod
+    def of(cls, found: tuple[Sequence[Any], int], out: Callable[[Any], T], paging: Paging) -> Self:
+        """The page of a service's `(rows, total)`, each row shown by `out`."""
+        rows, total = found
+        return cls(
+            items=[out(row) for row in rows],
+            total=total,
+            limit=paging.limit,
+            offset=paging.offset,
+        )
 
 
 _CONSENT_HELP = (

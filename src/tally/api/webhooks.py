@@ -9,7 +9,7 @@ new one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,10 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from tally.api.deps import Caller, CallerDep
-from tally.api.edge import Id, Limit, Offset
-from tally.api.idempotency import IdempotencyKey, idempotent_post
+from tally.api.edge import Id, PagingDep
+from tally.api.idempotency import IdempotencyKey, change_post, run_post, stored_answer
 from tally.api.schemas import Page, view_of
-from tally.idempotency.service import request_fingerprint, run_idempotent
 from tally.webhooks import deliveries, service
 from tally.webhooks.addresses import MAX_URL_LENGTH, CheckedUrl, check_subscription_url
 from tally.webhooks.catalogue import DESCRIPTIONS, WEBHOOK_EVENTS
@@ -54,24 +53,8 @@ class EndpointUpdate(BaseModel):
     description: str | None = Field(default=None, max_length=service.MAX_DESCRIPTION)
 
 
-class EndpointOut(BaseModel):
+class EndpointOut(service.EndpointView):
     """An endpoint (never its secret); a disabled one says why."""
-
-    id: int
-    url: str
-    description: str
-    events: list[str]
-    state: str
-    disabled_reason: str | None
-    disabled_at: datetime | None
-    disabled_automatically: bool
-    failed_deliveries: int
-    failing_since: datetime | None
-    last_error: str | None
-    last_failure_at: datetime | None
-    last_success_at: datetime | None
-    previous_secret_expires_at: datetime | None
-    created_at: datetime
 
 
 class EndpointWithSecret(EndpointOut):
@@ -87,31 +70,12 @@ class EventTypeOut(BaseModel):
     description: str
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(deliveries.DeliveryView):
     """One event for one endpoint, and how its delivery is going."""
 
-    id: int
-    endpoint_id: int
-    event_id: str
-    event_type: str
-    status: str
-    attempts: int
-    response_status: int | None
-    last_error: str | None
-    next_attempt_at: datetime | None
-    delivered_at: datetime | None
-    created_at: datetime
 
-
-class AttemptOut(BaseModel):
+class AttemptOut(deliveries.AttemptView):
     """One recorded attempt."""
-
-    attempt: int
-    started_at: datetime
-    duration_ms: int
-    outcome: str
-    status_code: int | None
-    error: str | None
 
 
 class DeliveryDetailOut(DeliveryOut):
@@ -143,30 +107,23 @@ def _post_with_secret(
     key: str | None,
     body: BaseModel | None,
     status: int,
-    work: Callable[[Session], service.IssuedSecret],
+    work: Callable[..., service.IssuedSecret],
 ) -> JSONResponse:
-    """Run a POST whose answer holds a secret: stored (for replays) without it."""
+    """Run a POST whose answer holds a secret: stored (for replays) without it.
+
+    `work` is a service function given the session, the settings and the merchant's id."""
     issued: list[service.IssuedSecret] = []
 
     def run(session: Session) -> tuple[int, Any]:
-        issued.append(work(session))
+        issued.append(work(session, settings=caller.state.settings, merchant_id=caller.merchant_id))
         out = EndpointWithSecret(**endpoint_out(issued[0].endpoint).model_dump(), secret=None)
         return status, out.model_dump(mode="json")
 
-    payload = body.model_dump(mode="json") if body is not None else None
-    with caller.unit_of_work() as session:
-        stored = run_idempotent(
-            session,
-            merchant_id=caller.merchant_id,
-            key=key,
-            fingerprint=request_fingerprint("POST", request.url.path, payload),
-            work=lambda: run(session),
-        )
+    stored = run_post(caller, request, key=key, body=body, work=run)
     answer = dict(stored.body)
     if not stored.replayed:
         answer["secret"] = issued[0].secret
-    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
-    return JSONResponse(answer, status_code=stored.status, headers=headers)
+    return stored_answer(stored, answer)
 
 
 @router.get("/event-types", response_model=list[EventTypeOut])
@@ -200,13 +157,8 @@ def create_endpoint(
         key=idempotency_key,
         body=body,
         status=201,
-        work=lambda session: service.create_endpoint(
-            session,
-            settings=caller.state.settings,
-            merchant_id=caller.merchant_id,
-            url=url,
-            events=body.events,
-            description=body.description,
+        work=partial(
+            service.create_endpoint, url=url, events=body.events, description=body.description
         ),
     )
 
@@ -256,25 +208,8 @@ def rotate_secret(
         key=idempotency_key,
         body=None,
         status=200,
-        work=lambda session: service.rotate_secret(
-            session,
-            settings=caller.state.settings,
-            merchant_id=caller.merchant_id,
-            endpoint_id=endpoint_id,
-        ),
+        work=partial(service.rotate_secret, endpoint_id=endpoint_id),
     )
-
-
-def _endpoint_post(
-    caller: Caller,
-    request: Request,
-    key: str | None,
-    change: Callable[[Session], service.EndpointView],
-) -> JSONResponse:
-    def work(session: Session) -> tuple[int, Any]:
-        return 200, endpoint_out(change(session)).model_dump(mode="json")
-
-    return idempotent_post(caller, request, key=key, body=None, work=work)
 
 
 @router.post("/endpoints/{endpoint_id}/enable", response_model=EndpointOut)
@@ -282,14 +217,8 @@ def enable_endpoint(
     endpoint_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Deliver again (after a disable), with a fresh failure count."""
-    return _endpoint_post(
-        caller,
-        request,
-        idempotency_key,
-        lambda s: service.enable_endpoint(
-            s, merchant_id=caller.merchant_id, endpoint_id=endpoint_id
-        ),
-    )
+    change = partial(service.enable_endpoint, endpoint_id=endpoint_id)
+    return change_post(caller, request, idempotency_key, change, endpoint_out)
 
 
 @router.post("/endpoints/{endpoint_id}/disable", response_model=EndpointOut)
@@ -297,14 +226,8 @@ def disable_endpoint(
     endpoint_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Stop delivering to the endpoint until it is enabled again."""
-    return _endpoint_post(
-        caller,
-        request,
-        idempotency_key,
-        lambda s: service.disable_endpoint(
-            s, merchant_id=caller.merchant_id, endpoint_id=endpoint_id
-        ),
-    )
+    change = partial(service.disable_endpoint, endpoint_id=endpoint_id)
+    return change_post(caller, request, idempotency_key, change, endpoint_out)
 
 
 @router.post("/endpoints/{endpoint_id}/test", status_code=202, response_model=DeliveryOut)
@@ -312,33 +235,22 @@ def send_test_event(
     endpoint_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Queue a `webhook.test` event to the endpoint."""
-
-    def work(session: Session) -> tuple[int, Any]:
-        delivery = deliveries.send_test_event(
-            session, merchant_id=caller.merchant_id, endpoint_id=endpoint_id
-        )
-        view, _attempts, _body = deliveries.delivery_details(
-            session, merchant_id=caller.merchant_id, delivery_id=delivery.id
-        )
-        return 202, delivery_out(view).model_dump(mode="json")
-
-    return idempotent_post(caller, request, key=idempotency_key, body=None, work=work)
+    queue = partial(deliveries.queue_test_event, endpoint_id=endpoint_id)
+    return change_post(caller, request, idempotency_key, queue, delivery_out, status=202)
 
 
 @router.get("/endpoints/{endpoint_id}/deliveries", response_model=Page[DeliveryOut])
-def list_deliveries(
-    endpoint_id: Id, caller: CallerDep, limit: Limit = 50, offset: Offset = 0
-) -> Page[DeliveryOut]:
+def list_deliveries(endpoint_id: Id, caller: CallerDep, paging: PagingDep) -> Page[DeliveryOut]:
     """An endpoint's deliveries, newest first."""
     with caller.unit_of_work() as session:
-        views, total = deliveries.list_deliveries(
+        found = deliveries.list_deliveries(
             session,
             merchant_id=caller.merchant_id,
             endpoint_id=endpoint_id,
-            limit=limit,
-            offset=offset,
+            limit=paging.limit,
+            offset=paging.offset,
         )
-    return Page(items=[delivery_out(v) for v in views], total=total, limit=limit, offset=offset)
+    return Page[DeliveryOut].of(found, delivery_out, paging)
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryDetailOut)
@@ -360,11 +272,5 @@ def replay_delivery(
     delivery_id: Id, caller: CallerDep, request: Request, idempotency_key: IdempotencyKey = None
 ) -> JSONResponse:
     """Send a failed or delivered delivery again: the same event id and body."""
-
-    def work(session: Session) -> tuple[int, Any]:
-        view = deliveries.replay_delivery(
-            session, merchant_id=caller.merchant_id, delivery_id=delivery_id
-        )
-        return 202, delivery_out(view).model_dump(mode="json")
-
-    return idempotent_post(caller, request, key=idempotency_key, body=None, work=work)
+    replay = partial(deliveries.replay_delivery, delivery_id=delivery_id)
+    return change_post(caller, request, idempotency_key, replay, delivery_out, status=202)

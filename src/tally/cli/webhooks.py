@@ -3,8 +3,9 @@ send a test event, list an endpoint's deliveries, show one with its attempts, re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -22,6 +23,8 @@ from tally.errors import DomainError
 from tally.webhooks import deliveries, service
 from tally.webhooks.addresses import check_subscription_url
 from tally.webhooks.catalogue import WEBHOOK_EVENTS
+
+_T = TypeVar("_T")
 
 webhooks_app = typer.Typer(
     help="Signed webhooks: endpoints, their deliveries and every attempt.", no_args_is_help=True
@@ -99,12 +102,19 @@ def list_endpoints(merchant: MerchantOption = None) -> None:
             console.print(f"[yellow]endpoint {view.id}:[/] ", _plain(view.disabled_reason), sep="")
 
 
+def _on_endpoint(
+    merchant: int | None, endpoint_id: int, change: Callable[..., _T], **extra: Any
+) -> _T:
+    """``change(session, merchant_id=..., endpoint_id=..., **extra)`` in one unit of work."""
+    with command_unit_of_work() as session:
+        merchant_id = resolve_merchant(session, merchant)
+        return change(session, merchant_id=merchant_id, endpoint_id=endpoint_id, **extra)
+
+
 @webhooks_app.command("remove")
 def remove(endpoint_id: EndpointId, merchant: MerchantOption = None) -> None:
     """Remove an endpoint and its delivery history."""
-    with command_unit_of_work() as session:
-        merchant_id = resolve_merchant(session, merchant)
-        service.delete_endpoint(session, merchant_id=merchant_id, endpoint_id=endpoint_id)
+    _on_endpoint(merchant, endpoint_id, service.delete_endpoint)
     console.print(f"endpoint {endpoint_id} removed")
 
 
@@ -123,34 +133,21 @@ def rotate_secret(endpoint_id: EndpointId, merchant: MerchantOption = None) -> N
 @webhooks_app.command("enable")
 def enable(endpoint_id: EndpointId, merchant: MerchantOption = None) -> None:
     """Deliver to an endpoint again, with a fresh failure count."""
-    with command_unit_of_work() as session:
-        merchant_id = resolve_merchant(session, merchant)
-        service.enable_endpoint(session, merchant_id=merchant_id, endpoint_id=endpoint_id)
+    _on_endpoint(merchant, endpoint_id, service.enable_endpoint)
     console.print(f"endpoint {endpoint_id} is enabled")
 
 
 @webhooks_app.command("disable")
 def disable(endpoint_id: EndpointId, merchant: MerchantOption = None) -> None:
     """Stop delivering to an endpoint."""
-    with command_unit_of_work() as session:
-        merchant_id = resolve_merchant(session, merchant)
-        service.disable_endpoint(
-            session,
-            merchant_id=merchant_id,
-            endpoint_id=endpoint_id,
-            reason="Disabled from the CLI.",
-        )
+    _on_endpoint(merchant, endpoint_id, service.disable_endpoint, reason="Disabled from the CLI.")
     console.print(f"endpoint {endpoint_id} is disabled")
 
 
 @webhooks_app.command("test")
 def send_test(endpoint_id: EndpointId, merchant: MerchantOption = None) -> None:
     """Queue a `webhook.test` event to an endpoint."""
-    with command_unit_of_work() as session:
-        merchant_id = resolve_merchant(session, merchant)
-        delivery = deliveries.send_test_event(
-            session, merchant_id=merchant_id, endpoint_id=endpoint_id
-        )
+    delivery = _on_endpoint(merchant, endpoint_id, deliveries.send_test_event)
     console.print(f"delivery {delivery.id} queued ({delivery.event_id})")
 
 

@@ -5,18 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    CheckConstraint,
-    Date,
-    ForeignKey,
-    String,
-    UniqueConstraint,
-)
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Date, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tally.db.base import Base, BigId, TenantScoped, utcnow
+from tally.db.base import Base, IdKey, TenantScoped, Timestamps, parent_key
 
 
 class CustomerState(StrEnum):
@@ -26,7 +18,7 @@ class CustomerState(StrEnum):
     GUEST = "guest"
 
 
-class Customer(TenantScoped, Base):
+class Customer(IdKey, TenantScoped, Timestamps, Base):
     """A merchant's customer with a cached points balance (always the sum of ledger entries)."""
 
     __tablename__ = "customers"
@@ -37,7 +29,6 @@ class Customer(TenantScoped, Base):
         CheckConstraint("points_balance >= 0", name="balance_not_negative"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     # Stored trimmed and lower-cased, which makes the unique constraint case-insensitive.
     email: Mapped[str] = mapped_column(String(320))
     first_name: Mapped[str | None] = mapped_column(String(100), default=None)
@@ -49,8 +40,8 @@ class Customer(TenantScoped, Base):
     referral_code: Mapped[str] = mapped_column(String(16))
     # Indexed: deleting a customer (or a merchant's thousands) must find its referees by key,
     # not by scanning the table once per deleted row.
-    referred_by_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="SET NULL"), default=None, index=True
+    referred_by_id: Mapped[int | None] = parent_key(
+        "customers.id", ondelete="SET NULL", default=None, index=True
     )
     points_balance: Mapped[int] = mapped_column(BigInteger, default=0)
     vip_tier: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -67,8 +58,6 @@ class Customer(TenantScoped, Base):
     marketing_consent_at: Mapped[datetime | None] = mapped_column(default=None)
     enrolled_at: Mapped[datetime | None] = mapped_column(default=None)
     last_activity_at: Mapped[datetime | None] = mapped_column(default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
     def full_name(self) -> str:

@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +16,7 @@ from tally.customers.emails import canonical_email, email_problem
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
 from tally.db.pages import page
+from tally.db.rows import merchant_row
 from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
 from tally.outbox.events import CustomerEnrolled, CustomerUpdated
 from tally.outbox.service import emit
@@ -96,12 +98,7 @@ def customers_after(
 
 def get_customer(session: Session, merchant_id: int, customer_id: int) -> Customer:
     """The customer with this id, only if it belongs to the merchant."""
-    customer = session.scalar(
-        select(Customer).where(Customer.merchant_id == merchant_id, Customer.id == customer_id)
-    )
-    if customer is None:
-        raise NotFound(f"customer {customer_id} does not exist")
-    return customer
+    return merchant_row(session, Customer, customer_id, merchant_id, "customer")
 
 
 def get_customer_by_email(session: Session, merchant_id: int, email: str) -> Customer:
@@ -112,21 +109,28 @@ def get_customer_by_email(session: Session, merchant_id: int, email: str) -> Cus
     return customer
 
 
+class Profile(TypedDict, total=False):
+    """What an enrolment may say besides the email (left out, or None: not given)."""
+
+    first_name: str | None
+    last_name: str | None
+    birthday: date | None
+    external_id: str | None
+    referred_by_code: str | None
+
+
 def enroll_customer(
     session: Session,
     *,
     merchant_id: int,
     email: str,
-    first_name: str | None = None,
-    last_name: str | None = None,
-    birthday: date | None = None,
-    external_id: str | None = None,
-    referred_by_code: str | None = None,
     state: CustomerState = CustomerState.MEMBER,
+    **profile: Unpack[Profile],
 ) -> EnrollResult:
     """Create a customer, or turn a guest into a member; a second enrolment is a conflict."""
     normalized = normalize_email(email)
-    _validate_birthday(birthday)
+    referred_by_code = profile.get("referred_by_code")
+    _validate_birthday(profile.get("birthday"))
     existing = find_by_email(session, merchant_id, normalized)
     now = utcnow()
     if existing is not None:
@@ -135,7 +139,7 @@ def enroll_customer(
         existing.state = CustomerState.MEMBER
         existing.enrolled_at = now
         existing.updated_at = now
-        _apply_profile(existing, first_name, last_name, birthday, external_id)
+        _apply_profile(existing, profile)
         session.flush()
         emit(session, CustomerEnrolled(merchant_id=merchant_id, customer_id=existing.id))
         return EnrollResult(existing, created=False)
@@ -167,7 +171,7 @@ def enroll_customer(
             updated_at=now,
             points_balance=0,
         )
-        _apply_profile(customer, first_name, last_name, birthday, external_id)
+        _apply_profile(customer, profile)
         try:
             with session.begin_nested():
                 session.add(customer)
@@ -177,6 +181,7 @@ def enroll_customer(
             # the random referral code collided; only the latter is worth another try.
             if find_by_email(session, merchant_id, normalized) is not None:
                 raise Conflict(f"a customer with email {normalized!r} already exists") from exc
+            external_id = profile.get("external_id")
             if external_id and session.scalar(
                 select(Customer.id).where(
                     Customer.merchant_id == merchant_id, Customer.external_id == external_id
@@ -192,13 +197,9 @@ def enroll_customer(
     raise RuntimeError("could not allocate a unique referral code")  # pragma: no cover
 
 
-def _apply_profile(
-    customer: Customer,
-    first_name: str | None,
-    last_name: str | None,
-    birthday: date | None,
-    external_id: str | None,
-) -> None:
+def _apply_profile(customer: Customer, profile: Profile) -> None:
+    first_name, last_name = profile.get("first_name"), profile.get("last_name")
+    birthday, external_id = profile.get("birthday"), profile.get("external_id")
     if first_name is not None:
         customer.first_name = first_name.strip() or None
     if last_name is not None:

@@ -54,11 +54,47 @@ class Base(DeclarativeBase):
     type_annotation_map: dict[Any, Any] = {datetime: UTCDateTime()}
 
 
-class TenantScoped:
-    """Mixin for merchant-owned rows; a session bound to a merchant filters on it automatically."""
+def parent_key(target: str, *, ondelete: str = "CASCADE", **kwargs: Any) -> Any:
+    """A BigId foreign key column to `target` ("table.id"), gone with its parent by default."""
+    return mapped_column(BigId, ForeignKey(target, ondelete=ondelete), **kwargs)
+
+
+class IdKey:
+    """Mixin: the surrogate primary key `id` of most tables."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+
+
+class CreatedAt:
+    """Mixin: when the row was written."""
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Timestamps(CreatedAt):
+    """Mixin: when the row was written and last changed (services set `updated_at`)."""
+
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def _merchant_key() -> Mapped[int]:
+    column: Mapped[int] = parent_key("merchants.id", index=True, nullable=False)
+    return column
+
+
+class MerchantOwned:
+    """Mixin: the row belongs to a merchant and goes with it (`merchant_id`)."""
 
     @declared_attr
     def merchant_id(cls) -> Mapped[int]:  # noqa: N805 - declared_attr receives the class
-        return mapped_column(
-            BigId, ForeignKey("merchants.id", ondelete="CASCADE"), index=True, nullable=False
-        )
+        return _merchant_key()
+
+
+class TenantScoped(MerchantOwned):
+    """Mixin for merchant-owned rows; a session bound to a merchant filters on it automatically."""
+
+    # Declared again here: `with_loader_criteria(TenantScoped, ...)` reads the declared
+    # attribute from this class's own namespace, not from a base class.
+    @declared_attr
+    def merchant_id(cls) -> Mapped[int]:  # noqa: N805 - declared_attr receives the class
+        return _merchant_key()

@@ -25,10 +25,8 @@ from tally.errors import Conflict
 from tally.idempotency.orm import IdempotencyRecord
 
 
-class IdempotencyKeyMismatch(Conflict):
+class IdempotencyKeyMismatch(Conflict, title="Idempotency key reused"):
     """The key was used before with a different request."""
-
-    title = "Idempotency key reused"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from tally.imports.formats import (
     REJECTED_REASON_HEADERS,
     BinarySource,
     CsvReader,
+    FileLayout,
     ImportFileError,
     ImportRowError,
     SeenKeys,
@@ -85,24 +86,11 @@ class CustomerRow(NamedTuple):
 
 
 @dataclass(frozen=True)
-class CustomerFormat:
-    """A customer file layout recognised from its header row."""
+class CustomerFormat(FileLayout):
+    """A customer file layout (in ``columns``, ``name`` is a full name to split)."""
 
-    key: str
-    name: str
-    columns: Mapping[str, str]
-    """Customer field → normalised header holding it (``name`` is a full name to split)."""
-    required: frozenset[str]
-    """Normalised headers that must all be present for the file to have this layout."""
     layout: str
     """The columns as the source writes them, for messages."""
-    ignores_other_columns: bool = False
-
-    def matches(self, headers: set[str]) -> bool:
-        """Whether a file with these normalised headers has this layout."""
-        if not self.required <= headers:
-            return False
-        return self.ignores_other_columns or headers <= set(self.columns.values())
 
 
 TALLY_TEMPLATE = CustomerFormat(
@@ -219,13 +207,11 @@ def _unknown_columns(unknown: list[str], closest: CustomerFormat) -> ImportFileE
 
 
 class CustomerCsvReader(CsvReader[CustomerRow, CustomerFormat]):
-    """Reads a customer import file row by row, in constant memory.
+    """Reads a customer import file row by row (opening, closing: ``CsvReader``).
 
-    Opening it reads the header and detects the layout (``format``), raising ``ImportFileError``
-    for a file that cannot be imported. Iterating yields, in file order, a ``CustomerRow`` for
-    each valid row and one ``ImportRowError`` per invalid value; blank rows are skipped. An
-    email already seen earlier in the file is an error naming the row that used it first.
-    Iterate once; use as a context manager (or call ``close``) to release a file opened by path.
+    Iterating yields, in file order, a ``CustomerRow`` for each valid row and one
+    ``ImportRowError`` per invalid value; blank rows are skipped. An email already seen earlier
+    in the file is an error naming the row that used it first.
     """
 
     def __init__(self, source: BinarySource, *, today: date | None = None) -> None:

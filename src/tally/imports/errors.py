@@ -17,16 +17,12 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-class ImportFileRefused(ValidationFailed):
+class ImportFileRefused(ValidationFailed, title="Import file refused"):
     """The file cannot be imported at all (encoding, header, broken CSV)."""
 
-    title = "Import file refused"
 
-
-class ImportRefused(ValidationFailed):
+class ImportRefused(ValidationFailed, title="Import refused"):
     """The file has invalid rows; nothing was imported."""
-
-    title = "Import refused"
 
     def __init__(self, job: ImportJob) -> None:
         errors = [
@@ -47,16 +43,12 @@ class ImportRefused(ValidationFailed):
         self.job = job
 
 
-class ImportInProgress(Conflict):
+class ImportInProgress(Conflict, title="Import in progress"):
     """The same file is being imported right now."""
 
-    title = "Import in progress"
 
-
-class RevertRefused(Conflict):
+class RevertRefused(Conflict, title="Revert refused"):
     """An import cannot be reverted (not finished, already reverted, or points spent)."""
-
-    title = "Revert refused"
 
 
 class ImportFailed(DomainError):

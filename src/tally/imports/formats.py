@@ -15,9 +15,10 @@ import shutil
 import tempfile
 from array import array
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from types import TracebackType
-from typing import IO, Generic, NamedTuple, Protocol, Self, TypeAlias, TypeVar
+from typing import IO, Generic, NamedTuple, Self, TypeAlias, TypeVar
 
 from tally.csv_safety import may_hold_neutralised, restore_cell
 
@@ -300,18 +301,25 @@ class CsvInput:
             self._owned = None
 
 
-class FileLayout(Protocol):
-    """What a reader needs of a recognised layout."""
+@dataclass(frozen=True, kw_only=True)
+class FileLayout:
+    """A file layout recognised from its header row: what every kind of import file has."""
 
-    @property
-    def name(self) -> str:
-        """Human name of the layout, for messages."""
-        ...
+    key: str
+    name: str
+    """Human name of the layout, for messages."""
+    columns: Mapping[str, str]
+    """Field → normalised header holding it."""
+    required: frozenset[str]
+    """Normalised headers that must all be present for the file to have this layout."""
+    ignores_other_columns: bool = False
+    """Whether a file of this layout may have columns the layout does not read."""
 
-    @property
-    def columns(self) -> Mapping[str, str]:
-        """Field -> normalised header holding it."""
-        ...
+    def matches(self, headers: set[str]) -> bool:
+        """Whether a file with these normalised headers has this layout."""
+        if not self.required <= headers:
+            return False
+        return self.ignores_other_columns or headers <= set(self.columns.values())
 
 
 _Row = TypeVar("_Row")

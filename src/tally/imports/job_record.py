@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
-from tally.errors import Conflict, NotFound
+from tally.db.rows import merchant_row
+from tally.errors import Conflict
 from tally.imports.errors import ImportInProgress
 from tally.imports.events import announce_finished
 from tally.imports.options import ImportOptions
@@ -256,12 +257,7 @@ def has_prior_imports(session: Session, merchant_id: int, job_id: int) -> bool:
 
 def get_import(session: Session, *, merchant_id: int, job_id: int) -> ImportJob:
     """One of the merchant's import jobs (another merchant's is not found)."""
-    job = session.scalar(
-        select(ImportJob).where(ImportJob.merchant_id == merchant_id, ImportJob.id == job_id)
-    )
-    if job is None:
-        raise NotFound(f"import {job_id} does not exist")
-    return job
+    return merchant_row(session, ImportJob, job_id, merchant_id, "import")
 
 
 def list_imports(

@@ -26,7 +26,7 @@ in any value is refused (for Shopify: the first row of an order; the others are 
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -41,6 +41,7 @@ from tally.imports.formats import (
     REJECTED_REASON_HEADERS,
     BinarySource,
     CsvReader,
+    FileLayout,
     ImportFileError,
     ImportRowError,
     SeenKeys,
@@ -123,23 +124,11 @@ class OrderRow(NamedTuple):
 
 
 @dataclass(frozen=True)
-class OrderFormat:
+class OrderFormat(FileLayout):
     """An order file layout recognised from its header row."""
 
-    key: str
-    name: str
-    columns: Mapping[str, str]
-    """Order field → normalised header holding it."""
-    required: frozenset[str]
-    """Normalised headers that must all be present for the file to have this layout."""
     line_items: bool = False
     """One row per line item, consecutive rows of an order sharing its id (Shopify)."""
-
-    def matches(self, headers: set[str]) -> bool:
-        """Whether a file with these normalised headers has this layout."""
-        if not self.required <= headers:
-            return False
-        return self.line_items or headers <= set(self.columns.values())
 
 
 TALLY_TEMPLATE = OrderFormat(
@@ -184,6 +173,7 @@ SHOPIFY_ORDERS = OrderFormat(
     },
     required=frozenset({"name", "email", "financial status", "total", "created at"}),
     line_items=True,
+    ignores_other_columns=True,
 )
 
 ORDER_FORMATS: tuple[OrderFormat, ...] = (SHOPIFY_ORDERS, TALLY_TEMPLATE)
@@ -237,14 +227,12 @@ def detect_order_format(headers: Sequence[str]) -> OrderFormat:
 
 
 class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
-    """Reads an order import file order by order, in constant memory.
+    """Reads an order import file order by order (opening, closing: ``CsvReader``).
 
-    Opening it reads the header and detects the layout (``format``), raising ``ImportFileError``
-    for a file that cannot be imported. Iterating yields, in file order, an ``OrderRow`` for
-    each valid order and one ``ImportRowError`` per invalid value; blank rows are skipped. An
-    order id seen earlier in the file (for Shopify: not on the row just before) is an error
-    naming the row that used it first. ``now`` (aware) bounds how late an order may be dated.
-    Iterate once; use as a context manager (or call ``close``) to release a file opened by path.
+    Iterating yields, in file order, an ``OrderRow`` for each valid order and one
+    ``ImportRowError`` per invalid value; blank rows are skipped. An order id seen earlier in
+    the file (for Shopify: not on the row just before) is an error naming the row that used it
+    first. ``now`` (aware) bounds how late an order may be dated.
     """
 
     def __init__(
@@ -376,29 +364,24 @@ class OrderCsvReader(CsvReader[OrderRow, OrderFormat]):
         errors: list[ImportRowError],
     ) -> tuple[Decimal | None, Decimal | None, Decimal | None, Decimal | None, Decimal | None]:
         """The optional amounts (blank: None); their errors go to ``errors``."""
-        # Written out rather than looped over: this runs for every row of the file.
-        label = self._label
-        text = raw_subtotal.strip()
-        subtotal = Decimal(text) if text and _valid_amount(text) else None
-        if subtotal is None and text:
-            errors.append(_amount_error(row, label["subtotal"], raw_subtotal))
-        text = raw_discounts.strip()
-        discounts = Decimal(text) if text and _valid_amount(text) else None
-        if discounts is None and text:
-            errors.append(_amount_error(row, label["discounts"], raw_discounts))
-        text = raw_shipping.strip()
-        shipping = Decimal(text) if text and _valid_amount(text) else None
-        if shipping is None and text:
-            errors.append(_amount_error(row, label["shipping"], raw_shipping))
-        text = raw_tax.strip()
-        tax = Decimal(text) if text and _valid_amount(text) else None
-        if tax is None and text:
-            errors.append(_amount_error(row, label["tax"], raw_tax))
-        text = raw_refunded.strip()
-        refunded = Decimal(text) if text and _valid_amount(text) else None
-        if refunded is None and text:
-            errors.append(_amount_error(row, label["refunded_amount"], raw_refunded))
+        subtotal = self._optional_amount(row, "subtotal", raw_subtotal, errors)
+        discounts = self._optional_amount(row, "discounts", raw_discounts, errors)
+        shipping = self._optional_amount(row, "shipping", raw_shipping, errors)
+        tax = self._optional_amount(row, "tax", raw_tax, errors)
+        refunded = self._optional_amount(row, "refunded_amount", raw_refunded, errors)
         return subtotal, discounts, shipping, tax, refunded
+
+    def _optional_amount(
+        self, row: int, field: str, raw: str, errors: list[ImportRowError]
+    ) -> Decimal | None:
+        """An optional amount (blank: None); an invalid one is None, its error in ``errors``."""
+        text = raw.strip()
+        if not text:
+            return None
+        if _valid_amount(text):
+            return Decimal(text)
+        errors.append(_amount_error(row, self._label[field], raw))
+        return None
 
     def _status(
         self,

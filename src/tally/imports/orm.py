@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tally.db.base import Base, BigId, TenantScoped, utcnow
+from tally.db.base import Base, CreatedAt, IdKey, TenantScoped, parent_key
 from tally.program.orm import Order
 
 
@@ -53,7 +52,7 @@ class ImportStatus(StrEnum):
     REVERTED = "reverted"
 
 
-class ImportJob(TenantScoped, Base):
+class ImportJob(IdKey, TenantScoped, CreatedAt, Base):
     """One import of one file: who started it, with which options, how far it got, what it did."""
 
     __tablename__ = "import_jobs"
@@ -63,7 +62,6 @@ class ImportJob(TenantScoped, Base):
         Index("ix_import_jobs_status", "status"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     file_name: Mapped[str] = mapped_column(String(255))
@@ -97,7 +95,6 @@ class ImportJob(TenantScoped, Base):
     # file imported again after a revert is credited again.
     generation: Mapped[int] = mapped_column(Integer, default=0)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     # Moved forward with every committed batch: a running job whose heartbeat is old was
     # stopped (killed, crashed) and may be resumed.
@@ -116,20 +113,19 @@ class ImportJob(TenantScoped, Base):
     progress_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
-class ImportRejectedRow(TenantScoped, Base):
+class ImportRejectedRow(IdKey, TenantScoped, Base):
     """A row left out by an import run with skip-invalid: its values as read, and why."""
 
     __tablename__ = "import_rejected_rows"
     __table_args__ = (UniqueConstraint("job_id", "row_number"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = parent_key("import_jobs.id")
     row_number: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)
     record: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
-class ImportUploadChunk(TenantScoped, Base):
+class ImportUploadChunk(IdKey, TenantScoped, Base):
     """A piece (about 1 MiB) of an uploaded file a worker is to import, in order.
 
     The database is the one store every web and worker process shares: the request that
@@ -141,13 +137,12 @@ class ImportUploadChunk(TenantScoped, Base):
     __tablename__ = "import_upload_chunks"
     __table_args__ = (UniqueConstraint("job_id", "position"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = parent_key("import_jobs.id")
     position: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class ImportKeptTier(TenantScoped, Base):
+class ImportKeptTier(IdKey, TenantScoped, Base):
     """A VIP tier a customers import kept for a customer, and what the customer had before.
 
     A revert puts the previous tier and kept tier back (``imports/kept_tiers.py``).
@@ -156,9 +151,8 @@ class ImportKeptTier(TenantScoped, Base):
     __tablename__ = "import_kept_tiers"
     __table_args__ = (Index("ix_import_kept_tiers_job", "job_id", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    job_id: Mapped[int] = mapped_column(BigId, ForeignKey("import_jobs.id", ondelete="CASCADE"))
-    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = parent_key("import_jobs.id")
+    customer_id: Mapped[int] = parent_key("customers.id")
     tier: Mapped[str] = mapped_column(String(64))
     old_tier: Mapped[str | None] = mapped_column(String(64), default=None)
     old_kept: Mapped[str | None] = mapped_column(String(64), default=None)

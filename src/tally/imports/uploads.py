@@ -28,11 +28,8 @@ CHUNK_BYTES = 1 << 20
 """Bytes per stored piece of an upload (the last one is shorter)."""
 
 
-class UploadMissing(DomainError):
+class UploadMissing(DomainError, status_code=409, title="Upload missing"):
     """A job's stored upload is gone or does not match the job's checksum."""
-
-    status_code = 409
-    title = "Upload missing"
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from tally.errors import Conflict, FieldProblem, ValidationFailed
 
 
-class InsufficientPoints(Conflict):
+class InsufficientPoints(Conflict, title="Insufficient points"):
     """A debit larger than the customer's balance."""
-
-    title = "Insufficient points"
 
     def __init__(self, *, balance: int, requested: int) -> None:
         super().__init__(

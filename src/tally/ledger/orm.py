@@ -10,7 +10,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
-    ForeignKey,
     Index,
     Integer,
     String,
@@ -18,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tally.db.base import Base, BigId, TenantScoped, utcnow
+from tally.db.base import Base, CreatedAt, IdKey, TenantScoped, parent_key
 
 
 class EntryKind(StrEnum):
@@ -32,7 +31,7 @@ class EntryKind(StrEnum):
     REFUND = "refund"
 
 
-class LedgerEntry(TenantScoped, Base):
+class LedgerEntry(IdKey, TenantScoped, CreatedAt, Base):
     """One immutable movement of points. Only `remaining` changes, as spends consume credits."""
 
     __tablename__ = "ledger_entries"
@@ -44,8 +43,7 @@ class LedgerEntry(TenantScoped, Base):
         Index("ix_ledger_entries_open_credits", "customer_id", "remaining", "expires_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = parent_key("customers.id")
     points: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(500), default="")
@@ -57,4 +55,3 @@ class LedgerEntry(TenantScoped, Base):
     remaining: Mapped[int | None] = mapped_column(BigInteger, default=None)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,55 +5,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tally.db.base import Base, BigId, utcnow
+from tally.db.base import Base, CreatedAt, IdKey, MerchantOwned
 
 
-class Merchant(Base):
+class Merchant(IdKey, CreatedAt, Base):
     """A store running a loyalty program: the tenant every other row belongs to."""
 
     __tablename__ = "merchants"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     store_url: Mapped[str] = mapped_column(String(500))
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     program_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class ApiKey(Base):
+class ApiKey(IdKey, MerchantOwned, CreatedAt, Base):
     """A merchant's API key; only a hash of the secret is stored."""
 
     __tablename__ = "api_keys"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    merchant_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("merchants.id", ondelete="CASCADE"), index=True
-    )
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class AdminUser(Base):
+class AdminUser(IdKey, MerchantOwned, CreatedAt, Base):
     """A person who signs in to a merchant's admin UI."""
 
     __tablename__ = "admin_users"
     __table_args__ = (UniqueConstraint("email"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    merchant_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("merchants.id", ondelete="CASCADE"), index=True
-    )
     email: Mapped[str] = mapped_column(String(320))
     password_hash: Mapped[str] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     # Carried in the session cookie and compared on every request; signing out increments it,
     # which ends every session of the user that was issued before (the cookie is stateless).

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tally.db.base import utcnow
+from tally.db.rows import merchant_row
 from tally.errors import FieldProblem, NotFound, ValidationFailed
 from tally.merchants.orm import AdminUser, ApiKey, Merchant
 
@@ -86,11 +87,7 @@ def create_api_key(session: Session, *, merchant_id: int, name: str = "default")
 
 def revoke_api_key(session: Session, *, merchant_id: int, key_id: int) -> None:
     """Revoke a key; requests made with it are refused from then on."""
-    key = session.scalar(
-        select(ApiKey).where(ApiKey.id == key_id, ApiKey.merchant_id == merchant_id)
-    )
-    if key is None:
-        raise NotFound(f"API key {key_id} does not exist")
+    key = merchant_row(session, ApiKey, key_id, merchant_id, "API key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
 

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from tally.config import Settings
 from tally.customers.emails import canonical_email, email_problem
 from tally.db.base import utcnow
+from tally.db.rows import merchant_row
 from tally.errors import Conflict, DomainError, FieldProblem, NotFound, ValidationFailed
 from tally.merchants.orm import AdminUser, Merchant
 from tally.merchants.service import hash_password
@@ -117,18 +118,12 @@ class LinkPurpose(StrEnum):
 _LIFETIMES = {LinkPurpose.INVITE: INVITE_LIFETIME, LinkPurpose.RESET: RESET_LIFETIME}
 
 
-class NotPermitted(DomainError):
+class NotPermitted(DomainError, status_code=403, title="Not allowed"):
     """The signed-in member's role does not allow this page or action."""
 
-    status_code = 403
-    title = "Not allowed"
 
-
-class InvalidPasswordLink(DomainError):
+class InvalidPasswordLink(DomainError, status_code=400, title="Link not valid"):
     """A set-password link that is tampered with, expired or already used."""
-
-    status_code = 400
-    title = "Link not valid"
 
 
 @dataclass(frozen=True)
@@ -308,12 +303,7 @@ def find_member_by_email(session: Session, email: str) -> AdminUser:
 
 def get_member(session: Session, *, merchant_id: int, user_id: int) -> AdminUser:
     """One member of this merchant's team, or NotFound."""
-    user = session.scalar(
-        select(AdminUser).where(AdminUser.id == user_id, AdminUser.merchant_id == merchant_id)
-    )
-    if user is None:
-        raise NotFound(f"team member {user_id} does not exist")
-    return user
+    return merchant_row(session, AdminUser, user_id, merchant_id, "team member")
 
 
 def list_members(session: Session, *, merchant_id: int) -> list[AdminUser]:

@@ -10,7 +10,6 @@ from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
-    ForeignKey,
     Index,
     Integer,
     String,
@@ -19,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tally.db.base import Base, BigId, TenantScoped, utcnow
+from tally.db.base import Base, CreatedAt, IdKey, TenantScoped, parent_key, utcnow
 
 
 class EmailStatus(StrEnum):
@@ -32,7 +31,7 @@ class EmailStatus(StrEnum):
     SUPPRESSED = "suppressed"  # not sent: customer unsubscribed or the type is switched off
 
 
-class StoredEmailTemplate(TenantScoped, Base):
+class StoredEmailTemplate(IdKey, TenantScoped, Base):
     """A merchant's choice for one email type; no row means the shipped default, enabled.
 
     The three parts are either all set (an edited template) or all empty (the shipped default),
@@ -49,7 +48,6 @@ class StoredEmailTemplate(TenantScoped, Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email_type: Mapped[str] = mapped_column(String(64))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     subject: Mapped[str | None] = mapped_column(Text, default=None)
@@ -63,7 +61,7 @@ class StoredEmailTemplate(TenantScoped, Base):
         return self.subject is not None
 
 
-class EmailMessage(TenantScoped, Base):
+class EmailMessage(IdKey, TenantScoped, CreatedAt, Base):
     """One email in the mail log, from queueing to its final status.
 
     `variables` holds the facts of the event that caused the email (points earned, reward name);
@@ -78,11 +76,8 @@ class EmailMessage(TenantScoped, Base):
         Index("ix_email_messages_merchant_status", "merchant_id", "status", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     # None for emails to the merchant's team (invitations, password resets) and SMTP tests.
-    customer_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
-    )
+    customer_id: Mapped[int | None] = parent_key("customers.id", index=True)
     email_type: Mapped[str] = mapped_column(String(64))
     dedupe_key: Mapped[str] = mapped_column(String(200))
     recipient: Mapped[str] = mapped_column(String(320))
@@ -93,17 +88,15 @@ class EmailMessage(TenantScoped, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     message_id: Mapped[str | None] = mapped_column(String(255), default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class MailSettings(TenantScoped, Base):
+class MailSettings(IdKey, TenantScoped, Base):
     """A merchant's own SMTP server; without a row the global settings (or .eml files) are used."""
 
     __tablename__ = "mail_settings"
     __table_args__ = (UniqueConstraint("merchant_id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     security: Mapped[str] = mapped_column(String(16))

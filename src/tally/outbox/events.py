@@ -13,34 +13,40 @@ class DomainEvent:
     event_type: ClassVar[str] = "DomainEvent"
     merchant_id: int
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # The class name is the event's stored type name (outbox rows, subscriptions): an event
+        # class is never renamed.
+        super().__init_subclass__(**kwargs)
+        cls.event_type = cls.__name__
+
     def payload(self) -> dict[str, Any]:
         """The event as JSON-ready data."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
-class CustomerEnrolled(DomainEvent):
-    """A customer got a loyalty account (new, or a guest who signed up)."""
+class CustomerEvent(DomainEvent):
+    """Base class: something that happened to one customer."""
 
-    event_type: ClassVar[str] = "CustomerEnrolled"
     customer_id: int
 
 
 @dataclass(frozen=True)
-class CustomerUpdated(DomainEvent):
+class CustomerEnrolled(CustomerEvent):
+    """A customer got a loyalty account (new, or a guest who signed up)."""
+
+
+@dataclass(frozen=True)
+class CustomerUpdated(CustomerEvent):
     """A customer's profile (name, birthday, email, referral URL) changed."""
 
-    event_type: ClassVar[str] = "CustomerUpdated"
-    customer_id: int
     fields: tuple[str, ...]
 
 
 @dataclass(frozen=True)
-class PointsBalanceChanged(DomainEvent):
+class PointsBalanceChanged(CustomerEvent):
     """A ledger entry changed a customer's balance."""
 
-    event_type: ClassVar[str] = "PointsBalanceChanged"
-    customer_id: int
     entry_id: int
     points: int
     kind: str
@@ -48,26 +54,22 @@ class PointsBalanceChanged(DomainEvent):
 
 
 @dataclass(frozen=True)
-class VipTierChanged(DomainEvent):
+class VipTierChanged(CustomerEvent):
     """A customer moved to another VIP tier (or out of every tier).
 
     `earned` is set when the move is up into a tier whose merchant wants it announced: the
     tier's display name, for the "tier earned" email.
     """
 
-    event_type: ClassVar[str] = "VipTierChanged"
-    customer_id: int
     old_tier: str | None
     new_tier: str | None
     earned: str | None = None
 
 
 @dataclass(frozen=True)
-class PointsAwarded(DomainEvent):
+class PointsAwarded(CustomerEvent):
     """An earning rule credited points (`notify`: the rule wants the customer told)."""
 
-    event_type: ClassVar[str] = "PointsAwarded"
-    customer_id: int
     entry_id: int
     points: int
     rule_id: str
@@ -75,11 +77,9 @@ class PointsAwarded(DomainEvent):
 
 
 @dataclass(frozen=True)
-class ReferralRewarded(DomainEvent):
+class ReferralRewarded(CustomerEvent):
     """A completed referral rewarded its sender or its receiver."""
 
-    event_type: ClassVar[str] = "ReferralRewarded"
-    customer_id: int
     referral_id: int
     role: str  # "sender" or "receiver"
     points: int
@@ -87,11 +87,9 @@ class ReferralRewarded(DomainEvent):
 
 
 @dataclass(frozen=True)
-class RewardRedeemed(DomainEvent):
+class RewardRedeemed(CustomerEvent):
     """A customer spent points on a reward and got a coupon code."""
 
-    event_type: ClassVar[str] = "RewardRedeemed"
-    customer_id: int
     redemption_id: int
     points: int
     reward_name: str
@@ -99,11 +97,9 @@ class RewardRedeemed(DomainEvent):
 
 
 @dataclass(frozen=True)
-class PointsExpiring(DomainEvent):
+class PointsExpiring(CustomerEvent):
     """A customer's points expire soon (`last_chance`: the final reminder before they do)."""
 
-    event_type: ClassVar[str] = "PointsExpiring"
-    customer_id: int
     points: int
     expiry_date: str  # in the merchant's time zone, ISO
     last_chance: bool
@@ -118,7 +114,6 @@ class CustomersImported(DomainEvent):
     handle a whole batch in one statement.
     """
 
-    event_type: ClassVar[str] = "CustomersImported"
     import_id: int
     customer_ids: tuple[int, ...]
 
@@ -135,7 +130,6 @@ class CustomersImported(DomainEvent):
 class ImportFinished(DomainEvent):
     """An import job completed (every batch applied) or failed for good."""
 
-    event_type: ClassVar[str] = "ImportFinished"
     import_id: int
     kind: str
     status: str

@@ -7,10 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tally.db.base import Base, BigId, utcnow
+from tally.db.base import Base, CreatedAt, IdKey, parent_key, utcnow
 
 
 class MessageStatus(StrEnum):
@@ -22,16 +22,13 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
 
 
-class OutboxMessage(Base):
+class OutboxMessage(IdKey, CreatedAt, Base):
     """One delivery of one event to one handler, written in the event's own transaction."""
 
     __tablename__ = "outbox_messages"
     __table_args__ = (Index("ix_outbox_messages_claim", "status", "available_at"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    merchant_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("merchants.id", ondelete="CASCADE"), index=True
-    )
+    merchant_id: Mapped[int | None] = parent_key("merchants.id", index=True)
     event_type: Mapped[str] = mapped_column(String(64))
     handler: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -41,7 +38,6 @@ class OutboxMessage(Base):
     locked_by: Mapped[str | None] = mapped_column(String(100), default=None)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
@@ -53,7 +49,7 @@ class AttemptOutcome(StrEnum):
     FAILED = "failed"
 
 
-class OutboxDeliveryAttempt(Base):
+class OutboxDeliveryAttempt(IdKey, Base):
     """One run of a message's handler: when, how long, how it ended (Saleor's EventDeliveryAttempt).
 
     Written in the transaction that applies the attempt's outcome to the message, so the history
@@ -68,10 +64,7 @@ class OutboxDeliveryAttempt(Base):
         Index("ix_outbox_delivery_attempts_outcome_started", "outcome", "started_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    message_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("outbox_messages.id", ondelete="CASCADE")
-    )
+    message_id: Mapped[int] = parent_key("outbox_messages.id")
     attempt: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column()
     duration_ms: Mapped[int] = mapped_column(Integer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -128,6 +129,17 @@ def message_attempts(session: Session, *, message_id: int) -> list[OutboxDeliver
     )
 
 
+def requeued() -> dict[str, Any]:
+    """The column values that put a message back in the queue, due now, with no lease."""
+    return {
+        "status": MessageStatus.PENDING,
+        "available_at": utcnow(),
+        "finished_at": None,
+        "locked_by": None,
+        "locked_until": None,
+    }
+
+
 def retry_message(
     session: Session,
     *,
@@ -148,13 +160,7 @@ def retry_message(
     changed = session.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id == message_id, OutboxMessage.status == MessageStatus.FAILED)
-        .values(
-            status=MessageStatus.PENDING,
-            available_at=utcnow(),
-            finished_at=None,
-            locked_by=None,
-            locked_until=None,
-        )
+        .values(**requeued())
         .execution_options(synchronize_session=False)
     )
     if not changed.rowcount:  # type: ignore[attr-defined]

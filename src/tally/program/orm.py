@@ -11,12 +11,21 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tally.db.base import Base, BigId, TenantScoped, utcnow
+from tally.db.base import (
+    Base,
+    BigId,
+    CreatedAt,
+    IdKey,
+    TenantScoped,
+    Timestamps,
+    parent_key,
+    utcnow,
+)
 
 MONEY = Numeric(18, 4)
 
 
-class Order(TenantScoped, Base):
+class Order(IdKey, TenantScoped, Timestamps, Base):
     """A store order as reported by the store (API) or imported from a previous provider."""
 
     __tablename__ = "orders"
@@ -25,8 +34,7 @@ class Order(TenantScoped, Base):
         Index("ix_orders_customer_placed", "customer_id", "placed_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = parent_key("customers.id")
     order_id: Mapped[str] = mapped_column(String(100))
     subtotal: Mapped[Decimal] = mapped_column(MONEY)
     discounts: Mapped[Decimal] = mapped_column(MONEY, default=Decimal(0))
@@ -43,34 +51,29 @@ class Order(TenantScoped, Base):
     points_basis: Mapped[Decimal | None] = mapped_column(MONEY, default=None)
     source: Mapped[str] = mapped_column(String(16), default="api")
     import_id: Mapped[int | None] = mapped_column(BigId, default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Refund(TenantScoped, Base):
+class Refund(IdKey, TenantScoped, CreatedAt, Base):
     """One refund of an order and the points it took back."""
 
     __tablename__ = "refunds"
     __table_args__ = (UniqueConstraint("merchant_id", "order_pk", "refund_id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    order_pk: Mapped[int] = mapped_column(BigId, ForeignKey("orders.id", ondelete="CASCADE"))
+    order_pk: Mapped[int] = parent_key("orders.id")
     refund_id: Mapped[str] = mapped_column(String(100))
     amount: Mapped[Decimal] = mapped_column(MONEY)
     points_clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)
     # Points owed back that the balance could not cover (already spent).
     shortfall: Mapped[int] = mapped_column(BigInteger, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Redemption(TenantScoped, Base):
+class Redemption(IdKey, TenantScoped, CreatedAt, Base):
     """Points spent on a reward, and the coupon code given for them."""
 
     __tablename__ = "redemptions"
     __table_args__ = (UniqueConstraint("merchant_id", "coupon_code"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = parent_key("customers.id")
     reward_id: Mapped[str] = mapped_column(String(64))
     reward_name: Mapped[str] = mapped_column(String(200))
     points_spent: Mapped[int] = mapped_column(BigInteger)
@@ -79,10 +82,9 @@ class Redemption(TenantScoped, Base):
     coupon_code: Mapped[str] = mapped_column(String(255))
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     ledger_entry_id: Mapped[int] = mapped_column(BigId, ForeignKey("ledger_entries.id"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class PoolCode(TenantScoped, Base):
+class PoolCode(IdKey, TenantScoped, CreatedAt, Base):
     """A coupon code the merchant uploaded for a reward, handed out once."""
 
     __tablename__ = "pool_codes"
@@ -91,62 +93,53 @@ class PoolCode(TenantScoped, Base):
         Index("ix_pool_codes_available", "merchant_id", "reward_id", "redemption_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     reward_id: Mapped[str] = mapped_column(String(64))
     code: Mapped[str] = mapped_column(String(255))
     redemption_id: Mapped[int | None] = mapped_column(BigId, default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class TierChangeRecord(TenantScoped, Base):
+class TierChangeRecord(IdKey, TenantScoped, Base):
     """A customer's move between VIP tiers (the VIP activity tab)."""
 
     __tablename__ = "tier_changes"
     __table_args__ = (Index("ix_tier_changes_customer", "customer_id", "id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = parent_key("customers.id")
     old_tier: Mapped[str | None] = mapped_column(String(64), default=None)
     new_tier: Mapped[str | None] = mapped_column(String(64), default=None)
     value: Mapped[Decimal] = mapped_column(MONEY)
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Referral(TenantScoped, Base):
+class Referral(IdKey, TenantScoped, CreatedAt, Base):
     """A friend who signed up with a referral code, and what became of it."""
 
     __tablename__ = "referrals"
     __table_args__ = (UniqueConstraint("merchant_id", "friend_id"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    referrer_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
-    friend_id: Mapped[int] = mapped_column(BigId, ForeignKey("customers.id", ondelete="CASCADE"))
+    referrer_id: Mapped[int] = parent_key("customers.id")
+    friend_id: Mapped[int] = parent_key("customers.id")
     status: Mapped[str] = mapped_column(String(16), default="pending")
     refusal_reason: Mapped[str | None] = mapped_column(String(64), default=None)
     order_id: Mapped[str | None] = mapped_column(String(100), default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class ReferralClick(TenantScoped, Base):
+class ReferralClick(IdKey, TenantScoped, Base):
     """A visit to a customer's referral URL."""
 
     __tablename__ = "referral_clicks"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    referrer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
-    )
+    referrer_id: Mapped[int] = parent_key("customers.id", index=True)
     clicked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class ProgramVersion(TenantScoped, Base):
+class ProgramVersion(IdKey, TenantScoped, Base):
     """One version of a merchant's program settings as it was saved, and who saved it."""
 
     __tablename__ = "program_versions"
     __table_args__ = (UniqueConstraint("merchant_id", "version"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     version: Mapped[int]
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     changed_by: Mapped[str] = mapped_column(String(200))

@@ -69,10 +69,8 @@ STORED_PLACES = Decimal("0.0001")
 T = TypeVar("T")
 
 
-class CodePoolEmpty(Conflict):
+class CodePoolEmpty(Conflict, title="Code pool empty"):
     """The reward hands out uploaded codes and none is left."""
-
-    title = "Code pool empty"
 
 
 @dataclass(frozen=True, slots=True)

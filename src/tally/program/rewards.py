@@ -32,16 +32,12 @@ MAX_POOL_CODE_LENGTH = 255
 POOL_HEADERS = frozenset({"code", "codes", "coupon", "coupon code", "coupon_code", "discount code"})
 
 
-class RedemptionRefused(ValidationFailed):
+class RedemptionRefused(ValidationFailed, title="Redemption refused"):
     """A redemption that the reward's rules do not allow."""
 
-    title = "Redemption refused"
 
-
-class CodePoolInvalid(ValidationFailed):
+class CodePoolInvalid(ValidationFailed, title="Invalid code pool"):
     """An uploaded code pool with blank, duplicate or malformed rows (all listed in `errors`)."""
-
-    title = "Invalid code pool"
 
 
 class DiscountUnit(StrEnum):

@@ -7,9 +7,9 @@ records the rule and settings version on the ledger entry. Callers own the trans
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -155,27 +155,14 @@ def enroll_member(
     *,
     merchant_id: int,
     email: str,
-    first_name: str | None = None,
-    last_name: str | None = None,
-    birthday: date | None = None,
-    external_id: str | None = None,
-    referred_by_code: str | None = None,
     award_create_account: bool = True,
+    **profile: Unpack[customers.Profile],
 ) -> customers.EnrollResult:
     """Enrol a customer, give the create-account points, and record a referral if any."""
     program = load(session, merchant_id)
     existing = customers.find_by_email(session, merchant_id, email)
     had_orders = existing is not None and _has_paid_orders(session, existing.id)
-    result = customers.enroll_customer(
-        session,
-        merchant_id=merchant_id,
-        email=email,
-        first_name=first_name,
-        last_name=last_name,
-        birthday=birthday,
-        external_id=external_id,
-        referred_by_code=referred_by_code,
-    )
+    result = customers.enroll_customer(session, merchant_id=merchant_id, email=email, **profile)
     customer = result.customer
     action = program.settings.create_account
     if award_create_account and action.enabled:
@@ -189,7 +176,7 @@ def enroll_member(
             reason="Created an account",
             email=action.send_email,
         )
-    if referred_by_code and customer.referred_by_id is not None:
+    if profile.get("referred_by_code") and customer.referred_by_id is not None:
         _record_referral(session, program, customer, had_orders_before=had_orders)
     return result
 

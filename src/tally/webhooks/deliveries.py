@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -21,8 +22,9 @@ from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.db.pages import page
+from tally.db.rows import merchant_row
 from tally.db.upsert import insert_unless_exists
-from tally.errors import Conflict, NotFound
+from tally.errors import Conflict
 from tally.outbox import service as outbox
 from tally.outbox.orm import MessageStatus, OutboxMessage
 from tally.outbox.registry import PermanentFailure
@@ -158,6 +160,15 @@ def send_test_event(session: Session, *, merchant_id: int, endpoint_id: int) -> 
     return delivery
 
 
+def queue_test_event(session: Session, *, merchant_id: int, endpoint_id: int) -> DeliveryView:
+    """`send_test_event`, answered with the view of the queued delivery."""
+    delivery = send_test_event(session, merchant_id=merchant_id, endpoint_id=endpoint_id)
+    view, _attempts, _body = delivery_details(
+        session, merchant_id=merchant_id, delivery_id=delivery.id
+    )
+    return view
+
+
 # --------------------------------------------------------------------------- attempts
 
 
@@ -285,9 +296,10 @@ def _disabling_notice(
 # --------------------------------------------------------------------------- history
 
 
-@dataclass(frozen=True)
-class DeliveryView:
-    """A delivery and how it is going."""
+class DeliveryView(BaseModel):
+    """A delivery and how it is going (the API answers with these fields)."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: int
     endpoint_id: int
@@ -302,9 +314,10 @@ class DeliveryView:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class AttemptView:
+class AttemptView(BaseModel):
     """One recorded attempt of a delivery."""
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
 
     attempt: int
     started_at: datetime
@@ -352,14 +365,7 @@ def list_deliveries(
 
 def get_delivery(session: Session, *, merchant_id: int, delivery_id: int) -> WebhookDelivery:
     """One of the merchant's deliveries, or NotFound."""
-    delivery = session.scalar(
-        select(WebhookDelivery).where(
-            WebhookDelivery.id == delivery_id, WebhookDelivery.merchant_id == merchant_id
-        )
-    )
-    if delivery is None:
-        raise NotFound(f"webhook delivery {delivery_id} does not exist")
-    return delivery
+    return merchant_row(session, WebhookDelivery, delivery_id, merchant_id, "webhook delivery")
 
 
 def delivery_details(
@@ -374,7 +380,7 @@ def delivery_details(
         []
         if message is None
         else [
-            AttemptView(a.attempt, a.started_at, a.duration_ms, a.outcome, a.status_code, a.error)
+            AttemptView.model_validate(a)
             for a in outbox.message_attempts(session, message_id=message.id)
         ]
     )
@@ -401,13 +407,7 @@ def replay_delivery(session: Session, *, merchant_id: int, delivery_id: int) -> 
             OutboxMessage.id == delivery.message_id,
             OutboxMessage.status.in_([MessageStatus.FAILED, MessageStatus.DONE]),
         )
-        .values(
-            status=MessageStatus.PENDING,
-            available_at=utcnow(),
-            finished_at=None,
-            locked_by=None,
-            locked_until=None,
-        )
+        .values(**outbox.requeued())
         .execution_options(synchronize_session=False)
     )
     message = session.scalars(

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tally.db.base import Base, BigId, TenantScoped, utcnow
+from tally.db.base import Base, CreatedAt, IdKey, TenantScoped, Timestamps, parent_key
 
 
 class EndpointState(StrEnum):
@@ -23,7 +23,7 @@ class EndpointState(StrEnum):
     DISABLED = "disabled"
 
 
-class WebhookEndpoint(TenantScoped, Base):
+class WebhookEndpoint(IdKey, TenantScoped, Timestamps, Base):
     """A URL of the merchant's that receives signed events.
 
     The signing secret is stored only as a Fernet token (``tally.crypto``). After a rotation
@@ -33,7 +33,6 @@ class WebhookEndpoint(TenantScoped, Base):
 
     __tablename__ = "webhook_endpoints"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     url: Mapped[str] = mapped_column(String(2000))
     description: Mapped[str] = mapped_column(String(200), default="")
     secret_encrypted: Mapped[str] = mapped_column(Text)
@@ -51,8 +50,6 @@ class WebhookEndpoint(TenantScoped, Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     last_failure_at: Mapped[datetime | None] = mapped_column(default=None)
     last_success_at: Mapped[datetime | None] = mapped_column(default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
     def enabled(self) -> bool:
@@ -66,7 +63,7 @@ class WebhookEndpoint(TenantScoped, Base):
         )
 
 
-class WebhookSubscription(TenantScoped, Base):
+class WebhookSubscription(IdKey, TenantScoped, Base):
     """One event type an endpoint receives."""
 
     __tablename__ = "webhook_subscriptions"
@@ -76,14 +73,11 @@ class WebhookSubscription(TenantScoped, Base):
         Index("ix_webhook_subscriptions_lookup", "merchant_id", "event_type"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
-    )
+    endpoint_id: Mapped[int] = parent_key("webhook_endpoints.id")
     event_type: Mapped[str] = mapped_column(String(64))
 
 
-class WebhookDelivery(TenantScoped, Base):
+class WebhookDelivery(IdKey, TenantScoped, CreatedAt, Base):
     """One event for one endpoint, carried by one outbox message.
 
     Unique per endpoint and event id, so a fan-out that runs twice (a worker that died before
@@ -96,16 +90,12 @@ class WebhookDelivery(TenantScoped, Base):
         Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
-    )
+    endpoint_id: Mapped[int] = parent_key("webhook_endpoints.id")
     event_id: Mapped[str] = mapped_column(String(64))
     event_type: Mapped[str] = mapped_column(String(64))
-    message_id: Mapped[int | None] = mapped_column(
-        BigId, ForeignKey("outbox_messages.id", ondelete="SET NULL"), default=None, index=True
+    message_id: Mapped[int | None] = parent_key(
+        "outbox_messages.id", ondelete="SET NULL", default=None, index=True
     )
     # The last HTTP status the endpoint answered (successes included, which attempts omit).
     response_status: Mapped[int | None] = mapped_column(Integer, default=None)
     delivered_at: Mapped[datetime | None] = mapped_column(default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -13,13 +13,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from tally.config import Settings
 from tally.crypto import decrypt_text, encrypt_text
 from tally.db.base import utcnow
-from tally.errors import Conflict, FieldProblem, NotFound, ValidationFailed
+from tally.db.rows import merchant_row
+from tally.errors import Conflict, FieldProblem, ValidationFailed
 from tally.webhooks.addresses import CheckedUrl
 from tally.webhooks.catalogue import WEBHOOK_EVENTS
 from tally.webhooks.orm import EndpointState, WebhookEndpoint, WebhookSubscription
@@ -31,9 +33,13 @@ MAX_ENDPOINTS = 20
 MAX_DESCRIPTION = 200
 
 
-@dataclass(frozen=True)
-class EndpointView:
-    """An endpoint as every entry point shows it (never its secret)."""
+class EndpointView(BaseModel):
+    """An endpoint as every entry point shows it (never its secret).
+
+    A pydantic model, so the API answers with these same fields (``api.webhooks.EndpointOut``).
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     id: int
     url: str
@@ -124,23 +130,11 @@ def _events_of(session: Session, endpoint_ids: list[int]) -> dict[int, list[str]
 
 
 def _view(endpoint: WebhookEndpoint, events: list[str]) -> EndpointView:
-    return EndpointView(
-        id=endpoint.id,
-        url=endpoint.url,
-        description=endpoint.description,
-        events=events,
-        state=endpoint.state,
-        disabled_reason=endpoint.disabled_reason,
-        disabled_at=endpoint.disabled_at,
-        disabled_automatically=endpoint.disabled_automatically,
-        failed_deliveries=endpoint.failed_deliveries,
-        failing_since=endpoint.failing_since,
-        last_error=endpoint.last_error,
-        last_failure_at=endpoint.last_failure_at,
-        last_success_at=endpoint.last_success_at,
-        previous_secret_expires_at=endpoint.previous_secret_expires_at,
-        created_at=endpoint.created_at,
-    )
+    # Every field but the events is the endpoint's column of the same name.
+    columns = {
+        name: getattr(endpoint, name) for name in EndpointView.model_fields if name != "events"
+    }
+    return EndpointView(**columns, events=events)
 
 
 def view_of(session: Session, endpoint: WebhookEndpoint) -> EndpointView:
@@ -190,14 +184,7 @@ def create_endpoint(
 
 def get_endpoint(session: Session, *, merchant_id: int, endpoint_id: int) -> WebhookEndpoint:
     """One of the merchant's endpoints, or NotFound."""
-    endpoint = session.scalar(
-        select(WebhookEndpoint).where(
-            WebhookEndpoint.id == endpoint_id, WebhookEndpoint.merchant_id == merchant_id
-        )
-    )
-    if endpoint is None:
-        raise NotFound(f"webhook endpoint {endpoint_id} does not exist")
-    return endpoint
+    return merchant_row(session, WebhookEndpoint, endpoint_id, merchant_id, "webhook endpoint")
 
 
 def list_endpoints(session: Session, *, merchant_id: int) -> list[EndpointView]:
