@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from tally.admin import (
+    audit,
     auth,
     customers,
     dashboard,
@@ -39,6 +40,7 @@ router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEG
 router.include_router(webhooks.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(imports.router, dependencies=[requires(Permission.IMPORTS)])
 router.include_router(team.router, dependencies=[requires(Permission.TEAM)])
+router.include_router(audit.router, dependencies=[requires(Permission.AUDIT)])
 
 
 @router.get("/{path:path}", include_in_schema=False, dependencies=[requires()])

@@ -38,6 +38,7 @@ from tally.admin.security import (
     SessionSigner,
     csrf_matches,
 )
+from tally.audit.actor import Actor
 from tally.db.engine import unit_of_work
 from tally.errors import DomainError, FieldProblem
 from tally.merchants.orm import AdminUser, Merchant
@@ -208,14 +209,22 @@ class Admin:
     csrf_token: str
     state: AppState
     role: str = "owner"
+    address: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        """This admin as the audit log names them: ``admin:<email>``."""
+        return Actor("admin", self.email, id=str(self.user_id), address=self.address)
 
     def can(self, permission: str) -> bool:
         """Whether this admin's role holds a permission (`merchants.team.Permission`)."""
         return permissions.can(self.role, permission)
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
-        """A session bound to this admin's merchant; commits when the block succeeds."""
-        return unit_of_work(self.state.session_factory, merchant_id=self.merchant_id)
+        """A session bound to this admin's merchant, acting as them; commits when it succeeds."""
+        return unit_of_work(
+            self.state.session_factory, merchant_id=self.merchant_id, actor=self.actor
+        )
 
     def uow(self) -> AbstractContextManager[Session]:
         """A unit of work, as the callable that services talking to other systems take."""
@@ -270,6 +279,7 @@ def current_admin(
         csrf_token=session.csrf_token,
         state=state,
         role=user.role,
+        address=client_address(request),
     )
     request.state.admin = admin
     # The one place roles are checked: against what the matched route declares.

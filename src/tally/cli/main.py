@@ -36,6 +36,7 @@ app.add_typer(ledger_app, name="ledger")
 def _add_domain_commands() -> None:
     # The other commands take their helpers from tally.cli.support, never from this module.
     from tally.cli.admin_users import admin_user_app
+    from tally.cli.audit import audit_app
     from tally.cli.dotdigital import dotdigital_app
     from tally.cli.imports import import_app
     from tally.cli.notifications import mail_app
@@ -49,6 +50,7 @@ def _add_domain_commands() -> None:
     app.add_typer(program_app, name="program")
     app.add_typer(admin_user_app, name="admin-user")
     app.add_typer(webhooks_app, name="webhooks")
+    app.add_typer(audit_app, name="audit")
     integrations_app = typer.Typer(help="Connections to other tools.", no_args_is_help=True)
     integrations_app.add_typer(dotdigital_app, name="dotdigital")
     app.add_typer(integrations_app, name="integrations")

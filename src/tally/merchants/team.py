@@ -73,6 +73,7 @@ class Permission(StrEnum):
     INTEGRATIONS = "integrations"
     API_KEYS = "api-keys"
     TEAM = "team"
+    AUDIT = "audit"  # the audit log: who changed what
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -84,6 +85,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.PROGRAM,
             Permission.IMPORTS,
             Permission.INTEGRATIONS,
+            Permission.AUDIT,
         }
     ),
     Role.SUPPORT: frozenset({Permission.CUSTOMERS}),
@@ -91,7 +93,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 
 ROLE_DESCRIPTIONS: dict[Role, str] = {
     Role.OWNER: "everything, including the team and API keys",
-    Role.MANAGER: "program settings, imports, integrations and customers",
+    Role.MANAGER: "program settings, imports, integrations, customers and the audit log",
     Role.SUPPORT: "view customers and adjust their points with a reason",
 }
 
