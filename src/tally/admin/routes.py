@@ -11,6 +11,7 @@ from tally.admin import (
     customers,
     dashboard,
     dotdigital,
+    golive,
     imports,
     passwords,
     settings,
@@ -40,6 +41,7 @@ router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEG
 router.include_router(webhooks.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(imports.router, dependencies=[requires(Permission.IMPORTS)])
 router.include_router(team.router, dependencies=[requires(Permission.TEAM)])
+router.include_router(golive.router)
 router.include_router(audit.router, dependencies=[requires(Permission.AUDIT)])
 
 

@@ -84,6 +84,7 @@ NOTICES = {
     "role-changed": "Role changed.",
     "member-removed": "Member removed; their sessions have ended.",
     "password-set": "Your password is set. Sign in with it.",
+    "live": "Your program is live: orders, sign-ups and actions earn points from now on.",
 }
 
 

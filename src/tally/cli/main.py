@@ -173,6 +173,7 @@ def merchant_create(
     from tally.cli.support import cli_actor
     from tally.merchants import service as merchants
     from tally.merchants import team
+    from tally.program.starting import start_program
 
     settings = _settings()
     link = None
@@ -180,6 +181,8 @@ def merchant_create(
         merchant = merchants.create_merchant(
             session, name=name, store_url=store_url, currency=currency, timezone=timezone
         )
+        # A clear, working program to start from, not live until the merchant says so.
+        start_program(session, merchant_id=merchant.id, by=cli_actor())
         key = merchants.create_api_key(session, merchant_id=merchant.id)
         if owner_email is not None:
             link = team.invite_member(
@@ -193,6 +196,10 @@ def merchant_create(
     console.print(f"merchant id: {merchant.id}")
     console.print(f"API key:     {key.secret}")
     console.print("[dim]The key is shown only once; store it somewhere safe.[/]")
+    console.print(
+        "The store starts with 100 points for an account, 1 point per unit spent and one "
+        "reward, [bold]not live[/]: review it and go live on the admin's dashboard."
+    )
     if link is not None:
         print_link(link, link.url(settings))
 
