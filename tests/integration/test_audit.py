@@ -152,6 +152,13 @@ def test_a_points_adjustment_through_the_api_is_one_event_naming_the_key(
     assert [(e["action"], e["actor"]) for e in listed.json()["items"]] == [
         ("points.adjusted", "api-key:storefront")
     ]
+    with unit_of_work(session_factory) as session:
+        other = merchants.create_merchant(session, name="Other", store_url="https://o.example")
+        other_key = merchants.create_api_key(session, merchant_id=other.id)
+    theirs = client.get(
+        "/api/v1/audit-events", headers={"Authorization": f"Bearer {other_key.secret}"}
+    )
+    assert theirs.json()["items"] == []
 
 
 def test_removing_a_member_is_one_event_and_the_password_hash_is_masked(
