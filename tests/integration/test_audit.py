@@ -257,6 +257,15 @@ def test_an_import_of_ten_thousand_rows_is_one_event(
     assert (event.action, event.target_type) == ("import.created", "import")
     assert event.after is not None
     assert (event.after["kind"], event.after["file_name"]) == ("customers", "customers.csv")
+    assert event.target_id is not None
+
+    reverted = tally("import", "revert", event.target_id, "--merchant", str(store.merchant_id))
+
+    assert reverted.exit_code == 0, reverted.output
+    started, revert = events(session_factory, store.merchant_id)
+    assert started.id == event.id
+    assert (revert.action, revert.target_id) == ("import.updated", event.target_id)
+    assert (revert.before, revert.after) == ({"status": "completed"}, {"status": "reverted"})
 
 
 def test_the_audit_page_shows_events_to_owners_and_refuses_support(
