@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner, Result
 
+from tally.audit.actor import Actor
 from tally.audit.orm import AuditEvent
 from tally.cli import main as cli
 from tally.config import Settings
@@ -303,3 +304,25 @@ def test_the_audit_page_shows_events_to_owners_and_refuses_support(
     assert refused.status_code == 403
     with session_factory() as session:
         assert session.scalar(select(AdminUser.role).where(AdminUser.email == "sue@shop.example"))
+
+
+def test_a_rolled_back_unit_of_work_records_nothing_and_a_savepoint_keeps_what_came_before(
+    store: Store, session_factory: sessionmaker[Session]
+) -> None:
+    actor = Actor("cli", "ops")
+    with pytest.raises(RuntimeError), unit_of_work(session_factory, actor=actor) as session:
+        update_program(session, merchant_id=store.merchant_id, changes={"live": False})
+        raise RuntimeError("stop")
+    assert events(session_factory, store.merchant_id) == []
+
+    with unit_of_work(session_factory, actor=actor) as session:
+        update_program(session, merchant_id=store.merchant_id, changes={"live": False})
+        savepoint = session.begin_nested()
+        savepoint.rollback()
+
+    (event,) = events(session_factory, store.merchant_id)
+    assert (event.actor, event.action) == ("cli:ops", "program.updated")
+    assert event.before is not None
+    assert event.after is not None
+    assert (event.before["live"], event.after["live"]) == (True, False)
+    assert event.after["version"] == event.before["version"] + 1

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import event, insert, inspect
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from tally.audit.actor import Actor, actor_of
 from tally.audit.orm import AuditEvent
@@ -226,10 +226,15 @@ def _write(session: Session) -> None:
     )
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget(session: Session) -> None:
-    """A rolled-back unit of work changed nothing, so it records nothing."""
-    session.info.pop(_PENDING, None)
+@event.listens_for(Session, "after_transaction_end")
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    """A unit of work that ended without committing (rolled back) records nothing.
+
+    Only the outermost transaction counts: a savepoint rolled back inside a unit of work that
+    goes on leaves what was gathered before it (and, a known gap, what it gathered itself).
+    """
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def _row(actor: Actor, change: _Change, now: datetime) -> dict[str, Any]:
