@@ -213,6 +213,8 @@ CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int | str]] = 
         200,
     ),
     ("GET", "/api/v1/imports"): ("get", "/api/v1/imports", None, 200),
+    # Only the caller's own events (tests/integration/test_audit.py checks another's are absent).
+    ("GET", "/api/v1/audit-events"): ("get", "/api/v1/audit-events", None, 200),
     ("GET", "/api/v1/imports/{job_id}"): ("get", "/api/v1/imports/{import_job}", None, 404),
     ("GET", "/api/v1/imports/{job_id}/rejected.csv"): (
         "get",

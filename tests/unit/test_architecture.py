@@ -107,6 +107,7 @@ def _all_modules() -> list[Path]:
 ENTRY_PACKAGES = ("api", "admin", "cli")
 # Packages that hold services, rules and storage only: never a route or a command.
 DOMAIN_PACKAGES = (
+    "audit",
     "customers",
     "db",
     "idempotency",

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
+from tally.admin.golive import checklist
 from tally.admin.web import AdminDep, render
 from tally.customers.orm import Customer, CustomerState
 from tally.db.base import utcnow
@@ -214,8 +215,9 @@ def dashboard(request: Request, admin: AdminDep) -> Response:
     """The dashboard."""
     with admin.unit_of_work() as session:
         stats = dashboard_stats(session, admin.merchant_id, utcnow())
+        golive = checklist(session, admin)
     return render(
         request,
         "dashboard.html",
-        {"title": "Dashboard", "nav": "dashboard", "stats": stats, "days": DAYS},
+        {"title": "Dashboard", "nav": "dashboard", "stats": stats, "days": DAYS, "golive": golive},
     )

@@ -361,6 +361,7 @@ def import_apply(request: Request, admin: AdminDep, form: FormDep, kind: str) ->
             job_id=job_id,
             created_by=f"admin:{admin.email}"[:CREATED_BY_LIMIT],
             lease_seconds=admin.state.settings.import_lease_seconds,
+            actor=admin.actor,
         )
     except uploads.UploadMissing:
         if is_htmx(request):
@@ -420,7 +421,10 @@ def import_revert(request: Request, admin: AdminDep, form: FormDep, job_id: Id) 
     kind = ImportKind(text(form, "kind")) if text(form, "kind") in KINDS else ImportKind.CUSTOMERS
     try:
         imports.revert_import(
-            admin.state.session_factory, merchant_id=admin.merchant_id, job_id=job_id
+            admin.state.session_factory,
+            merchant_id=admin.merchant_id,
+            job_id=job_id,
+            actor=admin.actor,
         )
     except DomainError as error:
         if error.status_code == 404:

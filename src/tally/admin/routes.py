@@ -6,10 +6,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from tally.admin import (
+    audit,
     auth,
     customers,
     dashboard,
     dotdigital,
+    golive,
     imports,
     mail,
     passwords,
@@ -44,6 +46,8 @@ router.include_router(team.router, dependencies=[requires(Permission.TEAM)])
 router.include_router(reports.router, dependencies=[requires(Permission.REPORTS)])
 # The mail log needs REPORTS and the SMTP settings MAIL_SETTINGS: declared per route.
 router.include_router(mail.router)
+router.include_router(golive.router)
+router.include_router(audit.router, dependencies=[requires(Permission.AUDIT)])
 
 
 @router.get("/{path:path}", include_in_schema=False, dependencies=[requires()])

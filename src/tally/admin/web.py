@@ -38,6 +38,7 @@ from tally.admin.security import (
     SessionSigner,
     csrf_matches,
 )
+from tally.audit.actor import Actor
 from tally.db.engine import unit_of_work
 from tally.errors import DomainError, FieldProblem
 from tally.merchants.orm import AdminUser, Merchant
@@ -85,6 +86,7 @@ NOTICES = {
     "password-set": "Your password is set. Sign in with it.",
     "smtp-saved": "SMTP settings saved. Send a test email to check them.",
     "smtp-removed": "SMTP settings removed; emails go through the instance's default again.",
+    "live": "Your program is live: orders, sign-ups and actions earn points from now on.",
 }
 
 
@@ -210,14 +212,22 @@ class Admin:
     csrf_token: str
     state: AppState
     role: str = "owner"
+    address: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        """This admin as the audit log names them: ``admin:<email>``."""
+        return Actor("admin", self.email, id=str(self.user_id), address=self.address)
 
     def can(self, permission: str) -> bool:
         """Whether this admin's role holds a permission (`merchants.team.Permission`)."""
         return permissions.can(self.role, permission)
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
-        """A session bound to this admin's merchant; commits when the block succeeds."""
-        return unit_of_work(self.state.session_factory, merchant_id=self.merchant_id)
+        """A session bound to this admin's merchant, acting as them; commits when it succeeds."""
+        return unit_of_work(
+            self.state.session_factory, merchant_id=self.merchant_id, actor=self.actor
+        )
 
     def uow(self) -> AbstractContextManager[Session]:
         """A unit of work, as the callable that services talking to other systems take."""
@@ -272,6 +282,7 @@ def current_admin(
         csrf_token=session.csrf_token,
         state=state,
         role=user.role,
+        address=client_address(request),
     )
     request.state.admin = admin
     # The one place roles are checked: against what the matched route declares.

@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from tally import __version__
 from tally.admin import router as admin_router
+from tally.api import audit as audit_api
 from tally.api import customers, problems, program, rewards
 from tally.api import dotdigital as dotdigital_api
 from tally.api import imports as imports_api
@@ -179,6 +180,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(imports_api.router)
     app.include_router(webhooks_api.router)
     app.include_router(reports_api.router)
+    app.include_router(audit_api.router)
     app.include_router(admin_router)
     app.include_router(program.public_router)
 

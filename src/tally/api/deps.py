@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from tally.audit.actor import Actor
 from tally.db.engine import unit_of_work
 from tally.merchants.service import find_api_key
 from tally.state import AppState
@@ -28,10 +29,14 @@ class Caller:
     state: AppState
     # Who is acting, for the records that keep it (program versions): `api-key:<id>`.
     actor: str = "api"
+    # The same caller for the audit log: `api-key:<key name>`, with the request's address.
+    audit_actor: Actor | None = None
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
-        """A session bound to this merchant; commits when the block succeeds."""
-        return unit_of_work(self.state.session_factory, merchant_id=self.merchant_id)
+        """A session bound to this merchant, acting as the key; commits when it succeeds."""
+        return unit_of_work(
+            self.state.session_factory, merchant_id=self.merchant_id, actor=self.audit_actor
+        )
 
 
 def authenticated(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Caller:
@@ -46,12 +51,22 @@ def authenticated(request: Request, state: Annotated[AppState, Depends(app_state
         )
     with state.session_factory() as session:
         key = find_api_key(session, token.strip())
-        found = None if key is None else (key.merchant_id, key.id)
+        found = None if key is None else (key.merchant_id, key.id, key.name)
     if found is None:
         raise HTTPException(
             401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"}
         )
-    return Caller(merchant_id=found[0], state=state, actor=f"api-key:{found[1]}")
+    merchant_id, key_id, key_name = found
+    actor = Actor(
+        "api-key",
+        key_name,
+        id=str(key_id),
+        request_id=request.headers.get("x-request-id", "")[:100] or None,
+        address=request.client.host if request.client else None,
+    )
+    return Caller(
+        merchant_id=merchant_id, state=state, actor=f"api-key:{key_id}", audit_actor=actor
+    )
 
 
 CallerDep = Annotated[Caller, Depends(authenticated)]

@@ -271,6 +271,7 @@ def run(
             created_by=created_by,
             lease_seconds=state.settings.import_lease_seconds,
             lease_to=holder,
+            actor=caller.audit_actor,
         )
         if holder is not None:
             finished = queue.run_claimed(
@@ -329,6 +330,9 @@ def rejected_rows(job_id: Id, caller: CallerDep) -> Response:
 def revert(job_id: Id, caller: CallerDep) -> ImportJobOut:
     """Take back the points an import credited; refused, naming the customers, if spent."""
     job = service.revert_import(
-        caller.state.session_factory, merchant_id=caller.merchant_id, job_id=job_id
+        caller.state.session_factory,
+        merchant_id=caller.merchant_id,
+        job_id=job_id,
+        actor=caller.audit_actor,
     )
     return job_out(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 from enum import StrEnum
 from pathlib import Path
@@ -23,6 +24,7 @@ from rich.text import Text
 
 from tally.cli.support import (
     MerchantOption,
+    cli_audit_actor,
     command_unit_of_work,
     console,
     domain_message,
@@ -146,7 +148,12 @@ def _run(
         created_by = f"cli:{getpass.getuser()}"
         try:
             # A dry run checks the whole file the same way and counts, writing only the job.
-            start = service.preview_import if dry_run else service.run_import
+            # The start is one audit event; the rows are not audited one by one.
+            start = (
+                service.preview_import
+                if dry_run
+                else functools.partial(service.run_import, actor=cli_audit_actor())
+            )
             job = start(
                 factory,
                 merchant_id=merchant_id,
@@ -446,7 +453,10 @@ def revert(job_id: int, merchant: MerchantOption = None) -> None:
     merchant_id = _merchant_id(settings, merchant)
     try:
         job = service.revert_import(
-            session_factory(settings), merchant_id=merchant_id, job_id=job_id
+            session_factory(settings),
+            merchant_id=merchant_id,
+            job_id=job_id,
+            actor=cli_audit_actor(),
         )
     except DomainError as exc:
         _domain_failure(exc)

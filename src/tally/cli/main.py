@@ -36,6 +36,7 @@ app.add_typer(ledger_app, name="ledger")
 def _add_domain_commands() -> None:
     # The other commands take their helpers from tally.cli.support, never from this module.
     from tally.cli.admin_users import admin_user_app
+    from tally.cli.audit import audit_app
     from tally.cli.dotdigital import dotdigital_app
     from tally.cli.imports import import_app
     from tally.cli.notifications import mail_app
@@ -52,6 +53,7 @@ def _add_domain_commands() -> None:
     app.add_typer(webhooks_app, name="webhooks")
     app.add_typer(export_app, name="export")
     points_app.command("liability")(liability)
+    app.add_typer(audit_app, name="audit")
     integrations_app = typer.Typer(help="Connections to other tools.", no_args_is_help=True)
     integrations_app.add_typer(dotdigital_app, name="dotdigital")
     app.add_typer(integrations_app, name="integrations")
@@ -174,6 +176,7 @@ def merchant_create(
     from tally.cli.support import cli_actor
     from tally.merchants import service as merchants
     from tally.merchants import team
+    from tally.program.starting import start_program
 
     settings = _settings()
     link = None
@@ -181,6 +184,8 @@ def merchant_create(
         merchant = merchants.create_merchant(
             session, name=name, store_url=store_url, currency=currency, timezone=timezone
         )
+        # A clear, working program to start from, not live until the merchant says so.
+        start_program(session, merchant_id=merchant.id, by=cli_actor())
         key = merchants.create_api_key(session, merchant_id=merchant.id)
         if owner_email is not None:
             link = team.invite_member(
@@ -194,6 +199,10 @@ def merchant_create(
     console.print(f"merchant id: {merchant.id}")
     console.print(f"API key:     {key.secret}")
     console.print("[dim]The key is shown only once; store it somewhere safe.[/]")
+    console.print(
+        "The store starts with 100 points for an account, 1 point per unit spent and one "
+        "reward, [bold]not live[/]: review it and go live on the admin's dashboard."
+    )
     if link is not None:
         print_link(link, link.url(settings))
 

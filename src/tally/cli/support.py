@@ -17,6 +17,7 @@ from rich.console import Console
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally.audit.actor import Actor
 from tally.config import Settings
 from tally.db import engine
 from tally.errors import DomainError
@@ -59,10 +60,11 @@ def session_factory(settings: Settings) -> sessionmaker[Session]:
 
 @contextmanager
 def command_unit_of_work(settings: Settings | None = None) -> Iterator[Session]:
-    """One transaction for one command; domain errors become exit code 2 with the message."""
+    """One transaction for one command, acting as the user who runs it (for the audit log);
+    domain errors become exit code 2 with the message."""
     factory = session_factory(settings or load_settings())
     try:
-        with engine.unit_of_work(factory) as session:
+        with engine.unit_of_work(factory, actor=cli_audit_actor()) as session:
             yield session
     except DomainError as exc:
         fail(domain_message(exc))
@@ -87,9 +89,18 @@ def resolve_merchant(session: Session, merchant: int | None) -> int:
     return merchant
 
 
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in a bare container
+        return "unknown user"
+
+
 def cli_actor() -> str:
     """Who is running the command, as the records that keep it name them: `cli (<os user>)`."""
-    try:
-        return f"cli ({getpass.getuser()})"
-    except (KeyError, OSError):  # no user name in a bare container
-        return "cli (unknown user)"
+    return f"cli ({_os_user()})"
+
+
+def cli_audit_actor() -> Actor:
+    """Who is running the command, as the audit log names them: `cli:<os user>`."""
+    return Actor("cli", _os_user())

@@ -8,6 +8,7 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, Boolean, CheckConstraint, Date, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tally.audit.registry import audited
 from tally.db.base import Base, IdKey, TenantScoped, Timestamps, parent_key
 
 
@@ -18,6 +19,13 @@ class CustomerState(StrEnum):
     GUEST = "guest"
 
 
+# Only a profile edit is recorded: enrolments, balances and tiers change through the program
+# and the ledger (which keep their own history), imports in bulk.
+@audited(
+    "customer",
+    only=("email", "first_name", "last_name", "birthday", "external_id"),
+    on=("updated",),
+)
 class Customer(IdKey, TenantScoped, Timestamps, Base):
     """A merchant's customer with a cached points balance (always the sum of ledger entries)."""
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
 
+from tally.audit.actor import Actor, act_as
 from tally.db.base import TenantScoped
 
 MERCHANT_KEY = "merchant_id"
@@ -85,12 +86,17 @@ def bind_merchant(session: Session, merchant_id: int) -> None:
 
 @contextmanager
 def unit_of_work(
-    factory: sessionmaker[Session], *, merchant_id: int | None = None
+    factory: sessionmaker[Session], *, merchant_id: int | None = None, actor: Actor | None = None
 ) -> Iterator[Session]:
-    """One transaction: commit when the block succeeds, roll back when it raises."""
+    """One transaction: commit when the block succeeds, roll back when it raises.
+
+    With an ``actor`` (what the admin, the API and the CLI pass), the audited changes the
+    block makes are written to the audit log in the same transaction (``tally.audit``).
+    """
     session = factory()
     if merchant_id is not None:
         bind_merchant(session, merchant_id)
+    act_as(session, actor)
     try:
         yield session
         session.commit()

@@ -95,7 +95,7 @@ class CustomerRun:
     def create_account_points(self) -> int:
         """Points for each customer the import creates (0 when not awarded)."""
         action = self.program.settings.create_account
-        if not (self.award_create_account and action.enabled):
+        if not (self.award_create_account and action.enabled and self.program.settings.live):
             return 0
         return max(action.points, 0)
 

@@ -130,7 +130,7 @@ class OrderPlanner:
         self.window_start = tiers.window_start(run.now, run.program.zone, self.vip.window)
         self.window_text = utc_text(self.window_start) if self.window_start else None
         self.expires_at = program_service.credit_expiry(run.program, run.now)
-        self.earning = run.reward_points and self.rule.enabled
+        self.earning = run.reward_points and self.rule.enabled and settings.live
 
     def plan(
         self,

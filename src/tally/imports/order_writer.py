@@ -229,7 +229,7 @@ def _write_tier_changes(
                 expires_at=planner.expires_at,
             )
             for tier in state.rewards
-            if tier.entry_reward_points > 0
+            if tier.entry_reward_points > 0 and run.program.settings.live
         ]
     bulk.insert(
         "tier_changes",

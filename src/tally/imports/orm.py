@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tally.audit.registry import audited
 from tally.db.base import Base, CreatedAt, IdKey, TenantScoped, parent_key
 from tally.program.orm import Order
 
@@ -52,6 +53,8 @@ class ImportStatus(StrEnum):
     REVERTED = "reverted"
 
 
+# Only the job's start, apply and revert (its status) are recorded, never its rows or progress.
+@audited("import", only=("status", "kind", "file_name", "options"), on=("created", "updated"))
 class ImportJob(IdKey, TenantScoped, CreatedAt, Base):
     """One import of one file: who started it, with which options, how far it got, what it did."""
 

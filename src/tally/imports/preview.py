@@ -125,6 +125,11 @@ def import_notes(session: Session, *, merchant_id: int, options: ImportOptions) 
     """What about the program makes an import do less than a merchant may expect, in words."""
     settings = program_service.load(session, merchant_id).settings
     notes: list[str] = []
+    if not settings.live:
+        notes.append(
+            "the program is not live yet: the import earns no points (imported balances are "
+            "kept); go live on the dashboard first if the orders or new customers should earn"
+        )
     if isinstance(options, CustomerImportOptions):
         if options.award_create_account and not settings.create_account.enabled:
             notes.append(

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally.audit.actor import Actor
 from tally.config import Settings
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
@@ -150,6 +151,7 @@ def enqueue_upload(
     created_by: str,
     lease_seconds: float,
     lease_to: str | None = None,
+    actor: Actor | None = None,
 ) -> int:
     """Store the upload and its queued job (one transaction); the job's id.
 
@@ -162,7 +164,7 @@ def enqueue_upload(
     file = job_record.FileToImport(
         merchant_id, kind, upload.checksum, file_name, options, created_by
     )
-    with unit_of_work(factory, merchant_id=merchant_id) as session:
+    with unit_of_work(factory, merchant_id=merchant_id, actor=actor) as session:
         job = _queue(session, file, lease_to=lease_to, lease_seconds=lease_seconds)
         uploads.store(session, merchant_id=merchant_id, job_id=job.id, path=upload.path)
         return job.id
@@ -183,13 +185,14 @@ def enqueue_previewed(
     job_id: int,
     created_by: str,
     lease_seconds: float,
+    actor: Actor | None = None,
 ) -> int:
     """Queue the import of a previewed file with the options of its preview; the job's id.
 
     The job is the preview's, or a stopped import of the same file (resumed), which then gets
     the stored file. Raises ``UploadMissing`` when the preview's file is no longer kept.
     """
-    with unit_of_work(factory, merchant_id=merchant_id) as session:
+    with unit_of_work(factory, merchant_id=merchant_id, actor=actor) as session:
         preview = service.get_import(session, merchant_id=merchant_id, job_id=job_id)
         if preview.status != ImportStatus.PREVIEWED or not uploads.has_upload(
             session, job_id=preview.id

@@ -21,6 +21,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally.audit.actor import Actor
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.db.bulk import chunks
@@ -102,14 +103,18 @@ def _remove_orders(session: Session, job: ImportJob, now: datetime) -> None:
             program_service.recompute_tier(session, program, customer, now=now)
 
 
-def revert_import(factory: sessionmaker[Session], *, merchant_id: int, job_id: int) -> ImportJob:
+def revert_import(
+    factory: sessionmaker[Session], *, merchant_id: int, job_id: int, actor: Actor | None = None
+) -> ImportJob:
     """Take back every point a completed (or part-applied, failed) import credited, all or nothing.
+
+    ``actor`` records the revert in the audit log (one event: the job's status).
 
     Refuses (``RevertRefused``, naming each customer) when a customer's balance is now lower
     than what the import credited them: those points were spent.
     """
     now = utcnow()
-    with unit_of_work(factory, merchant_id=merchant_id) as session:
+    with unit_of_work(factory, merchant_id=merchant_id, actor=actor) as session:
         job = get_import(session, merchant_id=merchant_id, job_id=job_id)
         if job.status == ImportStatus.REVERTED:
             raise RevertRefused(f"import {job.id} was already reverted")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally.audit.actor import Actor
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
 from tally.imports.context import DEFAULT_BATCH_SIZE, ProgressCallback
@@ -93,6 +94,7 @@ def run_import(
     stale_after: timedelta = STALE_AFTER,
     on_claimed: Callable[[int], None] | None = None,
     job_id: int | None = None,
+    actor: Actor | None = None,
 ) -> ImportJob:
     """Import a file, or finish the stopped import of the same file; returns the finished job.
 
@@ -104,6 +106,7 @@ def run_import(
     (tests stop the import there). ``on_claimed`` is called with the job's id as soon as the
     job is recorded as running (before the file is checked). ``job_id`` runs that job (the
     import queue's worker, holding the job's lease) instead of choosing one by the checksum.
+    ``actor`` (who started it) records the start in the audit log: one event, not one per row.
     """
     kind = kind_of(options)
     now = utcnow()
@@ -112,7 +115,7 @@ def run_import(
         zone = program_service.load(session, merchant_id).zone
     reader = open_reader(kind, path, now, zone)
     try:
-        with unit_of_work(factory, merchant_id=merchant_id) as session:
+        with unit_of_work(factory, merchant_id=merchant_id, actor=actor) as session:
             file = FileToImport(
                 merchant_id, kind, facts.checksum, file_name or Path(path).name, options, created_by
             )

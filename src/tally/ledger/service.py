@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from tally.audit import recorder as audit
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.db.pages import page
@@ -120,13 +121,18 @@ def adjust(
     idempotency_key: str,
     source_ref: str | None = None,
 ) -> Posting:
-    """A manual correction by the merchant, positive or negative, with a mandatory reason."""
+    """A manual correction by the merchant, positive or negative, with a mandatory reason.
+
+    The adjustment is one audit event (amount, reason, balance before and after); a replay of
+    the same key changes nothing and records nothing.
+    """
     if not reason.strip():
         raise InvalidPoints(
             "a manual adjustment needs a reason",
             [FieldProblem("reason", "must not be empty", reason)],
         )
-    return post(
+    balance_before = customer.points_balance
+    posting = post(
         session,
         customer=customer,
         points=points,
@@ -135,6 +141,22 @@ def adjust(
         reason=reason.strip(),
         source_ref=source_ref,
     )
+    if not posting.replayed:
+        audit.record(
+            session,
+            merchant_id=customer.merchant_id,
+            action="points.adjusted",
+            target_type="customer",
+            target_id=customer.id,
+            before={"points_balance": balance_before},
+            after={
+                "points_balance": customer.points_balance,
+                "points": posting.entry.points,
+                "reason": posting.entry.reason,
+                "ledger_entry": posting.entry.id,
+            },
+        )
+    return posting
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,13 @@ from typing import Any
 from sqlalchemy import JSON, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tally.audit.registry import audited
 from tally.db.base import Base, CreatedAt, IdKey, MerchantOwned
 
 
+# The program (rewards, tiers, earning, referral and expiry settings) is JSON on this row: a
+# change to it alone is a `program` event with the changed sections before and after.
+@audited("merchant", sections={"program_settings": "program"}, merchant_attribute="id")
 class Merchant(IdKey, CreatedAt, Base):
     """A store running a loyalty program: the tenant every other row belongs to."""
 
@@ -23,6 +27,7 @@ class Merchant(IdKey, CreatedAt, Base):
     program_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+@audited("api_key", secrets=("key_hash",))
 class ApiKey(IdKey, MerchantOwned, CreatedAt, Base):
     """A merchant's API key; only a hash of the secret is stored."""
 
@@ -34,6 +39,8 @@ class ApiKey(IdKey, MerchantOwned, CreatedAt, Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+# Signing in and out only move bookkeeping columns, which are not recorded.
+@audited("admin_user", secrets=("password_hash",), ignore=("last_login_at", "session_version"))
 class AdminUser(IdKey, MerchantOwned, CreatedAt, Base):
     """A person who signs in to a merchant's admin UI."""
 

@@ -76,6 +76,7 @@ class Permission(StrEnum):
     TEAM = "team"
     REPORTS = "reports"  # the mail log, CSV exports, the points liability
     MAIL_SETTINGS = "mail-settings"  # the store's own SMTP server
+    AUDIT = "audit"  # the audit log: who changed what
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -88,6 +89,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.IMPORTS,
             Permission.INTEGRATIONS,
             Permission.REPORTS,
+            Permission.AUDIT,
         }
     ),
     Role.SUPPORT: frozenset({Permission.CUSTOMERS}),
@@ -95,7 +97,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 
 ROLE_DESCRIPTIONS: dict[Role, str] = {
     Role.OWNER: "everything, including the team, API keys and the SMTP server",
-    Role.MANAGER: "program settings, imports, integrations, customers and reports",
+    Role.MANAGER: "program settings, imports, integrations, customers, reports and the audit log",
     Role.SUPPORT: "view customers and adjust their points with a reason",
 }
 

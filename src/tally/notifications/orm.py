@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tally.audit.registry import audited
 from tally.db.base import Base, CreatedAt, IdKey, TenantScoped, parent_key, utcnow
 
 
@@ -31,6 +32,7 @@ class EmailStatus(StrEnum):
     SUPPRESSED = "suppressed"  # not sent: customer unsubscribed or the type is switched off
 
 
+@audited("email_template")
 class StoredEmailTemplate(IdKey, TenantScoped, Base):
     """A merchant's choice for one email type; no row means the shipped default, enabled.
 
@@ -91,6 +93,7 @@ class EmailMessage(IdKey, TenantScoped, CreatedAt, Base):
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+@audited("mail_settings", secrets=("password_encrypted",))
 class MailSettings(IdKey, TenantScoped, Base):
     """A merchant's own SMTP server; without a row the global settings (or .eml files) are used."""
 

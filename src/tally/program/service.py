@@ -100,8 +100,9 @@ def award(
     """Credit points for a rule, within its limit; None when nothing is due (0 points, limit).
 
     With `email`, the customer gets a "points earned" email (queued, sent by the worker).
+    Nothing is due while the program is not live.
     """
-    if points <= 0:
+    if points <= 0 or not program.settings.live:
         return None
     now = now or utcnow()
     existing = session.scalar(

@@ -378,6 +378,10 @@ class ProgramSettings(_Frozen):
     """A merchant's whole program, as one versioned JSON document."""
 
     version: int = Field(default=1, ge=1)
+    # Off for a new store until the merchant goes live: orders and sign-ups are recorded, but
+    # nothing earns points (`service.award`, the importers). A document without it (every
+    # store from before the flag) is live, as it was.
+    live: bool = True
     create_account: CreateAccountAction = CreateAccountAction()
     place_order: PlaceOrderAction = PlaceOrderAction()
     birthday: BirthdayAction = BirthdayAction()

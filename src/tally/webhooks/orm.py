@@ -13,6 +13,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tally.audit.registry import audited
 from tally.db.base import Base, CreatedAt, IdKey, TenantScoped, Timestamps, parent_key
 
 
@@ -23,6 +24,13 @@ class EndpointState(StrEnum):
     DISABLED = "disabled"
 
 
+# The delivery streak is the worker's bookkeeping, not a change anyone made.
+@audited(
+    "webhook_endpoint",
+    secrets=("secret_encrypted", "previous_secret_encrypted"),
+    ignore=("failed_deliveries", "failing_since", "last_error", "last_failure_at",
+            "last_success_at"),
+)  # fmt: skip
 class WebhookEndpoint(IdKey, TenantScoped, Timestamps, Base):
     """A URL of the merchant's that receives signed events.
 

@@ -22,9 +22,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tally.audit.registry import audited
 from tally.db.base import Base, BigId, TenantScoped, utcnow
 
 
+# The call budget, pauses, errors and sync lease are the sync's bookkeeping.
+@audited(
+    "dotdigital_connection",
+    secrets=("password_encrypted",),
+    ignore=("budget_tokens", "budget_updated_at", "paused_until", "last_error", "last_error_at",
+            "last_successful_sync_at", "flush_locked_by", "flush_locked_until", "field_check"),
+)  # fmt: skip
 class DotdigitalConnection(TenantScoped, Base):
     """A merchant's Dotdigital API user, where its account lives, and how syncing is going.
 

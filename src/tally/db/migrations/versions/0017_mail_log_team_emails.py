@@ -5,7 +5,7 @@ from alembic import op
 
 # Team emails (invitations, password resets) and SMTP tests are in the mail log, with no customer.
 revision = "0017"
-down_revision = "0014"
+down_revision = "0015"
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
