@@ -12,6 +12,7 @@ from tally.admin import (
     dotdigital,
     imports,
     passwords,
+    program_edits,
     settings,
     team,
     webhooks,
@@ -34,6 +35,8 @@ router.add_api_route(
 router.include_router(auth.router)
 router.include_router(passwords.router)
 router.include_router(customers.router, dependencies=[requires(Permission.CUSTOMERS)])
+# Before settings: its POST /settings/rewards/{reward_id}/{action} would take .../edit.
+router.include_router(program_edits.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(settings.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(webhooks.router, dependencies=[requires(Permission.INTEGRATIONS)])
