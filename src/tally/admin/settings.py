@@ -33,6 +33,7 @@ from tally.errors import FieldProblem, NotFound, PreconditionFailed, ValidationF
 from tally.merchants import service as merchants
 from tally.notifications import service as notifications
 from tally.notifications.templates import EmailTemplate, EmailType, RenderedEmail
+from tally.program import redemptions
 from tally.program import service as program_service
 from tally.program.config_service import update_program
 from tally.program.settings import (
@@ -212,6 +213,9 @@ def settings_page(
         "window_kinds": [k.value for k in WindowKind],
         "expiry_modes": [m.value for m in ExpiryMode],
     }
+    if section == "rewards":
+        with admin.unit_of_work() as session:
+            context["pools"] = redemptions.pool_status(session, merchant_id=admin.merchant_id)
     context.update(extra)
     template = template or f"settings/{section}.html"
     return render(request, template, context, status_code=status_code)

@@ -221,10 +221,19 @@ def update_customer(
     first_name: str | object | None = _UNSET,
     last_name: str | object | None = _UNSET,
     birthday: date | object | None = _UNSET,
+    email: str | object = _UNSET,
 ) -> Customer:
-    """Change a customer's name or birthday; only the fields passed are touched."""
+    """Change a customer's name, birthday or email; only the fields passed are touched.
+
+    An email is stored in its canonical form and must not be another customer's (Conflict).
+    """
     customer = get_customer(session, merchant_id, customer_id)
     changed: list[str] = []
+    if email is not _UNSET:
+        normalized = normalize_email(str(email))
+        if normalized != customer.email:
+            _change_email(session, customer, normalized)
+            changed.append("email")
     if first_name is not _UNSET and first_name != customer.first_name:
         customer.first_name = first_name  # type: ignore[assignment]
         changed.append("first_name")
@@ -246,6 +255,25 @@ def update_customer(
             ),
         )
     return customer
+
+
+def _email_taken(email: str) -> Conflict:
+    return Conflict(
+        f"another customer already has the email {email!r}",
+        [FieldProblem("email", "another customer has this email", email)],
+    )
+
+
+def _change_email(session: Session, customer: Customer, email: str) -> None:
+    if find_by_email(session, customer.merchant_id, email) is not None:
+        raise _email_taken(email)
+    try:
+        # The unique constraint decides a race with a concurrent change or enrolment.
+        with session.begin_nested():
+            customer.email = email
+            session.flush()
+    except IntegrityError as exc:
+        raise _email_taken(email) from exc
 
 
 def search_customers_query(
