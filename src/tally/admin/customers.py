@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tally.admin.web import (
+    Admin,
     AdminDep,
     AdminRoute,
     FormDep,
@@ -33,17 +34,25 @@ from tally.integrations.dotdigital.orm import DotdigitalConnection, PendingConta
 from tally.ledger import service as ledger
 from tally.ledger.bounds import MAX_POINTS
 from tally.ledger.orm import LedgerEntry
+from tally.notifications import service as notifications
+from tally.program import impact, tiers
 from tally.program import service as program_service
-from tally.program import tiers
 from tally.program.next_expiry import next_expiry
-from tally.program.orm import Order, TierChangeRecord
+from tally.program.orm import Order, Redemption, TierChangeRecord
+from tally.program.settings import ProgramSettings, Reward
 
 router = APIRouter(route_class=AdminRoute)
 
 PAGE_SIZE = 25
 ACTIVITY_LIMIT = 50
-TABS = {"earning": "Earning", "spending": "Spending", "vip": "VIP", "orders": "Orders"}
-ActivityTab = Annotated[str, Query(pattern="^(earning|spending|vip|orders)$")]
+TABS = {
+    "earning": "Earning",
+    "spending": "Spending",
+    "vip": "VIP",
+    "orders": "Orders",
+    "emails": "Emails",
+}
+ActivityTab = Annotated[str, Query(pattern="^(earning|spending|vip|orders|emails)$")]
 SORTS: dict[str, Any] = {
     "name": (func.lower(func.coalesce(Customer.last_name, "")), Customer.first_name),
     "email": (Customer.email,),
@@ -225,6 +234,11 @@ def _tier_standing(
 
 
 def _activity(session: Session, customer_id: int, tab: str) -> list[Any]:
+    if tab == "emails":
+        customer = session.get_one(Customer, customer_id)
+        return notifications.list_emails(
+            session, merchant_id=customer.merchant_id, customer_id=customer_id, limit=ACTIVITY_LIMIT
+        )[0]
     if tab == "orders":
         return list(
             session.scalars(
@@ -254,6 +268,20 @@ def _activity(session: Session, customer_id: int, tab: str) -> list[Any]:
     )
 
 
+def _coupons(session: Session, activity: list[Any]) -> dict[int, Redemption]:
+    """The redemptions behind the spending tab's entries, by ledger entry id."""
+    entry_ids = [entry.id for entry in activity]
+    if not entry_ids:
+        return {}
+    rows = session.scalars(select(Redemption).where(Redemption.ledger_entry_id.in_(entry_ids)))
+    return {row.ledger_entry_id: row for row in rows}
+
+
+def affordable_rewards(settings: ProgramSettings, balance: int) -> list[Reward]:
+    """The enabled rewards a balance pays for (a variable reward: its minimum)."""
+    return [r for r in settings.rewards if r.enabled and impact.lowest_cost(r) <= balance]
+
+
 def _profile_context(admin: Any, session: Session, customer_id: int, tab: str) -> dict[str, Any]:
     customer = customers.get_customer(session, admin.merchant_id, customer_id)
     program = program_service.load(session, admin.merchant_id)
@@ -262,7 +290,11 @@ def _profile_context(admin: Any, session: Session, customer_id: int, tab: str) -
     orders_count = session.scalar(
         select(func.count(Order.id)).where(Order.customer_id == customer.id)
     )
+    activity = _activity(session, customer.id, tab)
     return {
+        "coupons": _coupons(session, activity) if tab == "spending" else {},
+        "rewards": affordable_rewards(program.settings, customer.points_balance),
+        "now": utcnow(),
         "title": customer.full_name or customer.email,
         "nav": "customers",
         "customer": customer,
@@ -273,7 +305,7 @@ def _profile_context(admin: Any, session: Session, customer_id: int, tab: str) -
         "referral_url": f"{admin.state.settings.public_base_url}/r/{customer.referral_code}",
         "tab": tab,
         "tabs": TABS,
-        "activity": _activity(session, customer.id, tab),
+        "activity": activity,
         "activity_limit": ACTIVITY_LIMIT,
         "orders_count": int(orders_count or 0),
         "dotdigital": dotdigital_standing(session, admin.merchant_id, customer.id),
@@ -293,10 +325,29 @@ def customer_profile(
     tab: ActivityTab = "earning",
 ) -> Response:
     """A customer's profile (another merchant's customer is a 404, like a missing one)."""
+    return profile_page(request, admin, customer_id, tab=tab)
+
+
+def profile_page(
+    request: Request,
+    admin: Admin,
+    customer_id: int,
+    *,
+    tab: str = "earning",
+    status_code: int = 200,
+    **extra: Any,
+) -> Response:
+    """The profile page; ``extra`` carries a refused form's errors and typed values."""
     with admin.unit_of_work() as session:
         context = _profile_context(admin, session, customer_id, tab)
-    context |= {"adjust_key": _new_adjustment_key(), "errors": {}, "values": {}}
-    return render(request, "customers/profile.html", context)
+    context |= {
+        "adjust_key": _new_adjustment_key(),
+        "redeem_key": _new_adjustment_key(),
+        "errors": {},
+        "values": {},
+    }
+    context |= extra
+    return render(request, "customers/profile.html", context, status_code=status_code)
 
 
 @router.get("/customers/{customer_id}/activity", include_in_schema=False)
@@ -312,6 +363,18 @@ def customer_activity(
     with admin.unit_of_work() as session:
         context = _profile_context(admin, session, customer_id, tab)
     return render(request, "customers/_activity.html", context)
+
+
+def form_refused(
+    request: Request, admin: Admin, customer_id: int, error: DomainError, shown: dict[str, Any]
+) -> Response:
+    """The profile again showing a refused form (``shown``: its error, typed values, token).
+
+    A missing customer stays a 404 page.
+    """
+    if error.status_code == 404 and not error.errors:
+        raise error
+    return profile_page(request, admin, customer_id, status_code=error.status_code, **shown)
 
 
 def _parse_points(raw: str) -> int:
@@ -356,15 +419,11 @@ def adjust_points(request: Request, admin: AdminDep, form: FormDep, customer_id:
                 source_ref=f"admin-user:{admin.user_id}",
             )
     except DomainError as error:
-        if error.status_code == 404:
-            raise
-        with admin.unit_of_work() as session:
-            context = _profile_context(admin, session, customer_id, "earning")
-        context |= {
+        shown = {
             "adjust_key": key,
             "errors": problems_by_field(error.errors) or {"points": error.detail},
             "adjust_error": error.detail,
             "values": {"points": raw_points, "reason": reason},
         }
-        return render(request, "customers/profile.html", context, status_code=error.status_code)
+        return form_refused(request, admin, customer_id, error, shown)
     return redirect(f"/admin/customers/{customer_id}?done=adjusted")

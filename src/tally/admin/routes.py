@@ -8,6 +8,8 @@ from fastapi.responses import Response
 from tally.admin import (
     audit,
     auth,
+    code_pools,
+    customer_edits,
     customers,
     dashboard,
     dotdigital,
@@ -15,6 +17,7 @@ from tally.admin import (
     imports,
     mail,
     passwords,
+    program_edits,
     reports,
     settings,
     team,
@@ -38,6 +41,10 @@ router.add_api_route(
 router.include_router(auth.router)
 router.include_router(passwords.router)
 router.include_router(customers.router, dependencies=[requires(Permission.CUSTOMERS)])
+router.include_router(customer_edits.router, dependencies=[requires(Permission.CUSTOMERS)])
+# Before settings: its POST /settings/rewards/{reward_id}/{action} would take .../edit, /codes.
+router.include_router(program_edits.router, dependencies=[requires(Permission.PROGRAM)])
+router.include_router(code_pools.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(settings.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(webhooks.router, dependencies=[requires(Permission.INTEGRATIONS)])

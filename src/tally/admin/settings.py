@@ -4,7 +4,7 @@ API keys. Every change goes through ``update_program`` (validated as a whole, ve
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -33,6 +33,7 @@ from tally.errors import FieldProblem, NotFound, PreconditionFailed, ValidationF
 from tally.merchants import service as merchants
 from tally.notifications import service as notifications
 from tally.notifications.templates import EmailTemplate, EmailType, RenderedEmail
+from tally.program import redemptions
 from tally.program import service as program_service
 from tally.program.config_service import update_program
 from tally.program.settings import (
@@ -104,7 +105,7 @@ class Draft:
         return stored
 
 
-def _problem(field: str, message: str, value: object = None) -> ValidationFailed:
+def problem(field: str, message: str, value: object = None) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", [FieldProblem(field, message, value)])
 
 
@@ -118,9 +119,9 @@ def whole_number(
     try:
         value = int(raw)
     except ValueError:
-        raise _problem(name, "enter a whole number", raw) from None
+        raise problem(name, "enter a whole number", raw) from None
     if value < minimum:
-        raise _problem(name, f"must be at least {minimum}", raw)
+        raise problem(name, f"must be at least {minimum}", raw)
     return value
 
 
@@ -128,7 +129,7 @@ def required_number(form: FormData, name: str, *, minimum: int = 0) -> int:
     """A whole number field that must be filled in."""
     value = whole_number(form, name, minimum=minimum)
     if value is None:
-        raise _problem(name, "required")
+        raise problem(name, "required")
     return value
 
 
@@ -140,9 +141,9 @@ def amount(form: FormData, name: str) -> Decimal | None:
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise _problem(name, "enter a number, e.g. 10 or 2.50", raw) from None
+        raise problem(name, "enter a number, e.g. 10 or 2.50", raw) from None
     if not value.is_finite() or value < 0:
-        raise _problem(name, "enter a positive number", raw)
+        raise problem(name, "enter a positive number", raw)
     return value
 
 
@@ -159,7 +160,7 @@ def _unique_id(wanted: str, taken: set[str]) -> str:
         candidate = f"{wanted[:60]}-{n}"
         if candidate not in taken:
             return candidate
-    raise _problem("id", "choose another id", wanted)
+    raise problem("id", "choose another id", wanted)
 
 
 def _limit(form: FormData, prefix: str) -> dict[str, Any] | None:
@@ -168,7 +169,7 @@ def _limit(form: FormData, prefix: str) -> dict[str, Any] | None:
     if count is None or not period:
         return None
     if period not in {p.value for p in LimitPeriod}:
-        raise _problem(f"{prefix}.limit_period", "choose a period", period)
+        raise problem(f"{prefix}.limit_period", "choose a period", period)
     return {"max_count": count, "period": period}
 
 
@@ -180,7 +181,7 @@ def _load(admin: Admin) -> ProgramSettings:
         return program_service.load(session, admin.merchant_id).settings
 
 
-def _page(
+def settings_page(
     request: Request,
     admin: Admin,
     section: str,
@@ -188,9 +189,12 @@ def _page(
     problems: list[FieldProblem] | None = None,
     draft: Draft | None = None,
     status_code: int = 200,
+    template: str | None = None,
+    settings: ProgramSettings | None = None,
     **extra: Any,
 ) -> HTMLResponse:
-    settings = _load(admin)
+    """A settings section's page (or ``template``, e.g. an edit page) with its form context."""
+    settings = settings or _load(admin)
     titles = {
         "earning": "Earning actions",
         "rewards": "Rewards",
@@ -212,43 +216,69 @@ def _page(
         "window_kinds": [k.value for k in WindowKind],
         "expiry_modes": [m.value for m in ExpiryMode],
     }
+    if section == "rewards":
+        with admin.unit_of_work() as session:
+            context["pools"] = redemptions.pool_status(session, merchant_id=admin.merchant_id)
     context.update(extra)
-    return render(request, f"settings/{section}.html", context, status_code=status_code)
+    template = template or f"settings/{section}.html"
+    return render(request, template, context, status_code=status_code)
 
 
-def _save(
+def form_version(form: FormData) -> int | None:
+    """The settings version a form was rendered from (None when it carries none)."""
+    version = text(form, "version")
+    return int(version) if version.isdigit() and len(version) < 19 else None
+
+
+def stale_problem(section: str, error: PreconditionFailed) -> FieldProblem:
+    """Why a form rendered from an older settings version was refused."""
+    return FieldProblem(
+        section, f"{error.detail} (someone saved these settings after you opened the page)"
+    )
+
+
+def save_settings(
     request: Request,
     admin: Admin,
     section: str,
     form: FormData,
     build: Any,
+    *,
+    refused: Callable[[list[FieldProblem], int], Response] | None = None,
 ) -> Response:
-    """Build the changed sections from the form and save them; show the problems if refused."""
+    """Build the changed sections from the form and save them; show the problems if refused.
+
+    ``refused`` shows them on another page than the section's (an edit page, say).
+    """
     draft = Draft(form, text(form, "form"))
+
+    def show(problems: list[FieldProblem], status_code: int) -> Response:
+        if refused is not None:
+            return refused(problems, status_code)
+        return settings_page(
+            request, admin, section, problems=problems, draft=draft, status_code=status_code
+        )
+
     try:
         with admin.unit_of_work() as session:
             current = program_service.load(session, admin.merchant_id).settings
             changes = build(current)
-            version = text(form, "version")
             update_program(
                 session,
                 merchant_id=admin.merchant_id,
                 changes=changes,
                 # The version the page was rendered from: saving over a newer one is refused.
-                expected_version=int(version) if version.isdigit() and len(version) < 19 else None,
+                expected_version=form_version(form),
                 changed_by=admin.email,
             )
     except PreconditionFailed as error:
-        message = f"{error.detail} (someone saved these settings after you opened the page)"
-        problems = [FieldProblem(section, message)]
-        return _page(request, admin, section, problems=problems, draft=draft, status_code=409)
+        return show([stale_problem(section, error)], 409)
     except ValidationFailed as error:
-        problems = error.errors or [FieldProblem(section, error.detail)]
-        return _page(request, admin, section, problems=problems, draft=draft, status_code=422)
+        return show(error.errors or [FieldProblem(section, error.detail)], 422)
     return redirect(f"/admin/settings/{section}?done=saved")
 
 
-def _dump(model: Any) -> Any:
+def dump(model: Any) -> Any:
     return model.model_dump(mode="json")
 
 
@@ -276,7 +306,7 @@ def settings_section(request: Request, admin: AdminDep, section: str) -> Respons
         return email_list(request, admin)
     if section not in SECTIONS:
         raise NotFound(f"there is no settings page {section!r}")
-    return _page(request, admin, section)
+    return settings_page(request, admin, section)
 
 
 # --------------------------------------------------------------------------- earning actions
@@ -315,9 +345,9 @@ def save_earning(request: Request, admin: AdminDep, form: FormDep) -> Response:
                     "limit": _limit(form, p),
                 }
             }
-        raise _problem("form", "unknown form", which)
+        raise problem("form", "unknown form", which)
 
-    return _save(request, admin, "earning", form, build)
+    return save_settings(request, admin, "earning", form, build)
 
 
 def _opt_str(value: Decimal | None) -> str | None:
@@ -331,7 +361,7 @@ def add_custom_action(request: Request, admin: AdminDep, form: FormDep) -> Respo
     def build(current: ProgramSettings) -> dict[str, Any]:
         name = text(form, "custom.name")
         if not name:
-            raise _problem("custom.name", "required")
+            raise problem("custom.name", "required")
         taken = {a.id for a in current.custom_actions}
         action_id = text(form, "custom.id") or _unique_id(slug(name).replace("-", "_"), taken)
         action = {
@@ -341,9 +371,9 @@ def add_custom_action(request: Request, admin: AdminDep, form: FormDep) -> Respo
             "send_email": checkbox(form, "custom.send_email"),
             "limit": _limit(form, "custom"),
         }
-        return {"custom_actions": [*map(_dump, current.custom_actions), action]}
+        return {"custom_actions": [*map(dump, current.custom_actions), action]}
 
-    return _save(request, admin, "earning", form, build)
+    return save_settings(request, admin, "earning", form, build)
 
 
 @router.post("/settings/earning/custom/{action_id}/delete", include_in_schema=False)
@@ -355,21 +385,21 @@ def delete_custom_action(
     def build(current: ProgramSettings) -> dict[str, Any]:
         if current.custom_action(action_id) is None:
             raise NotFound(f"there is no custom action {action_id!r}")
-        return {"custom_actions": [_dump(a) for a in current.custom_actions if a.id != action_id]}
+        return {"custom_actions": [dump(a) for a in current.custom_actions if a.id != action_id]}
 
-    return _save(request, admin, "earning", form, build)
+    return save_settings(request, admin, "earning", form, build)
 
 
 # --------------------------------------------------------------------------- rewards
 
 
-def _reward_from_form(form: FormData, taken: set[str]) -> dict[str, Any]:
+def reward_from_form(form: FormData, taken: set[str]) -> dict[str, Any]:
     name = text(form, "reward.name")
     if not name:
-        raise _problem("reward.name", "required")
+        raise problem("reward.name", "required")
     kind = text(form, "reward.type")
     if kind not in REWARD_TYPES:
-        raise _problem("reward.type", "choose a reward type", kind)
+        raise problem("reward.type", "choose a reward type", kind)
     reward: dict[str, Any] = {
         "type": kind,
         "id": text(form, "reward.id") or _unique_id(slug(name), taken),
@@ -386,17 +416,17 @@ def _reward_from_form(form: FormData, taken: set[str]) -> dict[str, Any]:
     if kind == "fixed_amount":
         value = amount(form, "reward.amount")
         if value is None:
-            raise _problem("reward.amount", "required for a fixed amount off")
+            raise problem("reward.amount", "required for a fixed amount off")
         reward["amount"] = str(value)
     elif kind == "percentage":
         value = amount(form, "reward.percent")
         if value is None:
-            raise _problem("reward.percent", "required for a percentage off")
+            raise problem("reward.percent", "required for a percentage off")
         reward["percent"] = str(value)
     elif kind == "free_product":
         product = text(form, "reward.product_id")
         if not product:
-            raise _problem("reward.product_id", "required for a free product")
+            raise problem("reward.product_id", "required for a free product")
         reward["product_id"] = product
     return reward
 
@@ -406,10 +436,10 @@ def add_reward(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """Add a reward customers can spend points on."""
 
     def build(current: ProgramSettings) -> dict[str, Any]:
-        reward = _reward_from_form(form, {r.id for r in current.rewards})
-        return {"rewards": [*map(_dump, current.rewards), reward]}
+        reward = reward_from_form(form, {r.id for r in current.rewards})
+        return {"rewards": [*map(dump, current.rewards), reward]}
 
-    return _save(request, admin, "rewards", form, build)
+    return save_settings(request, admin, "rewards", form, build)
 
 
 @router.post("/settings/rewards/{reward_id}/{action}", include_in_schema=False)
@@ -421,7 +451,7 @@ def change_reward(
     def build(current: ProgramSettings) -> dict[str, Any]:
         if current.reward(reward_id) is None:
             raise NotFound(f"there is no reward {reward_id!r}")
-        rewards = [_dump(r) for r in current.rewards]
+        rewards = [dump(r) for r in current.rewards]
         if action == "delete":
             return {"rewards": [r for r in rewards if r["id"] != reward_id]}
         if action in {"enable", "disable"}:
@@ -431,7 +461,7 @@ def change_reward(
             return {"rewards": rewards}
         raise NotFound(f"unknown action {action!r}")
 
-    return _save(request, admin, "rewards", form, build)
+    return save_settings(request, admin, "rewards", form, build)
 
 
 # --------------------------------------------------------------------------- VIP tiers
@@ -444,14 +474,39 @@ def save_vip(request: Request, admin: AdminDep, form: FormDep) -> Response:
     def build(current: ProgramSettings) -> dict[str, Any]:
         kind = text(form, "vip.window_kind") or WindowKind.LIFETIME.value
         days = whole_number(form, "vip.window_days", minimum=1)
-        vip = _dump(current.vip) | {
+        vip = dump(current.vip) | {
             "enabled": checkbox(form, "vip.enabled"),
             "metric": text(form, "vip.metric") or VipMetric.AMOUNT_SPENT.value,
             "window": {"kind": kind, "days": days if kind == WindowKind.ROLLING.value else None},
         }
         return {"vip": vip}
 
-    return _save(request, admin, "vip", form, build)
+    return save_settings(request, admin, "vip", form, build)
+
+
+def tier_from_form(form: FormData, tier_id: Callable[[str], str]) -> dict[str, Any]:
+    """A tier from the form's ``tier.*`` fields; ``tier_id`` gives its id from its name."""
+    name = text(form, "tier.name")
+    if not name:
+        raise problem("tier.name", "required")
+    threshold = amount(form, "tier.threshold")
+    if threshold is None:
+        raise problem("tier.threshold", "required")
+    multiplier = amount(form, "tier.multiplier") or Decimal(1)
+    return {
+        "id": tier_id(name),
+        "name": name,
+        "threshold": str(threshold),
+        "multiplier": str(multiplier),
+        "entry_reward_points": whole_number(form, "tier.entry_reward_points", default=0),
+        "send_email": checkbox(form, "tier.send_email"),
+    }
+
+
+def vip_with_tiers(current: ProgramSettings, tiers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The VIP section with these tiers, kept in order of threshold."""
+    ordered = sorted(tiers, key=lambda t: Decimal(str(t["threshold"])))
+    return {"vip": dump(current.vip) | {"tiers": ordered}}
 
 
 @router.post("/settings/vip/tiers", include_in_schema=False)
@@ -459,28 +514,13 @@ def add_tier(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """Add a VIP tier (kept in order of threshold)."""
 
     def build(current: ProgramSettings) -> dict[str, Any]:
-        name = text(form, "tier.name")
-        if not name:
-            raise _problem("tier.name", "required")
-        threshold = amount(form, "tier.threshold")
-        if threshold is None:
-            raise _problem("tier.threshold", "required")
-        multiplier = amount(form, "tier.multiplier") or Decimal(1)
         taken = {t.id for t in current.vip.tiers}
-        tier = {
-            "id": text(form, "tier.id") or _unique_id(slug(name), taken),
-            "name": name,
-            "threshold": str(threshold),
-            "multiplier": str(multiplier),
-            "entry_reward_points": whole_number(form, "tier.entry_reward_points", default=0),
-            "send_email": checkbox(form, "tier.send_email"),
-        }
-        tiers = sorted(
-            [*map(_dump, current.vip.tiers), tier], key=lambda t: Decimal(str(t["threshold"]))
+        tier = tier_from_form(
+            form, lambda name: text(form, "tier.id") or _unique_id(slug(name), taken)
         )
-        return {"vip": _dump(current.vip) | {"tiers": tiers}}
+        return vip_with_tiers(current, [*map(dump, current.vip.tiers), tier])
 
-    return _save(request, admin, "vip", form, build)
+    return save_settings(request, admin, "vip", form, build)
 
 
 @router.post("/settings/vip/tiers/{tier_id}/delete", include_in_schema=False)
@@ -490,10 +530,10 @@ def delete_tier(request: Request, admin: AdminDep, form: FormDep, tier_id: str) 
     def build(current: ProgramSettings) -> dict[str, Any]:
         if not any(t.id == tier_id for t in current.vip.tiers):
             raise NotFound(f"there is no tier {tier_id!r}")
-        tiers = [_dump(t) for t in current.vip.tiers if t.id != tier_id]
-        return {"vip": _dump(current.vip) | {"tiers": tiers}}
+        tiers = [dump(t) for t in current.vip.tiers if t.id != tier_id]
+        return {"vip": dump(current.vip) | {"tiers": tiers}}
 
-    return _save(request, admin, "vip", form, build)
+    return save_settings(request, admin, "vip", form, build)
 
 
 # --------------------------------------------------------------------------- referrals, expiry
@@ -512,7 +552,7 @@ def save_referrals(request: Request, admin: AdminDep, form: FormDep) -> Response
                 "count": milestone_count,
                 "bonus_points": whole_number(form, "referral.milestone_bonus", default=0),
             }
-        referral = _dump(current.referral) | {
+        referral = dump(current.referral) | {
             "enabled": checkbox(form, "referral.enabled"),
             "sender_points": whole_number(form, "referral.sender_points", default=0),
             "receiver_points": whole_number(form, "referral.receiver_points", default=0),
@@ -523,14 +563,14 @@ def save_referrals(request: Request, admin: AdminDep, form: FormDep) -> Response
         }
         return {"referral": referral}
 
-    return _save(request, admin, "referrals", form, build)
+    return save_settings(request, admin, "referrals", form, build)
 
 
 def expiry_changes(current: ProgramSettings, form: FormData, now: datetime) -> dict[str, Any]:
     """The new expiry policy; ``enabled_at`` moves when expiry is switched on or changes mode."""
     mode = text(form, "expiry.mode") or ExpiryMode.OFF.value
     if mode not in {m.value for m in ExpiryMode}:
-        raise _problem("expiry.mode", "choose a policy", mode)
+        raise problem("expiry.mode", "choose a policy", mode)
     policy = current.expiry
     enabled_at = policy.enabled_at
     if mode == ExpiryMode.OFF.value:
@@ -553,7 +593,7 @@ def expiry_changes(current: ProgramSettings, form: FormData, now: datetime) -> d
 @router.post("/settings/expiry", include_in_schema=False)
 def save_expiry(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """The expiry policy and its reminders."""
-    return _save(
+    return save_settings(
         request, admin, "expiry", form, lambda current: expiry_changes(current, form, utcnow())
     )
 

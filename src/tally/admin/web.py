@@ -70,6 +70,9 @@ PREVIEW_CONTENT_SECURITY_POLICY = (
 # so nothing from the URL is ever echoed into the page.
 NOTICES = {
     "adjusted": "Points adjusted.",
+    "profile-saved": "Profile saved.",
+    "redeemed": "Reward redeemed; the coupon code is in the spending tab.",
+    "codes-uploaded": "Coupon codes added to the pool.",
     "saved": "Settings saved.",
     "connected": "Dotdigital accepted the credentials; they are saved.",
     "enabled": "Dotdigital syncing is on.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,17 +18,13 @@ from tally.api.edge import Id, PagingDep, RewardId
 from tally.api.idempotency import idempotent_post
 from tally.api.schemas import Page, money_text, view_of
 from tally.customers import service as customers
-from tally.errors import FieldProblem
 from tally.program import redemptions
 from tally.program.config_service import load_program
 from tally.program.orm import Redemption
-from tally.program.rewards import CodePoolInvalid
+from tally.program.rewards import MAX_POOL_FILE_BYTES, pool_lines
 from tally.program.settings import Reward, VariableReward
 
 router = APIRouter(prefix="/api/v1", tags=["rewards"])
-
-# A pool of 100,000 twelve-character codes is about 1.4 MB; this leaves room for long codes.
-MAX_POOL_FILE_BYTES = 10 * 1024 * 1024
 
 IdempotencyKey = Annotated[
     str | None,
@@ -159,21 +154,7 @@ def reward_out(reward: Reward, pool: redemptions.PoolStatus | None) -> RewardOut
 
 def _pool_lines(upload: UploadFile) -> Iterator[str]:
     """The uploaded file's lines, decoded only when read (after the reward id was checked)."""
-    content = upload.file.read(MAX_POOL_FILE_BYTES + 1)
-    if len(content) > MAX_POOL_FILE_BYTES:
-        raise CodePoolInvalid(
-            f"the file is larger than {MAX_POOL_FILE_BYTES // (1024 * 1024)} MB",
-            [FieldProblem("file", "too large; split it into several uploads")],
-        )
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CodePoolInvalid(
-            "the file is not UTF-8 text",
-            [FieldProblem("file", f"byte {exc.start} is not valid UTF-8; save the file as UTF-8")],
-        ) from exc
-    # newline="" hands line endings to the csv module untouched, as it expects.
-    yield from io.StringIO(text, newline="")
+    yield from pool_lines(upload.file.read(MAX_POOL_FILE_BYTES + 1))
 
 
 # -- routes -------------------------------------------------------------------------------------

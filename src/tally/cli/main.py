@@ -43,12 +43,14 @@ def _add_domain_commands() -> None:
     from tally.cli.outbox import outbox_app
     from tally.cli.program import program_app
     from tally.cli.reports import export_app, liability
+    from tally.cli.rewards import rewards_app
     from tally.cli.webhooks import webhooks_app
 
     app.add_typer(mail_app, name="mail")
     app.add_typer(outbox_app, name="outbox")
     app.add_typer(import_app, name="import")
     app.add_typer(program_app, name="program")
+    app.add_typer(rewards_app, name="rewards")
     app.add_typer(admin_user_app, name="admin-user")
     app.add_typer(webhooks_app, name="webhooks")
     app.add_typer(export_app, name="export")

@@ -23,7 +23,7 @@ class CustomerState(StrEnum):
 # and the ledger (which keep their own history), imports in bulk.
 @audited(
     "customer",
-    only=("email", "first_name", "last_name", "birthday", "external_id"),
+    only=("email", "first_name", "last_name", "birthday", "external_id", "accepts_marketing"),
     on=("updated",),
 )
 class Customer(IdKey, TenantScoped, Timestamps, Base):

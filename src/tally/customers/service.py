@@ -224,9 +224,12 @@ def update_customer(
     birthday: date | object | None = _UNSET,
     accepts_marketing: bool | None = None,
     consent_source: str = "api",
+    email: str | object = _UNSET,
 ) -> Customer:
-    """Change a customer's name, birthday or marketing consent; only the fields passed change.
+    """Change a customer's name, birthday, email or marketing consent; only the fields passed
+    change.
 
+    An email is stored in its canonical form and must not be another customer's (Conflict).
     ``accepts_marketing`` (None: not stated) is recorded with ``consent_source`` and the time.
     """
     customer = get_customer(session, merchant_id, customer_id)
@@ -235,6 +238,11 @@ def update_customer(
         customer, accepts=accepts_marketing, source=consent_source
     ):
         changed.append("accepts_marketing")
+    if email is not _UNSET:
+        normalized = normalize_email(str(email))
+        if normalized != customer.email:
+            _change_email(session, customer, normalized)
+            changed.append("email")
     if first_name is not _UNSET and first_name != customer.first_name:
         customer.first_name = first_name  # type: ignore[assignment]
         changed.append("first_name")
@@ -272,6 +280,25 @@ def record_consent(
     customer.marketing_consent_source = source[:100]
     customer.marketing_consent_at = at or utcnow()
     return True
+
+
+def _email_taken(email: str) -> Conflict:
+    return Conflict(
+        f"another customer already has the email {email!r}",
+        [FieldProblem("email", "another customer has this email", email)],
+    )
+
+
+def _change_email(session: Session, customer: Customer, email: str) -> None:
+    if find_by_email(session, customer.merchant_id, email) is not None:
+        raise _email_taken(email)
+    try:
+        # The unique constraint decides a race with a concurrent change or enrolment.
+        with session.begin_nested():
+            customer.email = email
+            session.flush()
+    except IntegrityError as exc:
+        raise _email_taken(email) from exc
 
 
 def search_customers_query(

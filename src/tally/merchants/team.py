@@ -69,6 +69,7 @@ class Permission(StrEnum):
 
     DASHBOARD = "dashboard"
     CUSTOMERS = "customers"  # view customers, adjust their points with a reason
+    CUSTOMER_EDITS = "customer-edits"  # edit a customer's profile, redeem on their behalf
     PROGRAM = "program"  # program settings and email templates
     IMPORTS = "imports"
     INTEGRATIONS = "integrations"
@@ -85,6 +86,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         {
             Permission.DASHBOARD,
             Permission.CUSTOMERS,
+            Permission.CUSTOMER_EDITS,
             Permission.PROGRAM,
             Permission.IMPORTS,
             Permission.INTEGRATIONS,

@@ -67,6 +67,17 @@ class VipTierChanged(CustomerEvent):
 
 
 @dataclass(frozen=True)
+class VipTiersChanged(DomainEvent):
+    """The program's VIP tiers (thresholds, tiers, metric, window, on/off) were changed.
+
+    The tier review moves the customers the change concerns (``program/jobs.py``).
+    """
+
+    event_type: ClassVar[str] = "VipTiersChanged"
+    version: int
+
+
+@dataclass(frozen=True)
 class PointsAwarded(CustomerEvent):
     """An earning rule credited points (`notify`: the rule wants the customer told)."""
 

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from tally.errors import FieldProblem, NotFound, PreconditionFailed, ValidationFailed
 from tally.merchants.orm import Merchant
 from tally.merchants.service import get_merchant
+from tally.outbox.events import VipTiersChanged
+from tally.outbox.service import emit
 from tally.program.orm import ProgramVersion
 from tally.program.settings import ProgramSettings
 
@@ -38,6 +40,24 @@ def _problems(exc: ValidationError) -> list[FieldProblem]:
         FieldProblem(".".join(str(p) for p in err["loc"]) or "settings", err["msg"])
         for err in exc.errors()
     ]
+
+
+def changed_settings(current: ProgramSettings, changes: dict[str, Any]) -> ProgramSettings:
+    """The settings with the given top-level sections replaced, validated as a whole, as the
+    next version (nothing saved: ``update_program`` saves it, a preview only looks)."""
+    unknown = set(changes) - set(ProgramSettings.model_fields) | ({"version"} & set(changes))
+    if unknown:
+        raise ValidationFailed(
+            "unknown program settings sections",
+            [FieldProblem(name, "not a settings section") for name in sorted(unknown)],
+        )
+    merged = current.model_dump(mode="json")
+    merged.update(changes)
+    merged["version"] = current.version + 1
+    try:
+        return ProgramSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise ValidationFailed("the program settings are not valid", _problems(exc)) from exc
 
 
 def update_program(
@@ -73,19 +93,7 @@ def update_program(
             f"the program settings are at version {current.version}, not {expected_version}: "
             "reload them and apply your change again"
         )
-    unknown = set(changes) - set(ProgramSettings.model_fields) | ({"version"} & set(changes))
-    if unknown:
-        raise ValidationFailed(
-            "unknown program settings sections",
-            [FieldProblem(name, "not a settings section") for name in sorted(unknown)],
-        )
-    merged = current.model_dump(mode="json")
-    merged.update(changes)
-    merged["version"] = current.version + 1
-    try:
-        updated = ProgramSettings.model_validate(merged)
-    except ValidationError as exc:
-        raise ValidationFailed("the program settings are not valid", _problems(exc)) from exc
+    updated = changed_settings(current, changes)
     merchant.program_settings = updated.model_dump(mode="json")
     session.add(
         ProgramVersion(
@@ -96,6 +104,9 @@ def update_program(
         )
     )
     session.flush()
+    if updated.vip != current.vip:
+        # Customers move through the tier engine (events, emails), in the tier review.
+        emit(session, VipTiersChanged(merchant_id=merchant_id, version=updated.version))
     return updated
 
 

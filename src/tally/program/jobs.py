@@ -1,4 +1,5 @@
-"""Scheduled program jobs: point expiry, birthday points and the daily VIP tier review.
+"""Scheduled program jobs: point expiry, birthday points and the daily VIP tier review; and the
+tier review that follows a change of the VIP tiers (an outbox handler).
 
 Each job streams customers in id order, one batch per transaction, so memory stays flat
 whatever the number of customers, and a job stopped half-way just continues on its next run.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVarTuple
+from typing import Any, TypeVarTuple
 
 from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
@@ -24,14 +25,15 @@ from tally.db.engine import unit_of_work
 from tally.ledger.batch import Transfer, post_transfers
 from tally.ledger.orm import EntryKind, LedgerEntry
 from tally.merchants.orm import Merchant
-from tally.outbox.events import PointsExpiring
-from tally.outbox.registry import JobContext, Registry
+from tally.outbox.events import PointsExpiring, VipTiersChanged
+from tally.outbox.registry import HandlerContext, JobContext, Registry
 from tally.outbox.service import emit
-from tally.program import earning, expiry, expiry_due
+from tally.program import earning, expiry, expiry_due, impact
 from tally.program import service as program_service
 from tally.program.settings import ExpiryMode
 
 BATCH_SIZE = 1000
+TIER_CHANGE_HANDLER = "program.review_changed_tiers"
 Columns = TypeVarTuple("Columns")
 
 
@@ -323,6 +325,39 @@ def review_tiers(
     )
 
 
+def review_changed_tiers(
+    factory: sessionmaker[Session], *, merchant_id: int, now: datetime | None = None
+) -> int:
+    """After a VIP tier change: move every customer it concerns, through the tier engine.
+
+    ``impact.tier_moves`` finds them in one streamed read (customers without a tier included,
+    which the daily review skips); each is then recomputed by ``recompute_tier`` a batch per
+    transaction, which reads the value again, so a customer who changed meanwhile is still put
+    right and a second delivery of the event moves nobody twice.
+    """
+    at = now or utcnow()
+    with unit_of_work(factory, merchant_id=merchant_id) as session:
+        program = program_service.load(session, merchant_id)
+        movers = [move.customer_id for move in impact.tier_moves(session, program, now=at)]
+    moved = 0
+    for start in range(0, len(movers), BATCH_SIZE):
+        with unit_of_work(factory, merchant_id=merchant_id) as session:
+            program = program_service.load(session, merchant_id)
+            batch = session.scalars(
+                select(Customer)
+                .where(Customer.id.in_(movers[start : start + BATCH_SIZE]))
+                .order_by(Customer.id)
+            )
+            for customer in batch:
+                if program_service.recompute_tier(session, program, customer, now=at):
+                    moved += 1
+    return moved
+
+
+def _review_after_change(context: HandlerContext, payload: dict[str, Any]) -> None:
+    review_changed_tiers(context.session_factory, merchant_id=int(payload["merchant_id"]))
+
+
 def _for_each_customer(
     factory: sessionmaker[Session],
     merchant_id: int,
@@ -367,3 +402,4 @@ def register(registry: Registry) -> None:
         "program.expiry_reminders", timedelta(hours=6), _each_merchant(send_expiry_reminders)
     )
     registry.schedule("program.tier_review", timedelta(hours=24), _each_merchant(review_tiers))
+    registry.subscribe(VipTiersChanged.event_type, TIER_CHANGE_HANDLER, _review_after_change)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -27,6 +28,9 @@ COUPON_CODE_LENGTH = 12
 COUPON_GROUP_SIZE = 4
 MAX_PREFIX_LENGTH = 20
 MAX_POOL_CODE_LENGTH = 255
+
+# A pool of 100,000 twelve-character codes is about 1.4 MB; this leaves room for long codes.
+MAX_POOL_FILE_BYTES = 10 * 1024 * 1024
 
 # First-row values taken as the header of a code pool rather than as a code.
 POOL_HEADERS = frozenset({"code", "codes", "coupon", "coupon code", "coupon_code", "discount code"})
@@ -147,6 +151,27 @@ def _without_byte_order_mark(lines: Iterable[str]) -> Iterator[str]:
     # Spreadsheets often save UTF-8 with a BOM, which would otherwise stick to the first cell.
     for number, line in enumerate(lines):
         yield line.removeprefix("\ufeff") if number == 0 else line
+
+
+def pool_lines(content: bytes) -> Iterator[str]:
+    """The lines of an uploaded code pool file (UTF-8, BOM or not), for ``parse_code_pool``.
+
+    Pass at most ``MAX_POOL_FILE_BYTES + 1`` bytes: more is refused as too large.
+    """
+    if len(content) > MAX_POOL_FILE_BYTES:
+        raise CodePoolInvalid(
+            f"the file is larger than {MAX_POOL_FILE_BYTES // (1024 * 1024)} MB",
+            [FieldProblem("file", "too large; split it into several uploads")],
+        )
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CodePoolInvalid(
+            "the file is not UTF-8 text",
+            [FieldProblem("file", f"byte {exc.start} is not valid UTF-8; save the file as UTF-8")],
+        ) from exc
+    # newline="" hands line endings to the csv module untouched, as it expects.
+    yield from io.StringIO(text, newline="")
 
 
 def parse_code_pool(lines: Iterable[str]) -> list[str]:

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Unpack
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from tally.customers import service as customers
@@ -590,23 +590,44 @@ def _current_tier(program: Program, customer: Customer) -> Any:
     return next((t for t in program.settings.vip.tiers if t.id == customer.vip_tier), None)
 
 
-def tier_value(session: Session, program: Program, customer_id: int, *, now: datetime) -> Decimal:
-    """The customer's amount spent or points earned in the program's window."""
+def tier_values_query(program: Program, *, now: datetime) -> Select[int, Any]:
+    """(customer id, VIP metric value) for every customer with any value in the window.
+
+    The one definition of what the tier engine measures: `tier_value` reads it for one
+    customer and the tier-change preview (`program/impact.py`) for all of them at once.
+    """
     vip = program.settings.vip
     start = tiers.window_start(now, program.zone, vip.window)
     if vip.metric == VipMetric.AMOUNT_SPENT:
-        amount_stmt = select(func.coalesce(func.sum(Order.total - Order.refunded_amount), 0)).where(
-            Order.customer_id == customer_id, Order.status.in_(PAID_STATUSES)
+        amount_stmt = (
+            select(Order.customer_id, func.sum(Order.total - Order.refunded_amount).label("value"))
+            .where(Order.merchant_id == program.merchant.id, Order.status.in_(PAID_STATUSES))
+            .group_by(Order.customer_id)
         )
         if start is not None:
             amount_stmt = amount_stmt.where(Order.placed_at >= start)
-        return Decimal(str(session.scalar(amount_stmt) or 0))
-    points_stmt = select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
-        LedgerEntry.customer_id == customer_id, LedgerEntry.kind == EntryKind.EARN
+        return amount_stmt
+    points_stmt = (
+        select(LedgerEntry.customer_id, func.sum(LedgerEntry.points).label("value"))
+        .where(LedgerEntry.merchant_id == program.merchant.id, LedgerEntry.kind == EntryKind.EARN)
+        .group_by(LedgerEntry.customer_id)
     )
     if start is not None:
         points_stmt = points_stmt.where(LedgerEntry.created_at >= start)
-    return Decimal(int(session.scalar(points_stmt) or 0))
+    return points_stmt
+
+
+def metric_value(raw: object) -> Decimal:
+    """A summed metric (a SUM, None for no rows) as the tier engine compares it."""
+    return Decimal(str(raw or 0))
+
+
+def tier_value(session: Session, program: Program, customer_id: int, *, now: datetime) -> Decimal:
+    """The customer's amount spent or points earned in the program's window."""
+    stmt = tier_values_query(program, now=now)
+    customer_column = stmt.selected_columns[0]
+    row = session.execute(stmt.where(customer_column == customer_id)).first()
+    return metric_value(row[1] if row else 0)
 
 
 def recompute_tier(
