@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from tally.config import Settings
-from tally.db.base import utcnow
+from tally.db.base import Base, utcnow
 from tally.errors import DomainError
 from tally.integrations.dotdigital.call_budget import (
     Grant,
@@ -46,7 +46,7 @@ from tally.integrations.dotdigital.statements import execute_alone
 class Lease:
     """Where one kind of sync work keeps its lease."""
 
-    model: type[DotdigitalConnection] | type[SyncJob]
+    model: type[Base]
     key: InstrumentedAttribute[int]
     locked_by: InstrumentedAttribute[str | None]
     locked_until: InstrumentedAttribute[datetime | None]
