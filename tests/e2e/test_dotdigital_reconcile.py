@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
@@ -20,6 +21,7 @@ from tally.db.engine import unit_of_work
 from tally.devtools.dotdigital_emulator import DEMO_PASSWORD, DEMO_USERNAME, EmulatorServer
 from tally.integrations.dotdigital import reconcile, service
 from tally.integrations.dotdigital.sync import flush_merchant, run_manual_sync
+from tests.integration.test_admin_pages import admin_app, csrf_of, make_store, sign_in
 from tests.integration.test_dotdigital_service import (
     FAST,
     all_expected,
@@ -67,17 +69,21 @@ def _email(merchant_id: int, i: int) -> str:
 
 
 def _synced_merchant(
-    factory: sessionmaker[Session], settings: Settings, count: int = 30
+    factory: sessionmaker[Session],
+    settings: Settings,
+    count: int = 30,
+    merchant_id: int | None = None,
 ) -> tuple[int, list[int]]:
     """A merchant whose `count` customers were all sent to the emulator by a manual sync."""
-    m = make_merchant(factory)
-    set_tiers(factory, m.id)
-    connect(factory, settings, m.id)
-    ids = insert_customers(factory, m.id, count)
-    with unit_of_work(factory, merchant_id=m.id) as session:
-        job_id = service.start_manual_sync(session, merchant_id=m.id).id
+    if merchant_id is None:
+        merchant_id = make_merchant(factory).id
+    set_tiers(factory, merchant_id)
+    connect(factory, settings, merchant_id)
+    ids = insert_customers(factory, merchant_id, count)
+    with unit_of_work(factory, merchant_id=merchant_id) as session:
+        job_id = service.start_manual_sync(session, merchant_id=merchant_id).id
     assert run_manual_sync(settings, factory, job_id, options=FAST).status == "finished"
-    return m.id, ids
+    return merchant_id, ids
 
 
 def _plant(emulator: EmulatorServer, merchant_id: int) -> None:
@@ -291,3 +297,72 @@ def test_the_cli_reports_drift_with_its_exit_code_and_fixes_it(
     after = runner.invoke(dotdigital_app, ["reconcile", "--merchant", str(merchant_id)])
     assert after.exit_code == 0, after.output
     assert "0 of 30 contacts differ" in " ".join(after.output.split())
+
+
+def _drift_section(html: str) -> str:
+    section = html[html.index('id="drift-area"') :]
+    return " ".join(section[: section.index("</section>")].split())
+
+
+def test_the_admin_page_checks_shows_the_figure_and_fixes(
+    session_factory: sessionmaker[Session], dd_settings: Settings, emulator: EmulatorServer
+) -> None:
+    store = make_store(session_factory, "owner@drift.example")
+    merchant_id, _ids = _synced_merchant(
+        session_factory, dd_settings, merchant_id=store.merchant_id
+    )
+    _plant(emulator, merchant_id)
+    with TestClient(admin_app(dd_settings, session_factory)) as client:
+        assert sign_in(client, store.email) == (303, "/admin")
+        page = client.get("/admin/integrations/dotdigital").text
+        assert "No drift check yet." in _drift_section(page)
+        listed_before = len(_calls(emulator, LIST))
+
+        started = client.post(
+            "/admin/integrations/dotdigital/reconcile",
+            data={"csrf_token": csrf_of(page)},
+            follow_redirects=False,
+        )
+        assert started.status_code == 303
+        assert started.headers["location"] == "/admin/integrations/dotdigital?done=checking#drift"
+        running = client.get(started.headers["location"]).text
+        # The request only queued the check: nothing was read from Dotdigital yet.
+        assert len(_calls(emulator, LIST)) == listed_before
+        assert 'data-status="running"' in running
+        assert "Checking" in _drift_section(running)
+
+        with session_factory() as session:
+            view = reconcile.latest_reconcile(session, merchant_id=merchant_id)
+        assert view is not None
+        reconcile.run_reconcile(dd_settings, session_factory, view.id, options=PAGED)
+        fragment = client.get(
+            "/admin/integrations/dotdigital/drift", headers={"HX-Request": "true"}
+        ).text
+        assert "<strong>4 of 30 contacts differ</strong> (1 missing in Dotdigital)" in " ".join(
+            fragment.split()
+        )
+        done = client.get("/admin/integrations/dotdigital").text
+        section = _drift_section(done)
+        assert "<strong>4 of 30 contacts differ</strong> (1 missing in Dotdigital)" in section
+        assert (
+            f"{_email(merchant_id, 3)}</a></td><td>LOYALTY_POINTS</td><td>3</td><td>999</td>"
+            in (section.replace("> <", "><"))
+        )
+        assert "Missing in Dotdigital" in section
+        assert _email(merchant_id, 6) not in section
+        assert "Fix these" in section
+
+        fixed = client.post(
+            "/admin/integrations/dotdigital/reconcile/fix",
+            data={"csrf_token": csrf_of(done)},
+            follow_redirects=False,
+        )
+        assert fixed.headers["location"] == "/admin/integrations/dotdigital?done=fixing#drift"
+        with session_factory() as session:
+            assert reconcile.backlog_size(session, merchant_id=merchant_id) == 4
+        flush_merchant(dd_settings, session_factory, merchant_id, options=FAST)
+        again = _check(session_factory, dd_settings, merchant_id)
+        assert again.drifted == 0
+        after = _drift_section(client.get("/admin/integrations/dotdigital").text)
+        assert "<strong>0 of 30 contacts differ</strong>" in after
+        assert "Fix these" not in after
