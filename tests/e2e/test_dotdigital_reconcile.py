@@ -118,6 +118,17 @@ def _differences(
     return [(d.email, d.state, d.fields) for d in found]
 
 
+def _send_backlog(factory: sessionmaker[Session], settings: Settings, merchant_id: int) -> None:
+    """Run the automatic sync until the merchant's backlog is empty."""
+
+    def backlog() -> int:
+        with factory() as session:
+            return reconcile.backlog_size(session, merchant_id=merchant_id)
+
+    flush = lambda: flush_merchant(settings, factory, merchant_id, options=FAST)  # noqa: E731
+    assert reconcile.flush_fixes(flush, backlog, timeout_seconds=30) == 0
+
+
 def _calls(emulator: EmulatorServer, key: str) -> list[dict[str, Any]]:
     return [c for c in emulator.emulator.calls if f"{c['method']} {c['route']}" == key]
 
@@ -132,7 +143,12 @@ def test_a_check_finds_exactly_the_planted_drift_and_a_fix_sends_only_it(
 
     view = _check(session_factory, dd_settings, merchant_id)
 
-    assert (view.status, view.checked, view.differ, view.missing) == ("finished", 29, 3, 1)
+    assert (view.status, view.checked_count, view.differ_count, view.missing_count) == (
+        "finished",
+        29,
+        3,
+        1,
+    )
     assert (view.drifted, view.compared, view.contacts_read, view.pages_read) == (4, 30, 29, 5)
     assert _differences(session_factory, merchant_id, view.id) == [
         (
@@ -165,7 +181,7 @@ def test_a_check_finds_exactly_the_planted_drift_and_a_fix_sends_only_it(
     with unit_of_work(session_factory, merchant_id=merchant_id) as session:
         assert reconcile.queue_fixes(session, merchant_id=merchant_id) == 4
     before_fix = len(emulator.emulator.calls)
-    flush_merchant(dd_settings, session_factory, merchant_id, options=FAST)
+    _send_backlog(session_factory, dd_settings, merchant_id)
     fixes = emulator.emulator.calls[before_fix:]
     assert sorted(c["body"]["identifiers"]["email"] for c in fixes) == sorted(
         _email(merchant_id, i) for i in (3, 10, 11, 20)
@@ -175,7 +191,12 @@ def test_a_check_finds_exactly_the_planted_drift_and_a_fix_sends_only_it(
     del ids
 
     again = _check(session_factory, dd_settings, merchant_id)
-    assert (again.status, again.checked, again.drifted, again.compared) == ("finished", 30, 0, 30)
+    assert (again.status, again.checked_count, again.drifted, again.compared) == (
+        "finished",
+        30,
+        0,
+        30,
+    )
     assert _differences(session_factory, merchant_id, again.id) == []
 
 
@@ -188,7 +209,12 @@ def test_customers_waiting_to_be_sent_are_not_reported(
         service.mark_dirty(session, merchant_id=merchant_id, customer_id=ids[3])
     view = _check(session_factory, dd_settings, merchant_id)
     # Customer 3 is in the backlog: the sync is about to send it.
-    assert (view.status, view.checked, view.differ, view.missing) == ("finished", 28, 2, 1)
+    assert (view.status, view.checked_count, view.differ_count, view.missing_count) == (
+        "finished",
+        28,
+        2,
+        1,
+    )
     emails = [
         email for email, _state, _fields in _differences(session_factory, merchant_id, view.id)
     ]
@@ -215,7 +241,12 @@ def test_a_check_the_budget_cuts_short_continues_from_its_marker(
     finished = _check(session_factory, dd_settings, merchant_id)
 
     assert finished.id == stopped.id
-    assert (finished.status, finished.checked, finished.differ, finished.missing) == (
+    assert (
+        finished.status,
+        finished.checked_count,
+        finished.differ_count,
+        finished.missing_count,
+    ) == (
         "finished",
         29,
         3,
@@ -319,7 +350,7 @@ def test_the_admin_page_checks_shows_the_figure_and_fixes(
         listed_before = len(_calls(emulator, LIST))
 
         started = client.post(
-            "/admin/integrations/dotdigital/reconcile",
+            "/admin/integrations/dotdigital/drift/check",
             data={"csrf_token": csrf_of(page)},
             follow_redirects=False,
         )
@@ -353,16 +384,39 @@ def test_the_admin_page_checks_shows_the_figure_and_fixes(
         assert "Fix these" in section
 
         fixed = client.post(
-            "/admin/integrations/dotdigital/reconcile/fix",
+            "/admin/integrations/dotdigital/drift/fix",
             data={"csrf_token": csrf_of(done)},
             follow_redirects=False,
         )
         assert fixed.headers["location"] == "/admin/integrations/dotdigital?done=fixing#drift"
         with session_factory() as session:
             assert reconcile.backlog_size(session, merchant_id=merchant_id) == 4
-        flush_merchant(dd_settings, session_factory, merchant_id, options=FAST)
+        _send_backlog(session_factory, dd_settings, merchant_id)
         again = _check(session_factory, dd_settings, merchant_id)
         assert again.drifted == 0
         after = _drift_section(client.get("/admin/integrations/dotdigital").text)
         assert "<strong>0 of 30 contacts differ</strong>" in after
         assert "Fix these" not in after
+
+
+def test_a_customer_sent_while_a_check_waits_is_not_taken_for_missing(
+    session_factory: sessionmaker[Session], dd_settings: Settings, emulator: EmulatorServer
+) -> None:
+    merchant_id, ids = _synced_merchant(session_factory, dd_settings)
+    with unit_of_work(session_factory, merchant_id=merchant_id) as session:
+        service.mark_dirty(session, merchant_id=merchant_id, customer_id=ids[2])
+        service.set_calls_per_minute(session, merchant_id=merchant_id, calls_per_minute=6)
+    stopped = _check(session_factory, dd_settings, merchant_id)
+    # The first page listed customer 2 while it waited in the backlog: seen, not compared.
+    assert (stopped.status, stopped.contacts_read, stopped.checked_count) == ("running", 7, 6)
+    with unit_of_work(session_factory, merchant_id=merchant_id) as session:
+        service.set_calls_per_minute(session, merchant_id=merchant_id, calls_per_minute=None)
+    _send_backlog(session_factory, dd_settings, merchant_id)
+
+    finished = _check(session_factory, dd_settings, merchant_id)
+    assert (finished.id, finished.status, finished.checked_count, finished.drifted) == (
+        stopped.id,
+        "finished",
+        29,
+        0,
+    )

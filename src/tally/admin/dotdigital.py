@@ -4,10 +4,12 @@ handlers that failed (with a retry for those that gave up)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
 
 from tally.admin.web import (
     Admin,
@@ -152,16 +154,29 @@ def enable(request: Request, admin: AdminDep, form: FormDep) -> Response:
     return redirect(f"{PAGE}?done=enabled")
 
 
+def _act(
+    request: Request, admin: Admin, action: Callable[[Session], object], done: str, form: str
+) -> Response:
+    """Run one change in a unit of work, then show the page with its notice (or the refusal)."""
+    try:
+        with admin.unit_of_work() as session:
+            action(session)
+    except DomainError as error:
+        return _refused(request, admin, error, form)
+    return redirect(f"{PAGE}?done={done}")
+
+
 @router.post("/integrations/dotdigital/disable", include_in_schema=False)
 def disable(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """Switch the automatic sync off (credentials and mapping stay)."""
     del form
-    try:
-        with admin.unit_of_work() as session:
-            service.disable(session, merchant_id=admin.merchant_id)
-    except DomainError as error:
-        return _refused(request, admin, error, "enable")
-    return redirect(f"{PAGE}?done=disabled")
+    return _act(
+        request,
+        admin,
+        lambda session: service.disable(session, merchant_id=admin.merchant_id),
+        "disabled",
+        "enable",
+    )
 
 
 @router.post("/integrations/dotdigital/disconnect", include_in_schema=False)
@@ -270,25 +285,25 @@ def drift_fragment(request: Request, admin: AdminDep) -> Response:
     return render(request, "integrations/_drift.html", context)
 
 
-@router.post("/integrations/dotdigital/reconcile", include_in_schema=False)
-def check_drift(request: Request, admin: AdminDep, form: FormDep) -> Response:
-    """Start a drift check (or go on with the running one); the worker runs it."""
-    del form
-    try:
-        with admin.unit_of_work() as session:
-            reconcile.start_reconcile(session, merchant_id=admin.merchant_id)
-    except DomainError as error:
-        return _refused(request, admin, error, "drift")
-    return redirect(f"{PAGE}?done=checking#drift")
+# The drift section's two buttons: what each does, and the notice it leaves.
+DRIFT_ACTIONS: dict[str, tuple[Callable[..., object], str]] = {
+    "check": (reconcile.start_reconcile, "checking"),
+    "fix": (reconcile.queue_fixes, "fixing"),
+}
 
 
-@router.post("/integrations/dotdigital/reconcile/fix", include_in_schema=False)
-def fix_drift(request: Request, admin: AdminDep, form: FormDep) -> Response:
-    """Queue the latest check's drifted contacts for the sync, which sends only them."""
+@router.post("/integrations/dotdigital/drift/{action}", include_in_schema=False)
+def drift_action(request: Request, admin: AdminDep, form: FormDep, action: str) -> Response:
+    """Check for drift (or go on with the running check; the worker runs it), or queue the
+    latest check's drifted contacts for the sync, which sends only them."""
     del form
-    try:
-        with admin.unit_of_work() as session:
-            reconcile.queue_fixes(session, merchant_id=admin.merchant_id)
-    except DomainError as error:
-        return _refused(request, admin, error, "drift")
-    return redirect(f"{PAGE}?done=fixing#drift")
+    if action not in DRIFT_ACTIONS:
+        return error_page(request, 404, "Not found", f"no drift action {action!r}")
+    use_case, done = DRIFT_ACTIONS[action]
+    return _act(
+        request,
+        admin,
+        lambda session: use_case(session, merchant_id=admin.merchant_id),
+        f"{done}#drift",
+        "drift",
+    )

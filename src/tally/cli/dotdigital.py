@@ -397,7 +397,7 @@ def reconcile_command(
             "or Dotdigital asked to wait. Run the command again (or let the worker) continue."
         )
         raise typer.Exit(RECONCILE_UNFINISHED)
-    missing = f" ({view.missing} missing in Dotdigital)" if view.missing else ""
+    missing = f" ({view.missing_count} missing in Dotdigital)" if view.missing_count else ""
     _print(
         f"drift check {view.id}: [bold]{view.drifted} of {view.compared} contacts differ[/]"
         f"{missing}; {view.contacts_read} contacts read in {view.pages_read} pages"

@@ -245,14 +245,14 @@ class ReconcileContact(TenantScoped, Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # same | differs | missing
+    state: Mapped[str] = mapped_column(String(16))
     reconcile_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("dotdigital_reconciles.id", ondelete="CASCADE")
     )
+    email: Mapped[str] = mapped_column(String(320))
     customer_id: Mapped[int] = mapped_column(
         BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
-    email: Mapped[str] = mapped_column(String(320))
-    # same | differs | missing
-    state: Mapped[str] = mapped_column(String(16))
     # [{"field", "tally", "dotdigital"}] for differences; empty otherwise.
     fields: Mapped[list[Any]] = mapped_column(JSON, default=list)

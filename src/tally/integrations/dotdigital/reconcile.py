@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
@@ -43,10 +43,16 @@ from tally.integrations.dotdigital.contact_values import CUSTOMER_COLUMNS, Custo
 from tally.integrations.dotdigital.drift import differences
 from tally.integrations.dotdigital.failures import rejection_reason
 from tally.integrations.dotdigital.fields import DataFieldValueError
-from tally.integrations.dotdigital.leases import Connected, Lease, LeasedWork, hold
-from tally.integrations.dotdigital.manual_sync import SWITCHED_OFF, Step, StepState
+from tally.integrations.dotdigital.leases import (
+    RECONCILE_LEASE,
+    Connected,
+    LeasedWork,
+    run_each,
+)
+from tally.integrations.dotdigital.manual_sync import SWITCHED_OFF, Step, StepState, advance_held
 from tally.integrations.dotdigital.options import DEFAULT_OPTIONS, SyncOptions
 from tally.integrations.dotdigital.orm import (
+    DotdigitalConnection,
     PendingContact,
     Reconcile,
     ReconcileContact,
@@ -64,17 +70,6 @@ SAME = "same"
 DIFFERS = "differs"
 MISSING = "missing"
 _MISSING_BATCH = 5000
-
-RECONCILE_LEASE = Lease(
-    model=Reconcile,
-    key=Reconcile.id,
-    locked_by=Reconcile.locked_by,
-    locked_until=Reconcile.locked_until,
-    claimable=Reconcile.status == ReconcileStatus.RUNNING,
-    merchant_column=Reconcile.merchant_id,
-    check_enabled=True,
-)
-
 
 # --------------------------------------------------------------------------- views
 
@@ -100,9 +95,9 @@ class ReconcileView:
     finished_at: datetime | None
     pages_read: int
     contacts_read: int
-    checked: int
-    differ: int
-    missing: int
+    checked_count: int
+    differ_count: int
+    missing_count: int
     last_error: str | None
     fix_queued_at: datetime | None
     fix_queued_count: int
@@ -110,29 +105,17 @@ class ReconcileView:
     @property
     def drifted(self) -> int:
         """Customers whose contact differs or is missing."""
-        return self.differ + self.missing
+        return self.differ_count + self.missing_count
 
     @property
     def compared(self) -> int:
         """Customers the check expected in Dotdigital: those found and those missing."""
-        return self.checked + self.missing
+        return self.checked_count + self.missing_count
 
 
 def _view(row: Reconcile) -> ReconcileView:
-    return ReconcileView(
-        id=row.id,
-        status=row.status,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        pages_read=row.pages_read,
-        contacts_read=row.contacts_read,
-        checked=row.checked_count,
-        differ=row.differ_count,
-        missing=row.missing_count,
-        last_error=row.last_error,
-        fix_queued_at=row.fix_queued_at,
-        fix_queued_count=row.fix_queued_count,
-    )
+    # The view's fields are the row's columns of the same names.
+    return ReconcileView(**{f.name: getattr(row, f.name) for f in fields(ReconcileView)})
 
 
 def latest_reconcile(session: Session, *, merchant_id: int) -> ReconcileView | None:
@@ -186,6 +169,12 @@ def start_reconcile(session: Session, *, merchant_id: int) -> Reconcile:
         raise Conflict(
             "Dotdigital syncing is off: enable it first (which also checks the data fields)"
         )
+    # Two clicks at once start one check: the connection row serialises them.
+    session.execute(
+        select(DotdigitalConnection.id)
+        .where(DotdigitalConnection.id == connection.id)
+        .with_for_update()
+    )
     running = session.scalar(
         select(Reconcile).where(
             Reconcile.merchant_id == merchant_id, Reconcile.status == ReconcileStatus.RUNNING
@@ -211,7 +200,7 @@ def start_reconcile(session: Session, *, merchant_id: int) -> Reconcile:
 
 
 def queue_fixes(session: Session, *, merchant_id: int) -> int:
-    """Mark the latest finished check's drifted customers for the sync; how many were marked.
+    """Mark the latest check's drifted customers for the sync; how many were marked.
 
     Only those customers are sent, with their values at send time, by the automatic sync.
     """
@@ -220,12 +209,14 @@ def queue_fixes(session: Session, *, merchant_id: int) -> int:
         raise Conflict("Dotdigital syncing is off: enable it first")
     row = session.scalar(
         select(Reconcile)
-        .where(Reconcile.merchant_id == merchant_id, Reconcile.status == ReconcileStatus.FINISHED)
+        .where(Reconcile.merchant_id == merchant_id)
         .order_by(Reconcile.id.desc())
         .limit(1)
     )
-    if row is None:
+    if row is None or row.status == ReconcileStatus.FAILED:
         raise Conflict("no finished drift check to fix: check for drift first")
+    if row.status == ReconcileStatus.RUNNING:
+        raise Conflict(f"drift check {row.id} is still running: fix once it has finished")
     ids = list(
         session.scalars(
             select(ReconcileContact.customer_id).where(
@@ -255,6 +246,14 @@ def _comparable(merchant_id: int) -> list[Any]:
             SyncFailure.merchant_id == merchant_id, SyncFailure.customer_id == Customer.id
         ),
     ]
+
+
+def _note(session_factory: sessionmaker[Session], reconcile_id: int, reason: str) -> None:
+    """Show a trouble the check survives (it goes on from its marker later)."""
+    execute_alone(
+        session_factory,
+        update(Reconcile).where(Reconcile.id == reconcile_id).values(last_error=reason),
+    )
 
 
 def fail_reconcile(session_factory: sessionmaker[Session], reconcile_id: int, reason: str) -> Step:
@@ -288,10 +287,7 @@ class _Check(LeasedWork):
         return fail_reconcile(self.session_factory, self.reconcile_id, reason)
 
     def _note(self, reason: str) -> None:
-        execute_alone(
-            self.session_factory,
-            update(Reconcile).where(Reconcile.id == self.reconcile_id).values(last_error=reason),
-        )
+        _note(self.session_factory, self.reconcile_id, reason)
 
     def _marker(self) -> str | None:
         with self.session_factory() as session:
@@ -343,26 +339,27 @@ class _Check(LeasedWork):
 
     def _record_page(self, session: Session, page: ContactPage) -> None:
         held = {c.email.lower(): c.data_fields for c in page.contacts}
-        customers = [
-            CustomerRow(*row)
-            for row in session.execute(
-                select(*CUSTOMER_COLUMNS).where(
-                    Customer.merchant_id == self.merchant_id,
-                    Customer.email.in_(list(held)),
-                    *_comparable(self.merchant_id),
-                )
+        # Every listed customer is noted as seen, so the end of the check does not take one
+        # that was in the backlog at this page, and sent since, for missing.
+        comparable = and_(*_comparable(self.merchant_id))
+        found = session.execute(
+            select(*CUSTOMER_COLUMNS, comparable).where(
+                Customer.merchant_id == self.merchant_id, Customer.email.in_(list(held))
             )
-        ]
+        )
         records: list[dict[str, Any]] = []
-        differ = 0
-        for customer in customers:
-            expected = self._row(customer)
+        checked = differ = 0
+        for row in found:
+            customer = CustomerRow._make(row[: len(CUSTOMER_COLUMNS)])
+            expected = self._row(customer) if row[-1] else None
             if expected is None:
+                records.append(self._record(customer, SAME, []))
                 continue
-            found = differences(self.mapping, expected, held[customer.email.lower()])
-            differ += bool(found)
+            drift = differences(self.mapping, expected, held[customer.email.lower()])
+            checked += 1
+            differ += bool(drift)
             records.append(
-                self._record(customer, DIFFERS if found else SAME, [f.as_json() for f in found])
+                self._record(customer, DIFFERS if drift else SAME, [d.as_json() for d in drift])
             )
         if records:
             session.execute(insert(ReconcileContact), records)
@@ -371,7 +368,7 @@ class _Check(LeasedWork):
             marker=page.next_marker,
             pages_read=Reconcile.pages_read + 1,
             contacts_read=Reconcile.contacts_read + len(page.contacts),
-            checked_count=Reconcile.checked_count + len(records),
+            checked_count=Reconcile.checked_count + checked,
             differ_count=Reconcile.differ_count + differ,
             last_error=None,
         )
@@ -430,61 +427,30 @@ class _Check(LeasedWork):
 
 
 def advance_reconcile(
-    settings: Settings,
-    session_factory: sessionmaker[Session],
-    reconcile_id: int,
-    *,
-    options: SyncOptions = DEFAULT_OPTIONS,
-    deadline: float | None = None,
+    context: JobContext, reconcile_id: int, options: SyncOptions, deadline: float | None = None
 ) -> Step:
     """One slice of work on a drift check."""
-    with hold(settings, session_factory, RECONCILE_LEASE, reconcile_id, options) as held:
-        if held is None:
-            return Step(StepState.BUSY, options.import_poll_seconds)
-        if held.connection is None:
-            return fail_reconcile(session_factory, reconcile_id, SWITCHED_OFF)
-        return _Check(
-            held.connection,
-            reconcile_id=reconcile_id,
-            deadline=deadline or time.monotonic() + options.run_seconds,
-        ).advance()
+    return advance_held(
+        context,
+        (RECONCILE_LEASE, reconcile_id),
+        options,
+        deadline,
+        fail=fail_reconcile,
+        work=lambda connected, until: _Check(
+            connected, reconcile_id=reconcile_id, deadline=until
+        ).advance(),
+    )
 
 
 def run_reconciles(context: JobContext, options: SyncOptions = DEFAULT_OPTIONS) -> None:
     """The scheduled job that moves every running drift check along."""
-    now = utcnow()
-    with context.session_factory() as session:
-        ids = list(
-            session.scalars(
-                select(Reconcile.id)
-                .where(
-                    Reconcile.status == ReconcileStatus.RUNNING,
-                    or_(Reconcile.locked_until.is_(None), Reconcile.locked_until < now),
-                )
-                .order_by(Reconcile.id)
-            )
-        )
-    deadline = time.monotonic() + options.run_seconds
-    for reconcile_id in ids:
-        if time.monotonic() >= deadline:
-            return
-        try:
-            advance_reconcile(
-                context.settings,
-                context.session_factory,
-                reconcile_id,
-                options=options,
-                deadline=deadline,
-            )
-        except Exception as error:
-            # The check stays running and continues from its marker on a later run.
-            log.exception("Dotdigital drift check %s failed", reconcile_id)
-            execute_alone(
-                context.session_factory,
-                update(Reconcile)
-                .where(Reconcile.id == reconcile_id)
-                .values(last_error=f"worker error: {error!r}"),
-            )
+    run_each(
+        context,
+        RECONCILE_LEASE,
+        options,
+        lambda reconcile_id, deadline: advance_reconcile(context, reconcile_id, options, deadline),
+        lambda reconcile_id, reason: _note(context.session_factory, reconcile_id, reason),
+    )
 
 
 def run_reconcile(
@@ -502,7 +468,7 @@ def run_reconcile(
     holds the check, this follows it until it ends.
     """
     while True:
-        step = advance_reconcile(settings, session_factory, reconcile_id, options=options)
+        step = advance_reconcile(JobContext(settings, session_factory), reconcile_id, options)
         view = read_reconcile(session_factory, reconcile_id)
         if view.status != ReconcileStatus.RUNNING:
             return view
