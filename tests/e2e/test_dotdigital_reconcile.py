@@ -15,12 +15,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from tally.api.app import create_app
 from tally.cli.dotdigital import dotdigital_app
 from tally.config import Settings
 from tally.db.engine import unit_of_work
 from tally.devtools.dotdigital_emulator import DEMO_PASSWORD, DEMO_USERNAME, EmulatorServer
 from tally.integrations.dotdigital import reconcile, service
 from tally.integrations.dotdigital.sync import flush_merchant, run_manual_sync
+from tally.state import AppState
 from tests.integration.test_admin_pages import admin_app, csrf_of, make_store, sign_in
 from tests.integration.test_dotdigital_service import (
     FAST,
@@ -420,3 +422,34 @@ def test_a_customer_sent_while_a_check_waits_is_not_taken_for_missing(
         29,
         0,
     )
+
+
+def test_the_api_starts_a_check_reports_it_and_queues_the_fix(
+    session_factory: sessionmaker[Session], dd_settings: Settings, emulator: EmulatorServer
+) -> None:
+    ours, theirs = make_merchant(session_factory), make_merchant(session_factory)
+    merchant_id, _ids = _synced_merchant(session_factory, dd_settings, merchant_id=ours.id)
+    _plant(emulator, merchant_id)
+    path = "/api/v1/integrations/dotdigital/reconcile"
+    app = create_app(dd_settings, AppState(settings=dd_settings, session_factory=session_factory))
+    with TestClient(app) as client:
+        assert client.get(path, headers=ours.headers).status_code == 404
+        started = client.post(path, headers=ours.headers)
+        assert started.status_code == 202
+        assert (started.json()["status"], started.json()["pages_read"]) == ("running", 0)
+        assert client.post(f"{path}/fix", headers=ours.headers).status_code == 409
+
+        reconcile.run_reconcile(dd_settings, session_factory, started.json()["id"], options=PAGED)
+        found = client.get(path, params={"limit": 2, "offset": 2}, headers=ours.headers).json()
+        assert (found["status"], found["drifted"], found["compared"]) == ("finished", 4, 30)
+        assert [(d["email"], d["state"]) for d in found["differences"]] == [
+            (_email(merchant_id, 11), "differs"),
+            (_email(merchant_id, 20), "missing"),
+        ]
+        assert client.get(path, headers=theirs.headers).status_code == 404
+
+        fixed = client.post(f"{path}/fix", headers=ours.headers)
+        assert (fixed.status_code, fixed.json()["fix_queued_count"]) == (200, 4)
+    with session_factory() as session:
+        assert reconcile.backlog_size(session, merchant_id=merchant_id) == 4
+        assert reconcile.backlog_size(session, merchant_id=theirs.id) == 0
