@@ -436,12 +436,17 @@ def test_the_api_starts_a_check_reports_it_and_queues_the_fix(
         assert client.get(path, headers=ours.headers).status_code == 404
         started = client.post(path, headers=ours.headers)
         assert started.status_code == 202
-        assert (started.json()["status"], started.json()["pages_read"]) == ("running", 0)
+        check = started.json()["check"]
+        assert (check["status"], check["pages_read"]) == ("running", 0)
         assert client.post(f"{path}/fix", headers=ours.headers).status_code == 409
 
-        reconcile.run_reconcile(dd_settings, session_factory, started.json()["id"], options=PAGED)
+        reconcile.run_reconcile(dd_settings, session_factory, check["id"], options=PAGED)
         found = client.get(path, params={"limit": 2, "offset": 2}, headers=ours.headers).json()
-        assert (found["status"], found["drifted"], found["compared"]) == ("finished", 4, 30)
+        assert (found["check"]["status"], found["drifted"], found["compared"]) == (
+            "finished",
+            4,
+            30,
+        )
         assert [(d["email"], d["state"]) for d in found["differences"]] == [
             (_email(merchant_id, 11), "differs"),
             (_email(merchant_id, 20), "missing"),
@@ -449,7 +454,7 @@ def test_the_api_starts_a_check_reports_it_and_queues_the_fix(
         assert client.get(path, headers=theirs.headers).status_code == 404
 
         fixed = client.post(f"{path}/fix", headers=ours.headers)
-        assert (fixed.status_code, fixed.json()["fix_queued_count"]) == (200, 4)
+        assert (fixed.status_code, fixed.json()["check"]["fix_queued_count"]) == (200, 4)
     with session_factory() as session:
         assert reconcile.backlog_size(session, merchant_id=merchant_id) == 4
         assert reconcile.backlog_size(session, merchant_id=theirs.id) == 0

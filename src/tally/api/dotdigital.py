@@ -202,46 +202,22 @@ def get_sync(job_id: Id, caller: CallerDep) -> JobOut:
         return job_out(service.job_view(session, job))
 
 
-class DifferenceOut(BaseModel):
-    """A customer whose contact differs from Tally's values, or is missing in Dotdigital."""
-
-    customer_id: int
-    email: str
-    state: str = Field(description="differs | missing")
-    fields: list[dict[str, Any]] = Field(
-        description='[{"field", "tally", "dotdigital"}] for each differing data field'
-    )
-
-
 class ReconcileOut(BaseModel):
-    """A drift check: its progress, its figures and (on GET) a page of its differences."""
+    """A drift check (progress and figures) and, on GET, a page of its differences: each a
+    customer whose contact differs (``fields``: field, Tally's value, Dotdigital's) or is
+    missing in Dotdigital."""
 
-    id: int
-    status: str
-    started_at: datetime
-    finished_at: datetime | None
-    pages_read: int
-    contacts_read: int
-    checked_count: int
-    differ_count: int
-    missing_count: int
+    check: reconcile.ReconcileView
     drifted: int = Field(description="contacts that differ or are missing")
     compared: int = Field(description="customers expected in Dotdigital")
-    last_error: str | None
-    fix_queued_at: datetime | None
-    fix_queued_count: int
-    differences: list[DifferenceOut] = []
+    differences: list[reconcile.DifferenceView] = []
 
 
 def _reconcile_out(
     view: reconcile.ReconcileView, found: list[reconcile.DifferenceView] | None = None
 ) -> ReconcileOut:
-    return view_of(
-        ReconcileOut,
-        view,
-        drifted=view.drifted,
-        compared=view.compared,
-        differences=[view_of(DifferenceOut, d) for d in found or []],
+    return ReconcileOut(
+        check=view, drifted=view.drifted, compared=view.compared, differences=found or []
     )
 
 
