@@ -193,6 +193,25 @@ CROSS_TENANT_REQUESTS: dict[tuple[str, str], tuple[str, str, Any, int | str]] = 
         None,
         404,
     ),
+    # A has no drift check of its own; B's is out of reach.
+    ("GET", "/api/v1/integrations/dotdigital/reconcile"): (
+        "get",
+        "/api/v1/integrations/dotdigital/reconcile",
+        None,
+        404,
+    ),
+    ("POST", "/api/v1/integrations/dotdigital/reconcile"): (
+        "post",
+        "/api/v1/integrations/dotdigital/reconcile",
+        None,
+        "{not_connected}",
+    ),
+    ("POST", "/api/v1/integrations/dotdigital/reconcile/fix"): (
+        "post",
+        "/api/v1/integrations/dotdigital/reconcile/fix",
+        None,
+        "{not_connected}",
+    ),
     ("DELETE", "/api/v1/integrations/dotdigital"): (
         "delete",
         "/api/v1/integrations/dotdigital",

@@ -1,12 +1,15 @@
 """Integrations → Dotdigital: connect, enable, field mapping, Sync now with progress, status,
-and the outbox deliveries to its handlers that failed (with a retry for those that gave up)."""
+the drift check with its differences and "Fix these", and the outbox deliveries to its
+handlers that failed (with a retry for those that gave up)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.orm import Session
 
 from tally.admin.web import (
     Admin,
@@ -21,7 +24,7 @@ from tally.admin.web import (
 )
 from tally.api.edge import Id
 from tally.errors import DomainError, FieldProblem
-from tally.integrations.dotdigital import service
+from tally.integrations.dotdigital import reconcile, service
 from tally.integrations.dotdigital.fields import DataFieldMapping
 from tally.integrations.dotdigital.orm import SyncJobStatus
 from tally.outbox import service as outbox
@@ -39,6 +42,13 @@ MAPPING_LABELS = {
 HANDLER_PREFIX = "dotdigital."
 RECENT_DELIVERY_FAILURES = 20
 RETRIED_NOTICE = "The delivery is queued again; the worker sends it shortly."
+# Differences listed per page of the drift section.
+DRIFT_PAGE_SIZE = 50
+PAGE_NOTICES = {
+    "retried": RETRIED_NOTICE,
+    "checking": "Checking for drift: the worker reads every contact back from Dotdigital.",
+    "fixing": "The drifted contacts are queued; the sync sends them shortly.",
+}
 
 
 def _status(admin: Admin) -> tuple[service.StatusView, list[outbox.FailedAttempt]]:
@@ -65,10 +75,11 @@ def _page(
 ) -> HTMLResponse:
     view, delivery_failures = _status(admin)
     running = next((j for j in view.recent_jobs if j.status == SyncJobStatus.RUNNING), None)
-    extra: dict[str, Any] = {}
-    # The shared notices know nothing of retries; this page adds its own.
-    if request.query_params.get("done") == "retried":
-        extra["notice"] = RETRIED_NOTICE
+    extra: dict[str, Any] = _drift_context(request, admin)
+    # The shared notices know nothing of this page's actions; it adds its own.
+    notice = PAGE_NOTICES.get(request.query_params.get("done", ""))
+    if notice is not None:
+        extra["notice"] = notice
     return render(
         request,
         "integrations/dotdigital.html",
@@ -143,16 +154,29 @@ def enable(request: Request, admin: AdminDep, form: FormDep) -> Response:
     return redirect(f"{PAGE}?done=enabled")
 
 
+def _act(
+    request: Request, admin: Admin, action: Callable[[Session], object], done: str, form: str
+) -> Response:
+    """Run one change in a unit of work, then show the page with its notice (or the refusal)."""
+    try:
+        with admin.unit_of_work() as session:
+            action(session)
+    except DomainError as error:
+        return _refused(request, admin, error, form)
+    return redirect(f"{PAGE}?done={done}")
+
+
 @router.post("/integrations/dotdigital/disable", include_in_schema=False)
 def disable(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """Switch the automatic sync off (credentials and mapping stay)."""
     del form
-    try:
-        with admin.unit_of_work() as session:
-            service.disable(session, merchant_id=admin.merchant_id)
-    except DomainError as error:
-        return _refused(request, admin, error, "enable")
-    return redirect(f"{PAGE}?done=disabled")
+    return _act(
+        request,
+        admin,
+        lambda session: service.disable(session, merchant_id=admin.merchant_id),
+        "disabled",
+        "enable",
+    )
 
 
 @router.post("/integrations/dotdigital/disconnect", include_in_schema=False)
@@ -225,3 +249,64 @@ def retry_delivery(request: Request, admin: AdminDep, form: FormDep, message_id:
     except DomainError as error:
         return _refused(request, admin, error, "deliveries")
     return redirect(f"{PAGE}?done=retried#deliveries")
+
+
+def _drift_context(request: Request, admin: Admin) -> dict[str, Any]:
+    """The latest drift check and one page of its differences (``?drift_page=``)."""
+    raw = request.query_params.get("drift_page", "1")
+    number = max(1, int(raw)) if raw.isdigit() else 1
+    with admin.unit_of_work() as session:
+        drift = reconcile.latest_reconcile(session, merchant_id=admin.merchant_id)
+        found = (
+            reconcile.list_differences(
+                session,
+                merchant_id=admin.merchant_id,
+                reconcile_id=drift.id,
+                limit=DRIFT_PAGE_SIZE,
+                offset=(number - 1) * DRIFT_PAGE_SIZE,
+            )
+            if drift is not None
+            else []
+        )
+    return {
+        "drift": drift,
+        "drift_differences": found,
+        "drift_page": number,
+        "drift_page_size": DRIFT_PAGE_SIZE,
+    }
+
+
+@router.get("/integrations/dotdigital/drift", include_in_schema=False)
+def drift_fragment(request: Request, admin: AdminDep) -> Response:
+    """The drift section (it polls itself while a check runs)."""
+    if not is_htmx(request):
+        return redirect(f"{PAGE}#drift")
+    with admin.unit_of_work() as session:
+        view = service.status(session, merchant_id=admin.merchant_id, settings=admin.state.settings)
+    context = {"title": "Dotdigital", "nav": "dotdigital", "view": view}
+    context.update(_drift_context(request, admin))
+    return render(request, "integrations/_drift.html", context)
+
+
+# The drift section's two buttons: what each does, and the notice it leaves.
+DRIFT_ACTIONS: dict[str, tuple[Callable[..., object], str]] = {
+    "check": (reconcile.start_reconcile, "checking"),
+    "fix": (reconcile.queue_fixes, "fixing"),
+}
+
+
+@router.post("/integrations/dotdigital/drift/{action}", include_in_schema=False)
+def drift_action(request: Request, admin: AdminDep, form: FormDep, action: str) -> Response:
+    """Check for drift (or go on with the running check; the worker runs it), or queue the
+    latest check's drifted contacts for the sync, which sends only them."""
+    del form
+    if action not in DRIFT_ACTIONS:
+        return error_page(request, 404, "Not found", f"no drift action {action!r}")
+    use_case, done = DRIFT_ACTIONS[action]
+    return _act(
+        request,
+        admin,
+        lambda session: use_case(session, merchant_id=admin.merchant_id),
+        f"{done}#drift",
+        "drift",
+    )

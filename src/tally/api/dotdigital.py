@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, SecretStr
 
 from tally.api.deps import CallerDep
-from tally.api.edge import Id
+from tally.api.edge import Id, Limit, Offset
 from tally.api.schemas import view_of
 from tally.errors import NotFound
-from tally.integrations.dotdigital import service
+from tally.integrations.dotdigital import reconcile, service
 from tally.integrations.dotdigital.fields import DataFieldMapping
 from tally.integrations.dotdigital.service import FailureView, JobView, StatusView
 
@@ -200,3 +200,62 @@ def get_sync(job_id: Id, caller: CallerDep) -> JobOut:
     with caller.unit_of_work() as session:
         job = service.get_sync_job(session, merchant_id=caller.merchant_id, job_id=job_id)
         return job_out(service.job_view(session, job))
+
+
+class ReconcileOut(BaseModel):
+    """A drift check (progress and figures) and, on GET, a page of its differences: each a
+    customer whose contact differs (``fields``: field, Tally's value, Dotdigital's) or is
+    missing in Dotdigital."""
+
+    check: reconcile.ReconcileView
+    drifted: int = Field(description="contacts that differ or are missing")
+    compared: int = Field(description="customers expected in Dotdigital")
+    differences: list[reconcile.DifferenceView] = []
+
+
+def _reconcile_out(
+    view: reconcile.ReconcileView, found: list[reconcile.DifferenceView] | None = None
+) -> ReconcileOut:
+    return ReconcileOut(
+        check=view, drifted=view.drifted, compared=view.compared, differences=found or []
+    )
+
+
+@router.post("/reconcile", status_code=202, response_model=ReconcileOut)
+def post_reconcile(caller: CallerDep) -> JSONResponse:
+    """Start a drift check (or answer the running one); the worker reads every contact back."""
+    with caller.unit_of_work() as session:
+        reconcile.start_reconcile(session, merchant_id=caller.merchant_id)
+        view = reconcile.latest_reconcile(session, merchant_id=caller.merchant_id)
+    assert view is not None
+    out = _reconcile_out(view)
+    return JSONResponse(
+        out.model_dump(mode="json"), status_code=202, headers={"Location": f"{PREFIX}/reconcile"}
+    )
+
+
+@router.get("/reconcile", response_model=ReconcileOut)
+def get_reconcile(caller: CallerDep, limit: Limit = 50, offset: Offset = 0) -> ReconcileOut:
+    """The latest drift check with a page of its differences (404 before the first check)."""
+    with caller.unit_of_work() as session:
+        view = reconcile.latest_reconcile(session, merchant_id=caller.merchant_id)
+        if view is None:
+            raise NotFound("no drift check yet: POST to start one")
+        found = reconcile.list_differences(
+            session,
+            merchant_id=caller.merchant_id,
+            reconcile_id=view.id,
+            limit=limit,
+            offset=offset,
+        )
+    return _reconcile_out(view, found)
+
+
+@router.post("/reconcile/fix", response_model=ReconcileOut)
+def post_reconcile_fix(caller: CallerDep) -> ReconcileOut:
+    """Queue the latest check's drifted contacts for the sync, which sends only them."""
+    with caller.unit_of_work() as session:
+        reconcile.queue_fixes(session, merchant_id=caller.merchant_id)
+        view = reconcile.latest_reconcile(session, merchant_id=caller.merchant_id)
+    assert view is not None
+    return _reconcile_out(view)

@@ -1,5 +1,5 @@
 """`tally integrations dotdigital ...`: connect an API user, switch syncing on and off, sync
-everyone now."""
+everyone now, and check for (and fix) drift."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,10 +25,10 @@ from tally.cli.support import (
 )
 from tally.db.engine import unit_of_work
 from tally.errors import Conflict, DomainError
-from tally.integrations.dotdigital import service
-from tally.integrations.dotdigital.orm import SyncJob, SyncJobStatus
+from tally.integrations.dotdigital import reconcile, service
+from tally.integrations.dotdigital.orm import ReconcileStatus, SyncJob, SyncJobStatus
 from tally.integrations.dotdigital.service import JobView
-from tally.integrations.dotdigital.sync import DEFAULT_OPTIONS, run_manual_sync
+from tally.integrations.dotdigital.sync import DEFAULT_OPTIONS, flush_merchant, run_manual_sync
 
 dotdigital_app = typer.Typer(
     help="Dotdigital: connect an API user and sync loyalty data to contacts.",
@@ -298,3 +298,113 @@ def _run_with_progress(command: _Command, job_id: int) -> JobView:
             )
         except Conflict as error:
             _fail(domain_message(error))
+
+
+# Exit codes of `reconcile` (documented in the README).
+RECONCILE_NO_DRIFT = 0
+RECONCILE_DRIFT = 1
+RECONCILE_UNFINISHED = 3
+FIX_TIMEOUT_SECONDS = 300.0
+
+
+def _value(value: object) -> str:
+    return "(empty)" if value is None or value == "" else str(value)
+
+
+def _print_differences(command: _Command, view: reconcile.ReconcileView, shown: int) -> None:
+    with command.uow() as session:
+        found = reconcile.list_differences(
+            session, merchant_id=command.merchant_id, reconcile_id=view.id, limit=shown
+        )
+    if not found:
+        return
+    table = Table(
+        "customer",
+        Column("email", no_wrap=True),
+        Column("field", no_wrap=True),
+        "Tally",
+        "Dotdigital",
+        title="differences",
+    )
+    for item in found:
+        if item.state == reconcile.MISSING:
+            table.add_row(str(item.customer_id), item.email, "-", "-", "missing in Dotdigital")
+        for diff in item.fields:
+            table.add_row(
+                str(item.customer_id),
+                item.email,
+                str(diff["field"]),
+                _value(diff["tally"]),
+                _value(diff["dotdigital"]),
+            )
+    _print_table(table)
+    if view.drifted > len(found):
+        _print(f"… and {view.drifted - len(found)} more (the Dotdigital admin page lists them)")
+
+
+def _fix(command: _Command) -> int:
+    """Queue the drifted customers and run the sync until they are sent; how many are left."""
+
+    def queue() -> int:
+        with command.uow() as session:
+            return reconcile.queue_fixes(session, merchant_id=command.merchant_id)
+
+    queued = command.run(queue)
+
+    def backlog() -> int:
+        with command.uow() as session:
+            return reconcile.backlog_size(session, merchant_id=command.merchant_id)
+
+    left = reconcile.flush_fixes(
+        lambda: flush_merchant(command.settings, command.factory, command.merchant_id),
+        backlog,
+        timeout_seconds=FIX_TIMEOUT_SECONDS,
+    )
+    if left:
+        _print(f"queued {queued} drifted contacts; {left} still waiting (the worker sends them)")
+    else:
+        _print(f"[green]sent {queued} drifted contacts[/] to Dotdigital")
+    return left
+
+
+@dotdigital_app.command("reconcile")
+def reconcile_command(
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Send the drifted contacts again (only those).")
+    ] = False,
+    shown: Annotated[int, typer.Option("--show", min=0, help="Differences to list at most.")] = 50,
+    merchant: MerchantOption = None,
+) -> None:
+    """Compare every contact in Dotdigital with Tally's values; exit 1 when some differ.
+
+    Exit codes: 0 nothing differs (or --fix sent every drifted contact), 1 some differ (or are
+    still waiting to be sent), 2 refused, 3 not finished: the call budget is spent, and the next
+    run (or the worker) continues where this one stopped.
+    """
+    command = _Command(merchant)
+
+    def start() -> int:
+        with command.uow() as session:
+            return reconcile.start_reconcile(session, merchant_id=command.merchant_id).id
+
+    view = reconcile.run_reconcile(command.settings, command.factory, command.run(start))
+    if view.status == ReconcileStatus.FAILED:
+        _fail(view.last_error or "the drift check failed")
+    if view.status == ReconcileStatus.RUNNING:
+        _print(
+            f"drift check {view.id} not finished: {view.contacts_read} contacts read in "
+            f"{view.pages_read} pages so far, {view.drifted} differ; the call budget is spent "
+            "or Dotdigital asked to wait. Run the command again (or let the worker) continue."
+        )
+        raise typer.Exit(RECONCILE_UNFINISHED)
+    missing = f" ({view.missing_count} missing in Dotdigital)" if view.missing_count else ""
+    _print(
+        f"drift check {view.id}: [bold]{view.drifted} of {view.compared} contacts differ[/]"
+        f"{missing}; {view.contacts_read} contacts read in {view.pages_read} pages"
+    )
+    _print_differences(command, view, shown)
+    if not view.drifted:
+        raise typer.Exit(RECONCILE_NO_DRIFT)
+    if fix and not _fix(command):
+        raise typer.Exit(RECONCILE_NO_DRIFT)
+    raise typer.Exit(RECONCILE_DRIFT)

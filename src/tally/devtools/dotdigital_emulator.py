@@ -55,6 +55,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tally.devtools import dotdigital_emulator_listing as listing
 from tally.devtools.dotdigital_validation import (
     BAD_JSON,
     BAD_REQUEST,
@@ -530,6 +531,23 @@ class DotdigitalEmulator:
     def _contact_snapshot(contact: dict[str, Json]) -> dict[str, Json]:
         return copy.deepcopy(contact)
 
+    def plant_values(
+        self, email: str, values: dict[str, Json], username: str | None = None
+    ) -> None:
+        """Change a contact's data fields behind the API's back (drift, for tests; None clears)."""
+        with self._lock:
+            stored = self._account_state(username).contacts[email.lower()]["dataFields"]
+            for name, value in values.items():
+                if value is None:
+                    stored.pop(name, None)
+                else:
+                    stored[name] = value
+
+    def delete_contact(self, email: str, username: str | None = None) -> None:
+        """Remove a contact as a person deleting it in Dotdigital would (for tests)."""
+        with self._lock:
+            del self._account_state(username).contacts[email.lower()]
+
     # ----------------------------------------------------------------- HTTP pipeline
 
     def _build_app(self) -> Starlette:
@@ -537,6 +555,7 @@ class DotdigitalEmulator:
             ("GET", "/v2/account-info", self._account_info, False),
             ("GET", "/v2/data-fields", self._list_data_fields, True),
             ("POST", "/v2/data-fields", self._create_data_field, True),
+            ("GET", "/contacts/v3", self._list_contacts, True),
             ("GET", "/contacts/v3/email/{email}", self._get_contact, True),
             ("PATCH", "/contacts/v3/email/{email}", self._patch_contact, True),
             ("PUT", "/contacts/v3/import", self._start_import, True),
@@ -985,6 +1004,21 @@ class DotdigitalEmulator:
             "The contact identifier is not valid.",
             [{"item": "email", "description": f"'{email}' is not a valid email address"}],
         )
+
+    async def _list_contacts(self, request: Request, context: _CallContext) -> Response:
+        params = dict(request.query_params)
+        with self._lock:
+            self._settle_imports(context.state)
+            known = {key: f["name"] for key, f in context.state.data_fields.items()}
+            try:
+                query = listing.parse_query(params, known)
+            except listing.ListingRefused as refused:
+                item = {"item": refused.item, "description": refused.description}
+                return _v3_error(400, refused.code, refused.description, [item])
+            body = listing.listing_page(
+                context.state.contacts.values(), query, path=request.url.path, params=params
+            )
+        return _json_response(200, body)
 
     async def _get_contact(self, request: Request, context: _CallContext) -> Response:
         email = request.path_params["email"]

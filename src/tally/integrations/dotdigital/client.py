@@ -13,9 +13,9 @@ import json
 import re
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
@@ -40,6 +40,8 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 IMPORT_TIMEOUT_SECONDS = 121.0
 CONTACT_MERGE_OPTIONS = ("overwrite", "overwrite-if-not-empty", "overwrite-if-empty")
 IMPORT_MERGE_OPTIONS = ("overwrite", "overwriteIfNotEmpty", "overwriteIfEmpty")
+# GET /contacts/v3 answers 1 to 5,000 contacts a page.
+MAX_LIST_LIMIT = 5000
 IMPORT_STATUS_NOT_FINISHED = "NotFinished"
 IMPORT_STATUS_FINISHED = "Finished"
 
@@ -80,6 +82,14 @@ class Contact:
     created: str | None = None
     updated: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ContactPage:
+    """One page of ``GET /contacts/v3``, and the marker of the next (None on the last page)."""
+
+    contacts: list[Contact]
+    next_marker: str | None
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,12 @@ class DotdigitalApi(Protocol):
 
     def get_contact(self, email: str) -> Contact | None:
         """The contact with this email, or None when Dotdigital has none."""
+        ...
+
+    def list_contacts(
+        self, data_fields: Sequence[str], *, limit: int, marker: str | None = None
+    ) -> ContactPage:
+        """A page of contacts (ascending contact id) with these data fields, after ``marker``."""
         ...
 
     def start_import(
@@ -248,6 +264,38 @@ def _parse_import_status(body: Mapping[str, Any], import_id: str) -> ImportStatu
         updated=list(body.get("updated") or []),
         failures=failures,
     )
+
+
+def _next_marker(body: Mapping[str, Any]) -> str | None:
+    """The next page's marker from ``_links.next``: its ``marker``, else its link's query."""
+    links = body.get("_links")
+    following = links.get("next") if isinstance(links, dict) else None
+    if not isinstance(following, dict):
+        return None
+    marker = following.get("marker")
+    if isinstance(marker, str) and marker:
+        return marker
+    link = following.get("link")
+    if isinstance(link, str):
+        found = parse_qs(urlsplit(link).query).get("marker")
+        if found and found[0]:
+            return found[0]
+    return None
+
+
+def _parse_contact_page(body: Mapping[str, Any]) -> ContactPage:
+    items = body.get("_items")
+    contacts = [
+        _parse_contact(item, "")
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict)
+    ]
+    return ContactPage(contacts=[c for c in contacts if c.email], next_marker=_next_marker(body))
+
+
+def _check_page_size(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"a page holds 1 to {MAX_LIST_LIMIT} contacts, not {limit}")
 
 
 def _check_merge_option(value: str, allowed: Sequence[str]) -> None:
@@ -439,6 +487,19 @@ class HttpDotdigitalClient:
         body = self._json(response)
         return _parse_contact(body if isinstance(body, dict) else {}, email)
 
+    def list_contacts(
+        self, data_fields: Sequence[str], *, limit: int, marker: str | None = None
+    ) -> ContactPage:
+        """A page of contacts (ascending contact id) with these data fields, after ``marker``."""
+        _check_page_size(limit)
+        params = {"limit": str(limit)}
+        if data_fields:
+            params["data-fields"] = "|".join(data_fields)
+        if marker:
+            params["marker"] = marker
+        body = self._json(self._request("GET", "/contacts/v3", params=params))
+        return _parse_contact_page(body if isinstance(body, dict) else {})
+
     def start_import(
         self, contacts: Sequence[Mapping[str, Any]], *, merge_option: str = "overwrite"
     ) -> str:
@@ -600,6 +661,23 @@ class FakeDotdigitalClient:
         self._call("get_contact", email)
         return self._contact(email) if email.lower() in self.contacts else None
 
+    def list_contacts(
+        self, data_fields: Sequence[str], *, limit: int, marker: str | None = None
+    ) -> ContactPage:
+        """Contacts in the order they were created; the marker is the position to go on from."""
+        self._call("list_contacts", {"fields": list(data_fields), "limit": limit, "marker": marker})
+        _check_page_size(limit)
+        start = int(marker or 0)
+        emails = list(self.contacts)[start : start + limit]
+        contacts = []
+        for email in emails:
+            stored = self._contact(email)
+            wanted = {f.upper() for f in data_fields}
+            values = {k: v for k, v in stored.data_fields.items() if k.upper() in wanted}
+            contacts.append(replace(stored, data_fields=values))
+        more = start + limit < len(self.contacts)
+        return ContactPage(contacts, str(start + limit) if more else None)
+
     def start_import(
         self, contacts: Sequence[Mapping[str, Any]], *, merge_option: str = "overwrite"
     ) -> str:
@@ -652,6 +730,7 @@ class FakeDotdigitalClient:
 __all__ = [
     "AccountInfo",
     "Contact",
+    "ContactPage",
     "ContactUpsert",
     "DataField",
     "DataFieldValue",

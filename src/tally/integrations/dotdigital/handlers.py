@@ -13,6 +13,7 @@ from tally.integrations.dotdigital.auto_sync import run_flush
 from tally.integrations.dotdigital.manual_sync import run_manual_syncs
 from tally.integrations.dotdigital.options import DEFAULT_OPTIONS, SyncOptions
 from tally.integrations.dotdigital.pending import mark_dirty, mark_dirty_many
+from tally.integrations.dotdigital.reconcile import run_reconciles
 from tally.integrations.dotdigital.service import is_sync_enabled
 from tally.outbox.events import (
     CustomerEnrolled,
@@ -26,6 +27,7 @@ from tally.outbox.registry import HandlerContext, JobContext, Registry
 HANDLER_NAME = "dotdigital.mark_contact"
 FLUSH_JOB = "dotdigital.flush"
 MANUAL_SYNC_JOB = "dotdigital.manual_sync"
+RECONCILE_JOB = "dotdigital.reconcile"
 # Profile changes that alter what Dotdigital receives (names are not synced).
 SYNCED_PROFILE_FIELDS = frozenset(
     # Consent given later lets the sync create the contact it left out.
@@ -63,7 +65,7 @@ def mark_updated_contact(context: HandlerContext, payload: dict[str, Any]) -> No
 
 
 def register(registry: Registry, options: SyncOptions = DEFAULT_OPTIONS) -> None:
-    """Subscribe the handlers and schedule the flush and manual sync jobs."""
+    """Subscribe the handlers and schedule the flush, manual sync and drift check jobs."""
     for event in (PointsBalanceChanged, VipTierChanged, CustomerEnrolled):
         registry.subscribe(event.event_type, HANDLER_NAME, mark_contact)
     registry.subscribe(CustomerUpdated.event_type, HANDLER_NAME, mark_updated_contact)
@@ -77,3 +79,8 @@ def register(registry: Registry, options: SyncOptions = DEFAULT_OPTIONS) -> None
 
     registry.schedule(FLUSH_JOB, options.flush_every, flush)
     registry.schedule(MANUAL_SYNC_JOB, options.manual_every, manual_syncs)
+
+    def reconciles(context: JobContext) -> None:
+        run_reconciles(context, options)
+
+    registry.schedule(RECONCILE_JOB, options.reconcile_every, reconciles)

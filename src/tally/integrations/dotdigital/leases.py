@@ -6,9 +6,10 @@ worker that dies keeps it only until ``locked_until``.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from tally.config import Settings
-from tally.db.base import utcnow
+from tally.db.base import Base, utcnow
 from tally.errors import DomainError
 from tally.integrations.dotdigital.call_budget import (
     Grant,
@@ -33,20 +34,29 @@ from tally.integrations.dotdigital.client import (
 )
 from tally.integrations.dotdigital.contact_values import ValueBuilder, value_builder
 from tally.integrations.dotdigital.options import SyncOptions
-from tally.integrations.dotdigital.orm import DotdigitalConnection, SyncJob, SyncJobStatus
+from tally.integrations.dotdigital.orm import (
+    DotdigitalConnection,
+    Reconcile,
+    ReconcileStatus,
+    SyncJob,
+    SyncJobStatus,
+)
 from tally.integrations.dotdigital.service import (
     ConnectionAccess,
     close_client,
     connection_access,
 )
 from tally.integrations.dotdigital.statements import execute_alone
+from tally.outbox.registry import JobContext
+
+log = logging.getLogger("tally.dotdigital")
 
 
 @dataclass(frozen=True)
 class Lease:
     """Where one kind of sync work keeps its lease."""
 
-    model: type[DotdigitalConnection] | type[SyncJob]
+    model: type[Base]
     key: InstrumentedAttribute[int]
     locked_by: InstrumentedAttribute[str | None]
     locked_until: InstrumentedAttribute[datetime | None]
@@ -71,15 +81,24 @@ FLUSH_LEASE = Lease(
     merchant_column=None,
     check_enabled=False,
 )
-MANUAL_SYNC_LEASE = Lease(
-    model=SyncJob,
-    key=SyncJob.id,
-    locked_by=SyncJob.locked_by,
-    locked_until=SyncJob.locked_until,
-    claimable=SyncJob.status == SyncJobStatus.RUNNING,
-    merchant_column=SyncJob.merchant_id,
-    check_enabled=True,
-)
+
+
+def job_lease(model: type[SyncJob] | type[Reconcile], running: str) -> Lease:
+    """The lease of a job table (its own ``locked_by``/``locked_until``), claimable while
+    its status is ``running``, on an enabled connection."""
+    return Lease(
+        model=model,
+        key=model.id,
+        locked_by=model.locked_by,
+        locked_until=model.locked_until,
+        claimable=model.status == running,
+        merchant_column=model.merchant_id,
+        check_enabled=True,
+    )
+
+
+MANUAL_SYNC_LEASE = job_lease(SyncJob, SyncJobStatus.RUNNING)
+RECONCILE_LEASE = job_lease(Reconcile, ReconcileStatus.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -219,3 +238,39 @@ def _open_access(
             return access, value_builder(session, settings, merchant_id, access.mapping)
     record_connection_error(session_factory, merchant_id, reason)
     return None
+
+
+def run_each(
+    context: JobContext,
+    lease: Lease,
+    options: SyncOptions,
+    advance: Callable[[int, float], object],
+    note_error: Callable[[int, str], None],
+) -> None:
+    """A scheduled job's run: ``advance(key, deadline)`` each claimable row whose lease is
+    free, oldest first, until the run's time is up.
+
+    An unexpected error is logged and noted on its row (``note_error``), which stays claimable
+    and goes on from where it stopped on a later run; the other rows still get their turn.
+    """
+    now = utcnow()
+    with context.session_factory() as session:
+        keys = list(
+            session.scalars(
+                select(lease.key)
+                .where(
+                    lease.claimable,
+                    or_(lease.locked_until.is_(None), lease.locked_until < now),
+                )
+                .order_by(lease.key)
+            )
+        )
+    deadline = time.monotonic() + options.run_seconds
+    for key in keys:
+        if time.monotonic() >= deadline:
+            return
+        try:
+            advance(key, deadline)
+        except Exception as error:
+            log.exception("Dotdigital %s %s failed", lease.model.__tablename__, key)
+            note_error(key, f"worker error: {error!r}")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Update, func, or_, select, update
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tally.config import Settings
@@ -50,7 +50,14 @@ from tally.integrations.dotdigital.failures import (
     rejection_reason,
 )
 from tally.integrations.dotdigital.fields import DataFieldValueError, build_import_batches
-from tally.integrations.dotdigital.leases import MANUAL_SYNC_LEASE, Connected, LeasedWork, hold
+from tally.integrations.dotdigital.leases import (
+    MANUAL_SYNC_LEASE,
+    Connected,
+    Lease,
+    LeasedWork,
+    hold,
+    run_each,
+)
 from tally.integrations.dotdigital.options import DEFAULT_OPTIONS, SyncOptions
 from tally.integrations.dotdigital.orm import ImportKind, SyncImport, SyncJob, SyncJobStatus
 from tally.integrations.dotdigital.service import JobView, job_view
@@ -543,49 +550,50 @@ def advance_job(
 
     ``on_progress`` is called after every import started or finished.
     """
-    with hold(settings, session_factory, MANUAL_SYNC_LEASE, job_id, options) as held:
+    return advance_held(
+        JobContext(settings, session_factory),
+        (MANUAL_SYNC_LEASE, job_id),
+        options,
+        deadline,
+        fail=fail_job,
+        work=lambda connected, until: _ManualSync(
+            connected, job_id=job_id, deadline=until, on_progress=on_progress
+        ).advance(),
+    )
+
+
+def advance_held(
+    context: JobContext,
+    leased: tuple[Lease, int],
+    options: SyncOptions,
+    deadline: float | None,
+    *,
+    fail: Callable[[sessionmaker[Session], int, str], Step],
+    work: Callable[[Connected, float], Step],
+) -> Step:
+    """One slice of a job (the lease's row ``key``) until ``deadline`` (default: one run):
+    ``work`` with a connection; ``fail`` when the connection is gone or switched off; BUSY
+    while another worker holds the job."""
+    lease, key = leased
+    with hold(context.settings, context.session_factory, lease, key, options) as held:
         if held is None:
             return Step(StepState.BUSY, options.import_poll_seconds)
         if held.connection is None:
-            return fail_job(session_factory, job_id, SWITCHED_OFF)
-        return _ManualSync(
-            held.connection,
-            job_id=job_id,
-            deadline=deadline or time.monotonic() + options.run_seconds,
-            on_progress=on_progress,
-        ).advance()
+            return fail(context.session_factory, key, SWITCHED_OFF)
+        return work(held.connection, deadline or time.monotonic() + options.run_seconds)
 
 
 def run_manual_syncs(context: JobContext, options: SyncOptions = DEFAULT_OPTIONS) -> None:
     """The scheduled job that moves every running manual sync along."""
-    now = utcnow()
-    with context.session_factory() as session:
-        job_ids = list(
-            session.scalars(
-                select(SyncJob.id)
-                .where(
-                    SyncJob.status == SyncJobStatus.RUNNING,
-                    or_(SyncJob.locked_until.is_(None), SyncJob.locked_until < now),
-                )
-                .order_by(SyncJob.id)
-            )
-        )
-    deadline = time.monotonic() + options.run_seconds
-    for job_id in job_ids:
-        if time.monotonic() >= deadline:
-            return
-        try:
-            advance_job(
-                context.settings,
-                context.session_factory,
-                job_id,
-                options=options,
-                deadline=deadline,
-            )
-        except Exception as error:
-            # The job stays running and resumes from its cursor on a later run.
-            log.exception("Dotdigital manual sync %s failed", job_id)
-            note_job_error(context.session_factory, job_id, f"worker error: {error!r}")
+    run_each(
+        context,
+        MANUAL_SYNC_LEASE,
+        options,
+        lambda job_id, deadline: advance_job(
+            context.settings, context.session_factory, job_id, options=options, deadline=deadline
+        ),
+        lambda job_id, reason: note_job_error(context.session_factory, job_id, reason),
+    )
 
 
 def read_job(session_factory: sessionmaker[Session], job_id: int) -> JobView:

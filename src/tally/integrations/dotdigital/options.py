@@ -50,6 +50,10 @@ class SyncOptions:
     rate_limit_pause_seconds: float = 60.0
     # Pause after Dotdigital refuses the credentials (401) or the region (403).
     auth_pause_seconds: float = 300.0
+    # Drift checks (reconcile.py): contacts per page read back (Dotdigital allows 1 to 5,000),
+    # and how often the worker moves running checks along.
+    reconcile_page_size: int = 5000
+    reconcile_every: timedelta = timedelta(seconds=2)
     client_factory: ClientFactory = default_client_factory
 
 

@@ -199,3 +199,68 @@ class SyncFailure(TenantScoped, Base):
         BigId, ForeignKey("dotdigital_sync_jobs.id", ondelete="SET NULL"), index=True, default=None
     )
     failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReconcileStatus(StrEnum):
+    """Life cycle of a drift check."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class Reconcile(TenantScoped, Base):
+    """A check of Dotdigital's contacts against Tally's values (see ``reconcile.py``).
+
+    ``marker`` is Dotdigital's marker of the next page to read, so a check the call budget cut
+    short continues there; the counts grow one page at a time.
+    """
+
+    __tablename__ = "dotdigital_reconciles"
+    __table_args__ = (Index("ix_dotdigital_reconciles_merchant_status", "merchant_id", "status"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default=ReconcileStatus.RUNNING)
+    marker: Mapped[str | None] = mapped_column(Text, default=None)
+    pages_read: Mapped[int] = mapped_column(Integer, default=0)
+    # Contacts Dotdigital listed, and those of them that are Tally customers compared.
+    contacts_read: Mapped[int] = mapped_column(Integer, default=0)
+    checked_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Compared customers whose values differ, and customers Dotdigital does not have.
+    differ_count: Mapped[int] = mapped_column(Integer, default=0)
+    missing_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    locked_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    # When "fix these" queued the drifted customers for the sync, and how many.
+    fix_queued_at: Mapped[datetime | None] = mapped_column(default=None)
+    fix_queued_count: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ReconcileContact(TenantScoped, Base):
+    """A customer a running check has compared (``same``), or a difference it found.
+
+    The ``same`` rows only let the end of the check find customers Dotdigital never listed;
+    they are deleted when the check finishes, so a finished check keeps its differences only.
+    """
+
+    __tablename__ = "dotdigital_reconcile_contacts"
+    __table_args__ = (
+        UniqueConstraint("reconcile_id", "customer_id"),
+        Index("ix_dotdigital_reconcile_contacts_state", "reconcile_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # same | differs | missing
+    state: Mapped[str] = mapped_column(String(16))
+    reconcile_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("dotdigital_reconciles.id", ondelete="CASCADE")
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    # [{"field", "tally", "dotdigital"}] for differences; empty otherwise.
+    fields: Mapped[list[Any]] = mapped_column(JSON, default=list)
