@@ -178,6 +178,13 @@ EXTRA_STATUSES: dict[tuple[str, str], dict[int, str]] = {
     ("POST", "/api/v1/integrations/dotdigital/sync"): {
         409: "Dotdigital is not connected or not enabled, or a sync is running",
     },
+    ("POST", "/api/v1/integrations/dotdigital/reconcile"): {
+        409: "Dotdigital is not connected or not enabled",
+    },
+    ("GET", "/api/v1/integrations/dotdigital/reconcile"): {404: "No drift check has run yet"},
+    ("POST", "/api/v1/integrations/dotdigital/reconcile/fix"): {
+        409: "No finished drift check to fix, or syncing is off",
+    },
 }
 
 

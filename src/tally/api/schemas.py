@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool
 
 from tally.api.edge import Paging
 from tally.ledger.bounds import MAX_POINTS
@@ -84,7 +84,7 @@ class CustomerCreate(BaseModel):
     birthday: IsoDate | None = None
     external_id: str | None = Field(default=None, max_length=100)
     referred_by: str | None = Field(default=None, max_length=16, description="a referral code")
-    accepts_marketing: bool | None = Field(default=None, description=_CONSENT_HELP)
+    accepts_marketing: StrictBool | None = Field(default=None, description=_CONSENT_HELP)
 
 
 class CustomerUpdate(BaseModel):
@@ -95,7 +95,7 @@ class CustomerUpdate(BaseModel):
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
     birthday: IsoDate | None = None
-    accepts_marketing: bool | None = Field(default=None, description=_CONSENT_HELP)
+    accepts_marketing: StrictBool | None = Field(default=None, description=_CONSENT_HELP)
 
 
 class CustomerOut(BaseModel):
