@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -44,6 +44,8 @@ from tally.program.settings import (
     VipMetric,
     WindowKind,
 )
+
+N = TypeVar("N", int, Decimal)
 
 router = APIRouter(route_class=AdminRoute)
 
@@ -109,6 +111,14 @@ def problem(field: str, message: str, value: object = None) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", [FieldProblem(field, message, value)])
 
 
+def _parsed(name: str, raw: str, parse: Callable[[str], N], message: str) -> N:
+    # int() raises ValueError and Decimal() InvalidOperation (a subclass of ArithmeticError).
+    try:
+        return parse(raw)
+    except (ValueError, InvalidOperation):
+        raise problem(name, message, raw) from None
+
+
 def whole_number(
     form: FormData, name: str, *, default: int | None = None, minimum: int = 0
 ) -> int | None:
@@ -116,10 +126,7 @@ def whole_number(
     raw = text(form, name).replace(",", "")
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise problem(name, "enter a whole number", raw) from None
+    value = _parsed(name, raw, int, "enter a whole number")
     if value < minimum:
         raise problem(name, f"must be at least {minimum}", raw)
     return value
@@ -138,10 +145,7 @@ def amount(form: FormData, name: str) -> Decimal | None:
     raw = text(form, name).replace(",", "")
     if not raw:
         return None
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise problem(name, "enter a number, e.g. 10 or 2.50", raw) from None
+    value = _parsed(name, raw, Decimal, "enter a number, e.g. 10 or 2.50")
     if not value.is_finite() or value < 0:
         raise problem(name, "enter a positive number", raw)
     return value

@@ -107,16 +107,16 @@ def list_customers(
     """Search customers by email or name, filter by state or tier, one page at a time."""
     base_url = caller.state.settings.public_base_url
     with caller.unit_of_work() as session:
-        found = customers.search_customers(
+        return Page[CustomerOut].listed(
+            customers.search_customers,
+            lambda c: customer_view(session, c, base_url),
+            paging,
             session,
             merchant_id=caller.merchant_id,
             query=query,
             state=state,
             tier=tier,
-            limit=paging.limit,
-            offset=paging.offset,
         )
-        return Page[CustomerOut].of(found, lambda c: customer_view(session, c, base_url), paging)
 
 
 @router.get("/customers/by-email", response_model=CustomerOut)
@@ -157,10 +157,9 @@ def list_ledger(
     """A customer's ledger entries, newest first."""
     with caller.unit_of_work() as session:
         customers.get_customer(session, caller.merchant_id, customer_id)
-        found = ledger.list_entries(
-            session, customer_id=customer_id, limit=paging.limit, offset=paging.offset
+        return Page[LedgerEntryOut].listed(
+            ledger.list_entries, entry_out, paging, session, customer_id=customer_id
         )
-        return Page[LedgerEntryOut].of(found, entry_out, paging)
 
 
 def _ledger_key(idempotency_key: str | None) -> str:

@@ -299,10 +299,9 @@ def list_jobs(
 ) -> ImportJobPage:
     """The merchant's imports, newest first."""
     with caller.unit_of_work() as session:
-        found = service.list_imports(
-            session, merchant_id=caller.merchant_id, limit=paging.limit, offset=paging.offset
+        return ImportJobPage.listed(
+            service.list_imports, job_out, paging, session, merchant_id=caller.merchant_id
         )
-        return ImportJobPage.of(found, job_out, paging)
 
 
 @router.get("/{job_id}", response_model=ImportJobOut)

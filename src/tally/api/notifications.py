@@ -7,15 +7,16 @@ customers reach from the link (and the List-Unsubscribe header) in every email.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from tally.api.deps import CallerDep, app_state
+from tally.api.deps import Caller, CallerDep, app_state
 from tally.api.edge import MAX_ID, EmailTypeName, Id, OptionalQueryId, PagingDep
 from tally.api.idempotency import IdempotencyKey, change_post
 from tally.api.schemas import Page, view_of
@@ -197,29 +198,35 @@ def list_templates(caller: CallerDep) -> list[TemplateSummaryOut]:
     return [_template_summary_out(v) for v in views]
 
 
+def _on_template(
+    caller: Caller,
+    email_type: str,
+    action: Callable[..., service.TemplateView],
+    **changes: Any,
+) -> TemplateOut:
+    """Run a template service call on the named email type in one unit of work."""
+    kind = service.parse_email_type(email_type)
+    with caller.unit_of_work() as session:
+        view = action(session, merchant_id=caller.merchant_id, email_type=kind, **changes)
+        return _template_out(view)
+
+
 @router.get("/email-templates/{email_type}", response_model=TemplateOut)
 def get_template(email_type: EmailTypeName, caller: CallerDep) -> TemplateOut:
     """The template one email type uses (the shipped default until edited)."""
-    kind = service.parse_email_type(email_type)
-    with caller.unit_of_work() as session:
-        return _template_out(
-            service.get_template(session, merchant_id=caller.merchant_id, email_type=kind)
-        )
+    return _on_template(caller, email_type, service.get_template)
 
 
 @router.put("/email-templates/{email_type}", response_model=TemplateOut)
 def put_template(email_type: EmailTypeName, body: TemplateIn, caller: CallerDep) -> TemplateOut:
     """Replace the template; refused with the part, line and reason when it cannot render."""
-    kind = service.parse_email_type(email_type)
-    with caller.unit_of_work() as session:
-        view = service.save_template(
-            session,
-            merchant_id=caller.merchant_id,
-            email_type=kind,
-            template=EmailTemplate(body.subject, body.html_body, body.text_body),
-            enabled=body.enabled,
-        )
-        return _template_out(view)
+    return _on_template(
+        caller,
+        email_type,
+        service.save_template,
+        template=EmailTemplate(body.subject, body.html_body, body.text_body),
+        enabled=body.enabled,
+    )
 
 
 @router.patch("/email-templates/{email_type}", response_model=TemplateOut)
@@ -227,22 +234,13 @@ def switch_template(
     email_type: EmailTypeName, body: TemplateSwitch, caller: CallerDep
 ) -> TemplateOut:
     """Switch emails of this type on or off."""
-    kind = service.parse_email_type(email_type)
-    with caller.unit_of_work() as session:
-        view = service.set_template_enabled(
-            session, merchant_id=caller.merchant_id, email_type=kind, enabled=body.enabled
-        )
-        return _template_out(view)
+    return _on_template(caller, email_type, service.set_template_enabled, enabled=body.enabled)
 
 
 @router.delete("/email-templates/{email_type}", response_model=TemplateOut)
 def reset_template(email_type: EmailTypeName, caller: CallerDep) -> TemplateOut:
     """Go back to the shipped template (the on/off switch is kept)."""
-    kind = service.parse_email_type(email_type)
-    with caller.unit_of_work() as session:
-        return _template_out(
-            service.reset_template(session, merchant_id=caller.merchant_id, email_type=kind)
-        )
+    return _on_template(caller, email_type, service.reset_template)
 
 
 @router.post("/email-templates/{email_type}/preview", response_model=PreviewOut)
@@ -291,15 +289,15 @@ def list_emails(
 ) -> Page[EmailOut]:
     """The mail log, newest first."""
     with caller.unit_of_work() as session:
-        found = service.list_emails(
+        return Page[EmailOut].listed(
+            service.list_emails,
+            _email_out,
+            paging,
             session,
             merchant_id=caller.merchant_id,
             status=status,
             customer_id=customer_id,
-            limit=paging.limit,
-            offset=paging.offset,
         )
-        return Page[EmailOut].of(found, _email_out, paging)
 
 
 @router.post("/customers/{customer_id}/unsubscribe", response_model=SubscriptionOut)

@@ -229,11 +229,11 @@ def list_customer_redemptions(
     """A customer's redemptions, newest first."""
     with caller.unit_of_work() as session:
         customers.get_customer(session, caller.merchant_id, customer_id)
-        found = redemptions.list_redemptions(
+        return Page[RedemptionOut].listed(
+            redemptions.list_redemptions,
+            redemption_out,
+            paging,
             session,
             merchant_id=caller.merchant_id,
             customer_id=customer_id,
-            limit=paging.limit,
-            offset=paging.offset,
         )
-        return Page[RedemptionOut].of(found, redemption_out, paging)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StrictBool
+from sqlalchemy.orm import Session
 
 from tally.api.edge import Paging
 from tally.ledger.bounds import MAX_POINTS
@@ -64,6 +65,19 @@ class Page(BaseModel, Generic[T]):
             limit=paging.limit,
             offset=paging.offset,
         )
+
+    @classmethod
+    def listed(
+        cls,
+        lister: Callable[..., tuple[Sequence[Any], int]],
+        out: Callable[[Any], T],
+        paging: Paging,
+        session: Session,
+        **filters: Any,
+    ) -> Self:
+        """The page a service's list function finds with `filters`, at the paging's window."""
+        found = lister(session, limit=paging.limit, offset=paging.offset, **filters)
+        return cls.of(found, out, paging)
 
 
 _CONSENT_HELP = (

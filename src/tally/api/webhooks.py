@@ -243,14 +243,14 @@ def send_test_event(
 def list_deliveries(endpoint_id: Id, caller: CallerDep, paging: PagingDep) -> Page[DeliveryOut]:
     """An endpoint's deliveries, newest first."""
     with caller.unit_of_work() as session:
-        found = deliveries.list_deliveries(
+        return Page[DeliveryOut].listed(
+            deliveries.list_deliveries,
+            delivery_out,
+            paging,
             session,
             merchant_id=caller.merchant_id,
             endpoint_id=endpoint_id,
-            limit=paging.limit,
-            offset=paging.offset,
         )
-    return Page[DeliveryOut].of(found, delivery_out, paging)
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryDetailOut)

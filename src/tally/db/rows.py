@@ -1,4 +1,5 @@
-"""One merchant's row by id: the lookup behind every "get one X or 404" of the services."""
+"""Rows by id: one merchant's (the lookup behind every "get one X or 404" of the services),
+or one re-read from the database after a bulk UPDATE."""
 
 from __future__ import annotations
 
@@ -20,3 +21,12 @@ def merchant_row(session: Session, model: type[T], row_id: int, merchant_id: int
     if row is None:
         raise NotFound(f"{what} {row_id} does not exist")
     return row
+
+
+def reloaded_row(session: Session, model: type[T], row_id: int) -> T:
+    """The `model` row `row_id` as the database holds it now: a bulk UPDATE does not refresh
+    objects already in the session, so this re-reads them (the row must exist)."""
+    table: Any = model
+    return session.scalars(
+        select(model).where(table.id == row_id).execution_options(populate_existing=True)
+    ).one()

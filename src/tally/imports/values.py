@@ -36,32 +36,39 @@ _MONTHS = (
 )
 
 
+# What a rejected value should have looked like, by the first pattern it fully matches.
+_AMOUNT_HINTS = (
+    (_NEGATIVE_NUMBER, "an amount that is not negative"),
+    (_DECIMAL_COMMA, 'an amount with a "." decimal point, like 49.90'),
+    (_GROUPED_AMOUNT, "an amount without thousands separators, like 1234.50"),
+    (_TOO_PRECISE, "an amount with at most 4 decimal places"),
+)
+_WHOLE_NUMBER_HINTS = (
+    (_NEGATIVE_NUMBER, "a whole number that is not negative"),
+    (_GROUPED_DIGITS, "a whole number without thousands separators"),
+    (_DECIMAL_NUMBER, "a whole number (no decimals)"),
+)
+
+
+def _hint(text: str, hints: tuple[tuple[re.Pattern[str], str], ...], otherwise: str) -> str:
+    return next((hint for shape, hint in hints if shape.fullmatch(text)), otherwise)
+
+
 def amount_expected(text: str) -> str:
     """What an invalid amount should have looked like."""
     if not text:
         return "an amount like 49.90 (required)"
-    if _NEGATIVE_NUMBER.fullmatch(text):
-        return "an amount that is not negative"
+    # Checked first; no negative number (a "-" then digits) starts or ends with a sign.
     if text[0] in _CURRENCY_SIGNS or text[-1] in _CURRENCY_SIGNS:
         return "an amount without a currency sign, like 49.90"
-    if _DECIMAL_COMMA.fullmatch(text):
-        return 'an amount with a "." decimal point, like 49.90'
-    if _GROUPED_AMOUNT.fullmatch(text):
-        return "an amount without thousands separators, like 1234.50"
-    if _TOO_PRECISE.fullmatch(text):
-        return "an amount with at most 4 decimal places"
-    return 'an amount like 49.90 (digits and an optional "." decimal point)'
+    return _hint(
+        text, _AMOUNT_HINTS, 'an amount like 49.90 (digits and an optional "." decimal point)'
+    )
 
 
 def whole_number_expected(text: str) -> str:
     """What an invalid whole number (points) should have looked like."""
-    if _NEGATIVE_NUMBER.fullmatch(text):
-        return "a whole number that is not negative"
-    if _GROUPED_DIGITS.fullmatch(text):
-        return "a whole number without thousands separators"
-    if _DECIMAL_NUMBER.fullmatch(text):
-        return "a whole number (no decimals)"
-    return "a whole number like 250"
+    return _hint(text, _WHOLE_NUMBER_HINTS, "a whole number like 250")
 
 
 _DATE_ONLY_LENGTH = len("2025-01-05")

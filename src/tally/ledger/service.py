@@ -90,14 +90,17 @@ def open_credits(session: Session, customer_id: int) -> Iterator[LedgerEntry]:
     yield from session.scalars(_open_credits_query(customer_id))
 
 
+def _require_positive(points: int, message: str) -> None:
+    # Credits and debits take a magnitude; the sign comes from which one is called.
+    if points <= 0:
+        raise InvalidPoints(message, [FieldProblem("points", "must be > 0", points)])
+
+
 def credit(
     session: Session, *, customer: Customer, points: int, kind: EntryKind, **kwargs: Any
 ) -> Posting:
     """Add points (must be positive)."""
-    if points <= 0:
-        raise InvalidPoints(
-            "a credit must be positive", [FieldProblem("points", "must be > 0", points)]
-        )
+    _require_positive(points, "a credit must be positive")
     return post(session, customer=customer, points=points, kind=kind, **kwargs)
 
 
@@ -105,10 +108,7 @@ def debit(
     session: Session, *, customer: Customer, points: int, kind: EntryKind, **kwargs: Any
 ) -> Posting:
     """Take points away (a positive amount); refuses to go below zero."""
-    if points <= 0:
-        raise InvalidPoints(
-            "a debit amount must be positive", [FieldProblem("points", "must be > 0", points)]
-        )
+    _require_positive(points, "a debit amount must be positive")
     return post(session, customer=customer, points=-points, kind=kind, **kwargs)
 
 

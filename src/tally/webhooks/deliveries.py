@@ -22,7 +22,7 @@ from tally.config import Settings
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
 from tally.db.pages import page
-from tally.db.rows import merchant_row
+from tally.db.rows import merchant_row, reloaded_row
 from tally.db.upsert import insert_unless_exists
 from tally.errors import Conflict
 from tally.outbox import service as outbox
@@ -254,11 +254,7 @@ def record_failure(
         .where(WebhookDelivery.id == attempt.delivery_id)
         .values(response_status=status)
     )
-    endpoint = session.scalars(
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.id == attempt.endpoint_id)
-        .execution_options(populate_existing=True)
-    ).one()
+    endpoint = reloaded_row(session, WebhookEndpoint, attempt.endpoint_id)
     notice = _disabling_notice(endpoint, now, error, policy)
     if notice is None:
         return None
@@ -410,11 +406,7 @@ def replay_delivery(session: Session, *, merchant_id: int, delivery_id: int) -> 
         .values(**outbox.requeued())
         .execution_options(synchronize_session=False)
     )
-    message = session.scalars(
-        select(OutboxMessage)
-        .where(OutboxMessage.id == delivery.message_id)
-        .execution_options(populate_existing=True)
-    ).one()
+    message = reloaded_row(session, OutboxMessage, delivery.message_id)
     if not changed.rowcount:  # type: ignore[attr-defined]
         raise Conflict(
             f"webhook delivery {delivery_id} is {outbox.status_name(message.status)}:"
