@@ -13,6 +13,7 @@ from tally.admin import (
     customers,
     dashboard,
     dotdigital,
+    email_templates,
     golive,
     imports,
     mail,
@@ -45,6 +46,7 @@ router.include_router(customer_edits.router, dependencies=[requires(Permission.C
 # Before settings: its POST /settings/rewards/{reward_id}/{action} would take .../edit, /codes.
 router.include_router(program_edits.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(code_pools.router, dependencies=[requires(Permission.PROGRAM)])
+router.include_router(email_templates.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(settings.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(webhooks.router, dependencies=[requires(Permission.INTEGRATIONS)])
