@@ -326,3 +326,55 @@ def test_a_rolled_back_unit_of_work_records_nothing_and_a_savepoint_keeps_what_c
     assert event.after is not None
     assert (event.before["live"], event.after["live"]) == (True, False)
     assert event.after["version"] == event.before["version"] + 1
+
+
+def test_a_redemption_on_the_customers_behalf_and_a_code_pool_upload_are_one_event_each(
+    owner: TestClient, store: Store, session_factory: sessionmaker[Session]
+) -> None:
+    customer_id = make_customer(session_factory, store.merchant_id, points=1200)
+    uploaded = owner.post(
+        "/admin/settings/rewards/five-off/codes",
+        data={"csrf_token": token(owner, "/admin/settings/rewards")},
+        files={"file": ("codes.csv", b"code\nAAA-1\nBBB-2\n", "text/csv")},
+        follow_redirects=False,
+    )
+    redeemed = owner.post(
+        f"/admin/customers/{customer_id}/redemptions",
+        data={
+            "reward_id": "five-off",
+            "redeem_key": "form-1",
+            "csrf_token": token(owner, f"/admin/customers/{customer_id}"),
+        },
+        follow_redirects=False,
+    )
+    # The same form sent again spends nothing more, and records nothing more.
+    owner.post(
+        f"/admin/customers/{customer_id}/redemptions",
+        data={
+            "reward_id": "five-off",
+            "redeem_key": "form-1",
+            "csrf_token": token(owner, f"/admin/customers/{customer_id}"),
+        },
+        follow_redirects=False,
+    )
+
+    assert (uploaded.status_code, redeemed.status_code) == (303, 303)
+    upload, redemption = events(session_factory, store.merchant_id)
+    assert (upload.actor, upload.action, upload.target_type, upload.target_id, upload.after) == (
+        "admin:owner@shop.example",
+        "reward.codes_uploaded",
+        "reward",
+        "five-off",
+        {"added": 2, "skipped_existing": 0},
+    )
+    assert (redemption.action, redemption.target_id, redemption.before) == (
+        "reward.redeemed",
+        str(customer_id),
+        {"points_balance": 1200},
+    )
+    assert redemption.after == {
+        "points_balance": 700,
+        "reward": "five-off",
+        "points_spent": 500,
+        "coupon_code": "AAA-1",
+    }

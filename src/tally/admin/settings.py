@@ -1,5 +1,6 @@
 """Program settings: earning actions, rewards, VIP tiers, referrals, expiry and API keys (the
-email templates have their own module). Every change goes through ``update_program`` (validated as a whole, versioned)."""
+email templates have their own module). Every change goes through ``update_program``
+(validated as a whole, versioned)."""
 
 from __future__ import annotations
 

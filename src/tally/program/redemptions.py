@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tally.audit import recorder as audit
 from tally.customers import service as customers
 from tally.customers.orm import Customer
 from tally.db.base import utcnow
@@ -343,6 +344,21 @@ def redeem_reward(
             issued_at=issued_at,
             pool_code=pool_code,
         )
+    # Who spent a customer's points (an admin on their behalf, an API key) is worth keeping.
+    audit.record(
+        session,
+        merchant_id=merchant_id,
+        action="reward.redeemed",
+        target_type="customer",
+        target_id=customer_id,
+        before={"points_balance": customer.points_balance + redemption.points_spent},
+        after={
+            "points_balance": customer.points_balance,
+            "reward": reward.id,
+            "points_spent": redemption.points_spent,
+            "coupon_code": redemption.coupon_code,
+        },
+    )
     _announce(session, redemption)
     return redemption
 
@@ -477,4 +493,13 @@ def upload_code_pool(
         )
     new_codes = [code for code in codes if code.lower() not in in_this_pool]
     added = _insert_codes(session, merchant_id, reward_id, new_codes) if new_codes else 0
+    # Core inserts bypass the audit log's flush listener, so the upload is one event by hand.
+    audit.record(
+        session,
+        merchant_id=merchant_id,
+        action="reward.codes_uploaded",
+        target_type="reward",
+        target_id=reward_id,
+        after={"added": added, "skipped_existing": len(codes) - added},
+    )
     return PoolUpload(added=added, skipped_existing=len(codes) - added)
