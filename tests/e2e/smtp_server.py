@@ -169,8 +169,9 @@ class SelfSignedCertificate:
         return ssl.create_default_context(cafile=str(self.certificate_path))
 
 
-def make_certificate(directory: Path) -> SelfSignedCertificate:
-    """Write a fresh self-signed certificate valid for 127.0.0.1 into `directory`."""
+def make_certificate(directory: Path, *, names: tuple[str, ...] = ()) -> SelfSignedCertificate:
+    """Write a fresh self-signed certificate valid for 127.0.0.1 (or for the DNS `names`, when
+    given) into `directory`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tally test SMTP")])
     now = dt.datetime.now(dt.UTC)
@@ -183,7 +184,10 @@ def make_certificate(directory: Path) -> SelfSignedCertificate:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name) for name in names]
+                or [x509.IPAddress(ipaddress.ip_address(HOST))]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

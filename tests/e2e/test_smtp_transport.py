@@ -5,6 +5,7 @@ The SMTP tests start their own server on a free 127.0.0.1 port (see `smtp_server
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import ssl
 import time
@@ -14,6 +15,7 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +44,7 @@ from tests.e2e.smtp_server import (
     PasswordChecker,
     RecordingHandler,
     ScriptedHandler,
+    SelfSignedCertificate,
     free_port,
     make_certificate,
     running_smtp_server,
@@ -513,3 +516,65 @@ def test_rate_limiter_refuses_nonsense() -> None:
         RateLimiter(0)
     with pytest.raises(ValueError, match="burst must be at least 1"):
         RateLimiter(5, burst=0.5)
+
+
+# --- a merchant's own server: checked at every connection ---------------------------------
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, name: str, *, public: bool) -> None:
+    """`name` resolves to the test server's address, taken as public or not."""
+    from tally.notifications import transport
+
+    monkeypatch.setattr(
+        transport,
+        "resolve",
+        lambda host, port: [ipaddress.ip_address(HOST)] if host == name else [],
+    )
+    monkeypatch.setattr(transport, "is_public", lambda address: public)
+
+
+def test_a_public_only_transport_never_connects_to_a_host_that_resolves_to_loopback() -> None:
+    handler = RecordingHandler()
+    with running_smtp_server(handler) as server:
+        transport = SmtpTransport("localhost", server.port, timeout=5.0)
+        transport.public_only = True
+        with pytest.raises(
+            TemporaryMailError, match=r"resolves to (127\.0\.0\.1|::1), which is not"
+        ):
+            transport.send(_message())
+
+    assert handler.deliveries == []
+
+
+def test_a_public_only_transport_connects_to_the_checked_address_and_tls_checks_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "right").mkdir()
+    (tmp_path / "wrong").mkdir()
+    right = make_certificate(tmp_path / "right", names=("mail.shop.test",))
+    wrong = make_certificate(tmp_path / "wrong", names=("other.shop.test",))
+    _resolving(monkeypatch, "mail.shop.test", public=True)
+
+    def send(certificate: SelfSignedCertificate, security: SmtpSecurity) -> RecordingHandler:
+        handler = RecordingHandler()
+        options: dict[str, Any] = (
+            {"ssl_context": certificate.server_context()}
+            if security is SmtpSecurity.TLS
+            else {"tls_context": certificate.server_context(), "require_starttls": True}
+        )
+        with running_smtp_server(handler, **options) as server:
+            transport = SmtpTransport(
+                "mail.shop.test",
+                server.port,
+                security=security,
+                timeout=5.0,
+                ssl_context=certificate.client_context(),
+            )
+            transport.public_only = True
+            transport.send(_message())
+        return handler
+
+    for security in (SmtpSecurity.STARTTLS, SmtpSecurity.TLS):
+        assert len(send(right, security).messages) == 1
+        with pytest.raises(TemporaryMailError, match=r"CERTIFICATE_VERIFY_FAILED|mismatch"):
+            send(wrong, security)

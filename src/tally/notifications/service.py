@@ -712,6 +712,8 @@ def _message_id_domain(address: str) -> str:
 def own_transport(settings: Settings, own: MailSettings, *, timeout: float = 30.0) -> SmtpTransport:
     """A transport for the merchant's own SMTP server (its password decrypted)."""
     transport = SmtpTransport(own.host, own.port, security=own.security, timeout=timeout)
+    # A host the merchant typed: outside development it is checked again at every connection.
+    transport.public_only = not settings.is_development
     transport.username = own.username
     if own.password_encrypted:
         transport.password = decrypt_password(settings, own.password_encrypted)

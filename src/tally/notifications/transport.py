@@ -21,9 +21,10 @@ from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tally.config import Settings, SmtpSecurity
+from tally.webhooks.addresses import ResolutionFailed, is_public, resolve
 
 
 class MailError(Exception):
@@ -80,8 +81,31 @@ def _error_for_refused_recipients(refused: dict[str, tuple[int, bytes]]) -> Mail
     return PermanentMailError(code, reason if len(replies) == 1 else f"{address}: {reason}")
 
 
+class _NamedSMTP(smtplib.SMTP):
+    """An SMTP client told the server's name apart from the address it connects to, so STARTTLS
+    checks the certificate against the name while the socket goes to an address checked first."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__(**options)
+        self._host = name
+
+
+class _NamedSMTPS(smtplib.SMTP_SSL):
+    """The same for implicit TLS (SMTP_SSL wraps the socket with the name as SNI)."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__(**options)
+        self._host = name
+
+
 class SmtpTransport:
-    """Sends each message over its own SMTP connection, with an explicit timeout."""
+    """Sends each message over its own SMTP connection, with an explicit timeout.
+
+    With `public_only` (a merchant's own server outside development) the host is resolved at
+    each connection and refused unless every address is public, and the connection goes to the
+    address that was checked: a DNS answer that changed since the settings were saved can
+    neither reach a private network nor slip in between the check and the connection.
+    """
 
     def __init__(
         self,
@@ -103,11 +127,41 @@ class SmtpTransport:
         self.timeout = timeout
         self.ssl_context = ssl_context
         self.local_hostname = local_hostname
+        self.public_only = False
 
     def _context(self) -> ssl.SSLContext:
         return self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
 
+    def _checked_address(self) -> str:
+        try:
+            addresses = resolve(self.host, self.port)
+        except ResolutionFailed as error:
+            raise TemporaryMailError(str(error)) from error
+        for address in addresses:
+            if not is_public(address):
+                raise TemporaryMailError(
+                    f"refused to connect to {self.host}: it resolves to {address}, which is not "
+                    "a public address"
+                )
+        return str(addresses[0])
+
+    def _connect_checked(self) -> smtplib.SMTP:
+        address = self._checked_address()
+        options: dict[str, Any] = {"local_hostname": self.local_hostname, "timeout": self.timeout}
+        connection: smtplib.SMTP
+        if self.security is SmtpSecurity.TLS:
+            connection = _NamedSMTPS(self.host, context=self._context(), **options)
+        else:
+            connection = _NamedSMTP(self.host, **options)
+        code, greeting = connection.connect(address, self.port)
+        if code != 220:
+            connection.close()
+            raise smtplib.SMTPConnectError(code, greeting)
+        return connection
+
     def _connect(self) -> smtplib.SMTP:
+        if self.public_only:
+            return self._connect_checked()
         if self.security is SmtpSecurity.TLS:
             return smtplib.SMTP_SSL(
                 self.host,
