@@ -19,7 +19,7 @@ from sqlalchemy import text
 from tally import __version__
 from tally.admin import router as admin_router
 from tally.api import audit as audit_api
-from tally.api import customers, problems, program, rewards
+from tally.api import customers, problems, program, rewards, storefront_pages
 from tally.api import dotdigital as dotdigital_api
 from tally.api import imports as imports_api
 from tally.api import notifications as notifications_api
@@ -183,6 +183,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(admin_router)
     app.include_router(program.public_router)
+    # The widget's script and the hosted loyalty page (shoppers' browsers, no API key).
+    app.include_router(storefront_pages.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
