@@ -33,7 +33,7 @@
   const STYLE = `
 :host{all:initial;display:block}
 .tl{all:initial;display:block;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2328;-webkit-text-size-adjust:100%}
-.tl *,.tl *::before,.tl *::after{box-sizing:border-box;font:inherit;color:inherit;letter-spacing:normal;text-transform:none}
+:where(.tl *),:where(.tl *)::before,:where(.tl *)::after{box-sizing:border-box;font:inherit;color:inherit;letter-spacing:normal;text-transform:none}
 [hidden]{display:none!important}
 .panel:focus{outline:none}
 button,input,a{font:inherit}
@@ -72,10 +72,10 @@ section h3{font-size:16px;font-weight:700;margin-bottom:8px}
 input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8px;background:#fff;color:#1f2328;min-width:0;flex:1}
 .status{min-height:0;padding:0 18px 12px}
 .status:empty{display:none}
-.page .panel,.preview .panel{position:static;width:auto;max-width:760px;max-height:none;margin:0 auto;box-shadow:0 2px 14px rgba(0,0,0,.12)}
-.page .launcher{display:none}
-.preview .launcher{position:static;margin:0 0 14px auto;display:flex}
-@media (min-width:760px){.page .body{grid-template-columns:1fr 1fr}.page .wide{grid-column:1/-1}}
+.mode-page .panel,.mode-preview .panel{position:static;width:auto;max-width:760px;max-height:none;margin:0 auto;box-shadow:0 2px 14px rgba(0,0,0,.12)}
+.mode-page .launcher{display:none}
+.mode-preview .launcher{position:static;margin:0 0 14px auto;display:flex}
+@media (min-width:760px){.mode-page .body{grid-template-columns:1fr 1fr}.mode-page .wide,.mode-page .problem{grid-column:1/-1}}
 `;
 
   // ------------------------------------------------------------------------- small helpers
@@ -90,7 +90,7 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
       else if (key === "text") el.textContent = String(value);
       else el.setAttribute(key, value === true ? "" : String(value));
     }
-    for (const kid of kids.flat()) {
+    for (const kid of kids.flat(Infinity)) {
       if (kid === null || kid === undefined || kid === false) continue;
       el.append(kid instanceof Node ? kid : String(kid));
     }
@@ -351,7 +351,7 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
         this.body,
         this.status
       );
-      this.root = h("div", { class: `tl ${this.mode}`, hidden: true }, this.launcher, this.panel);
+      this.root = h("div", { class: `tl mode-${this.mode}`, hidden: true }, this.launcher, this.panel);
       shadow.append(this.root);
     }
 
@@ -407,7 +407,7 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
       style.setProperty("--tl-on-primary", readable(look.text_colour, look.primary_colour));
       style.setProperty("--tl-link", contrast(look.primary_colour, "#ffffff") >= 4.5 ? look.primary_colour : "#1f2328");
       style.setProperty("--tl-ring", look.primary_colour);
-      this.root.className = `tl ${this.mode} ${look.position === "left" ? "left" : "right"}`;
+      this.root.className = `tl mode-${this.mode} ${look.position === "left" ? "left" : "right"}`;
       this.launcher.textContent = look.launcher_label;
       this.launcher.setAttribute("aria-label", `${look.launcher_label}: open the rewards panel`);
       this.heading.textContent = look.title;
@@ -678,6 +678,8 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
       if (answer.ok && answer.body) {
         state.code = answer.body.code;
         state.key = null;
+        // The button may be gone (the reward is no longer affordable): focus moves to the code.
+        this.lastFocus = `copy:${reward.id}`;
         this.say(`${reward.title} redeemed. Your code is ${answer.body.code}.`);
         await this.loadMe();
       } else {
