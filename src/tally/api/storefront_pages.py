@@ -10,12 +10,16 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from urllib.parse import urlsplit
 
 import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from tally.api.deps import app_state
 from tally.errors import NotFound
+from tally.merchants.orm import Merchant
+from tally.storefront import service
 
 router = APIRouter(include_in_schema=False)
 
@@ -143,9 +147,26 @@ def page_headers(allowed_origins: list[str]) -> dict[str, str]:
     }
 
 
-def hosted_page_response(
-    *, widget_id: str, store_name: str, store_url: str | None, title: str, origins: list[str]
-) -> HTMLResponse:
-    """The hosted page as a response with its headers."""
-    body = render_page(widget_id=widget_id, store_name=store_name, store_url=store_url, title=title)
+def _link(url: str) -> str | None:
+    # Only a web address becomes a link back to the store (never javascript: or data:).
+    return url if urlsplit(url).scheme in {"http", "https"} else None
+
+
+@router.get("/p/{widget_id}")
+def hosted_page(request: Request, widget_id: str) -> HTMLResponse:
+    """The hosted loyalty page: the store's widget in full-page form, for stores that link to it."""
+    state = app_state(request)
+    # The widget id is public and names its merchant: this read is across merchants on purpose,
+    # as the storefront API's is, and it reads only what the page shows.
+    with state.session_factory() as session:
+        row = service.find_widget(session, widget_id)
+        merchant = session.get(Merchant, row.merchant_id) if row is not None else None
+        if row is None or merchant is None:
+            raise NotFound("there is no loyalty page here")
+        title = service.appearance_of(row).title
+        origins = list(row.allowed_origins or [])
+        store_name, store_url = merchant.name, _link(merchant.store_url)
+    body = render_page(
+        widget_id=row.widget_id, store_name=store_name, store_url=store_url, title=title
+    )
     return HTMLResponse(body, headers=page_headers(origins))
