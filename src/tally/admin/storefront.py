@@ -139,24 +139,26 @@ def save_appearance(request: Request, admin: AdminDep, form: FormDep) -> Respons
     return redirect(f"{PAGE}?done=appearance#look")
 
 
+def _secret_page(request: Request, admin: Admin, *, rotate: bool) -> HTMLResponse:
+    config = admin.state.settings
+    with admin.unit_of_work() as session:
+        if rotate:
+            secret = service.rotate_secret(session, config=config, merchant_id=admin.merchant_id)
+        else:
+            row = service.settings_for(session, config=config, merchant_id=admin.merchant_id)
+            secret = service.reveal_secret(config, row)
+    return _page(request, admin, secret=secret, rotated=rotate)
+
+
 @router.post("/integrations/storefront/secret", include_in_schema=False)
 def show_secret(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """Show the signing secret (a POST, so it is never in a URL, a history or a cache)."""
     del form
-    with admin.unit_of_work() as session:
-        row = service.settings_for(
-            session, config=admin.state.settings, merchant_id=admin.merchant_id
-        )
-        secret = service.reveal_secret(admin.state.settings, row)
-    return _page(request, admin, secret=secret)
+    return _secret_page(request, admin, rotate=False)
 
 
 @router.post("/integrations/storefront/rotate-secret", include_in_schema=False)
 def rotate_secret(request: Request, admin: AdminDep, form: FormDep) -> Response:
     """A new signing secret; signatures made with the old one still verify for 24 hours."""
     del form
-    with admin.unit_of_work() as session:
-        secret = service.rotate_secret(
-            session, config=admin.state.settings, merchant_id=admin.merchant_id
-        )
-    return _page(request, admin, secret=secret, rotated=True)
+    return _secret_page(request, admin, rotate=True)
