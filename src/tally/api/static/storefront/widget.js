@@ -476,9 +476,8 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
         kids.push(h("p", { "data-testid": "tier", text: c.tier ? `Your tier: ${c.tier.name}` : "You have not reached a tier yet." }));
         const next = c.next_tier;
         if (next) {
-          let share = Number(next.progress || 0);
-          if (share > 1) share /= 100;
-          const percent = Math.max(0, Math.min(100, Math.round(share * 100)));
+          // The API gives progress in percent, 0 to 100.
+          const percent = Math.max(0, Math.min(100, Math.round(Number(next.progress) || 0)));
           const fill = h("span");
           fill.style.width = `${percent}%`;
           kids.push(
@@ -502,15 +501,17 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
       return h("span", { class: "muted", text });
     }
 
-    amount(value, metric) {
-      if (metric && /spen|amount/.test(metric)) {
-        const currency = (this.program.store && this.program.store.currency) || "USD";
-        try {
-          return Number(value).toLocaleString(undefined, { style: "currency", currency });
-        } catch (error) {
-          return `${value} ${currency}`;
-        }
+    money(value) {
+      const currency = (this.program.store && this.program.store.currency) || "USD";
+      try {
+        return Number(value).toLocaleString(undefined, { style: "currency", currency });
+      } catch (error) {
+        return `${value} ${currency}`;
       }
+    }
+
+    amount(value, metric) {
+      if (metric && /spen|amount/.test(metric)) return this.money(value);
       if (metric && /order/.test(metric)) return `${number(value)} orders`;
       return points(value);
     }
@@ -550,7 +551,7 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
     }
 
     rewardText(reward) {
-      const min = reward.min_order ? `On orders of ${reward.min_order} or more` : "";
+      const min = reward.min_order ? `On orders of ${this.money(reward.min_order)} or more` : "";
       return h("span", { class: "what" },
         h("span", { text: reward.title }),
         reward.description && h("span", { class: "muted", text: reward.description }),
