@@ -75,7 +75,8 @@ def _link_or_enrol(session: Session, merchant_id: int, claim: ShopperClaim) -> C
     existing = session.scalar(
         select(Customer)
         .where(Customer.merchant_id == merchant_id, Customer.email == email)
-        .with_for_update()
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
     )
     if existing is None:
         return program_service.enroll_member(
@@ -274,8 +275,14 @@ def shopper_key(customer: Customer, key: str) -> str:
 
 def set_birthday(session: Session, *, customer: Customer, birthday: date) -> Customer:
     """Record the shopper's birthday, once; the birthday rule's own conditions then apply."""
-    # Locked so two concurrent first settings cannot both pass the check.
-    locked = session.scalar(select(Customer).where(Customer.id == customer.id).with_for_update())
+    # Locked (NO KEY UPDATE, as the ledger locks customers) and read afresh, so two concurrent
+    # first settings cannot both pass the check.
+    locked = session.scalar(
+        select(Customer)
+        .where(Customer.id == customer.id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
     assert locked is not None
     if locked.birthday is not None:
         raise BirthdaySet("the birthday is already set; ask the store to change it")
