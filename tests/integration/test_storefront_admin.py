@@ -39,6 +39,14 @@ def _store(factory: sessionmaker[Session], email: str, role: str = "owner") -> i
     return merchant.id
 
 
+@pytest.fixture
+def owner(app_client: TestClient, session_factory: sessionmaker[Session]) -> tuple[int, str]:
+    """A store whose owner is signed in: its id and the session's CSRF token."""
+    merchant_id = _store(session_factory, "owner@shop.example")
+    _sign_in(app_client, "owner@shop.example")
+    return merchant_id, _csrf(app_client.get(PAGE).text)
+
+
 def _csrf(page: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert found is not None
@@ -90,11 +98,12 @@ def test_the_page_shows_the_widget_id_script_tag_and_a_preview_but_not_the_secre
 
 
 def test_showing_and_rotating_the_secret(
-    app_client: TestClient, session_factory: sessionmaker[Session], settings: Settings
+    app_client: TestClient,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    owner: tuple[int, str],
 ) -> None:
-    merchant_id = _store(session_factory, "owner@shop.example")
-    _sign_in(app_client, "owner@shop.example")
-    token = _csrf(app_client.get(PAGE).text)
+    merchant_id, token = owner
     first = str(_row(session_factory, settings, merchant_id)["secret"])
 
     shown = app_client.post(f"{PAGE}/secret", data={"csrf_token": token})
@@ -110,11 +119,12 @@ def test_showing_and_rotating_the_secret(
 
 
 def test_a_post_without_the_csrf_token_changes_nothing(
-    app_client: TestClient, session_factory: sessionmaker[Session], settings: Settings
+    app_client: TestClient,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    owner: tuple[int, str],
 ) -> None:
-    merchant_id = _store(session_factory, "owner@shop.example")
-    _sign_in(app_client, "owner@shop.example")
-    app_client.get(PAGE)
+    merchant_id, _token = owner
     before = _row(session_factory, settings, merchant_id)
     refused = app_client.post(f"{PAGE}/rotate-secret", data={})
     assert refused.status_code == 403
@@ -124,11 +134,12 @@ def test_a_post_without_the_csrf_token_changes_nothing(
 
 
 def test_saving_origins_checks_each_one(
-    app_client: TestClient, session_factory: sessionmaker[Session], settings: Settings
+    app_client: TestClient,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    owner: tuple[int, str],
 ) -> None:
-    merchant_id = _store(session_factory, "owner@shop.example")
-    _sign_in(app_client, "owner@shop.example")
-    token = _csrf(app_client.get(PAGE).text)
+    merchant_id, token = owner
 
     saved = app_client.post(
         f"{PAGE}/origins",
@@ -151,11 +162,12 @@ def test_saving_origins_checks_each_one(
 
 
 def test_saving_the_look_and_refusing_a_bad_colour(
-    app_client: TestClient, session_factory: sessionmaker[Session], settings: Settings
+    app_client: TestClient,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    owner: tuple[int, str],
 ) -> None:
-    merchant_id = _store(session_factory, "owner@shop.example")
-    _sign_in(app_client, "owner@shop.example")
-    token = _csrf(app_client.get(PAGE).text)
+    merchant_id, token = owner
     look = {
         "primary_colour": "#0b7a4b",
         "text_colour": "#ffffff",

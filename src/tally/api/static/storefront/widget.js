@@ -76,6 +76,7 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
 .mode-page .launcher{display:none}
 .mode-preview .launcher{position:static;margin:0 0 14px auto;display:flex}
 .mode-preview.left .launcher{margin:0 auto 14px 0}
+.mode-preview .panel{max-width:400px;margin:0 0 0 auto}.mode-preview.left .panel{margin:0 auto 0 0}
 @media (min-width:760px){.mode-page .body{grid-template-columns:1fr 1fr}.mode-page .wide,.mode-page .problem{grid-column:1/-1}}
 `;
 
