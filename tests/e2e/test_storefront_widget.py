@@ -15,12 +15,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,6 +69,15 @@ PROGRAM = {
             {"id": "gold", "name": "Gold", "threshold": "400", "send_email": False},
         ],
     },
+    "custom_actions": [
+        {
+            "id": "follow-us",
+            "name": "Follow us on Instagram",
+            "points": 25,
+            "storefront_claimable": True,
+            "limit": {"max_count": 1, "period": "ever"},
+        }
+    ],
     "referral": {"enabled": True, "sender_points": 200, "receiver_points": 50, "send_email": False},
 }
 
@@ -352,8 +362,13 @@ def test_a_forged_signature_is_refused_and_the_widget_says_so(
     tab: Tab, store: Store, shop: Shop, session_factory: sessionmaker[Session]
 ) -> None:
     forged = signed_identity("not the store's secret")
+    tab.page.add_init_script(
+        "window.signInProblems = 0; document.addEventListener('tally:signin-problem', "
+        "() => { window.signInProblems += 1; });"
+    )
     store.show(tab, store_page(shop.tally, shop.widget_id, forged))
     expect(tab.widget()).to_have_attribute("data-state", "signin-problem")
+    assert tab.page.evaluate("window.signInProblems") == 1
     tab.open_panel()
     expect(tab.page.get_by_test_id("signin-problem")).to_contain_text("could not confirm")
     expect(tab.page.get_by_test_id("balance")).to_have_count(0)
@@ -527,3 +542,42 @@ def test_the_admin_preview_shows_the_draft_look_in_the_real_widget(
     assert (look.launcher_label, look.primary_colour) == ("Corner Club", "#0b7a4b")
     assert tab.errors == []
     assert console == []
+
+
+def test_a_headless_store_token_claims_an_action_once_and_sets_the_birthday_once(
+    tab: Tab, store: Store, shop: Shop, session_factory: sessionmaker[Session]
+) -> None:
+    page = tab.page
+    now = datetime.now(UTC)
+    # What a headless store's backend mints for the signed-in customer: HS256, five minutes.
+    token = jwt.encode(
+        {"sub": STORE_CUSTOMER_ID, "email": EMAIL, "iat": now, "exp": now + timedelta(minutes=5)},
+        shop.secret,
+        algorithm="HS256",
+    )
+    store.show(tab, store_page(shop.tally, shop.widget_id, {"token": token}))
+    expect(tab.widget()).to_have_attribute("data-state", "signed-in")
+    tab.open_panel()
+    panel = page.get_by_role("dialog")
+    expect(panel.get_by_test_id("balance")).to_have_text("270")
+
+    panel.get_by_role("button", name="Claim 25 points for Follow us on Instagram").click()
+    expect(panel.get_by_role("status")).to_have_text("You earned 25 points.")
+    expect(panel.get_by_test_id("balance")).to_have_text("295")
+    expect(panel.get_by_role("button", name=re.compile("^Claim 25 points"))).to_be_disabled()
+
+    panel.get_by_label(re.compile("Tell us your birthday")).fill("1990-05-17")
+    panel.get_by_role("button", name="Save").click()
+    expect(panel.get_by_test_id("birthday")).to_contain_text("1990")
+    expect(panel.get_by_label(re.compile("Tell us your birthday"))).to_have_count(0)
+
+    # A fresh page offers the claim again; the server refuses it, and nothing changes.
+    page.reload()
+    expect(tab.widget()).to_have_attribute("data-state", "signed-in")
+    tab.open_panel()
+    expect(panel.get_by_test_id("birthday")).to_contain_text("1990")
+    panel.get_by_role("button", name="Claim 25 points for Follow us on Instagram").click()
+    expect(panel.get_by_role("status")).to_have_text("You have already claimed this.")
+    expect(panel.get_by_test_id("balance")).to_have_text("295")
+    assert balance(session_factory, shop.customer_id) == 295
+    assert tab.errors == []

@@ -281,14 +281,21 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
       if (load !== undefined && load !== this.loads) return;
       this.meProblem = "";
       if (me.status === 401) {
-        this.signInProblem = true;
-        this.me = null;
+        this.refused();
       } else if (me.ok) {
         this.me = me.body;
         this.activity = activity.ok && activity.body ? activity.body.items || [] : [];
       } else {
         this.meProblem = problemText(me);
       }
+    }
+
+    refused() {
+      this.signInProblem = true;
+      this.me = null;
+      this.setState("signin-problem");
+      // A headless store can listen for this, mint a fresh token and set data-token again.
+      this.dispatchEvent(new CustomEvent("tally:signin-problem", { bubbles: true, composed: true }));
     }
 
     look() {
@@ -689,7 +696,7 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
         // No answer or a 5xx/429 may hide a spend that happened: keep the key for the retry.
         const retry = answer.status === 0 || answer.status === 429 || answer.status >= 500;
         if (!retry) state.key = null;
-        if (answer.status === 401) this.signInProblem = true;
+        if (answer.status === 401) this.refused();
         state.problem = problemText(answer);
         this.say(state.problem);
       }
