@@ -300,6 +300,14 @@ def test_a_guest_sees_ways_to_earn_rewards_tiers_and_the_referral_offer(
     expect(panel.get_by_test_id("tiers")).to_contain_text("Gold")
     expect(panel.get_by_test_id("referral-offer")).to_contain_text("200 points")
     expect(panel.get_by_role("button", name=re.compile("^Redeem"))).to_have_count(0)
+    # The widget asked Tally for nothing before the store's page had loaded.
+    asked_after_load = tab.page.evaluate(
+        "() => { const nav = performance.getEntriesByType('navigation')[0]; "
+        "const calls = performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/storefront/v1/')); "
+        "return calls.length > 0 && calls.every(e => e.startTime >= nav.loadEventStart); }"
+    )
+    assert asked_after_load is True
     assert tab.errors == []
 
 
@@ -534,6 +542,11 @@ def test_the_admin_preview_shows_the_draft_look_in_the_real_widget(
     expect(preview.get_by_role("region", name="Our rewards program")).to_be_visible()
     preview.scroll_into_view_if_needed()
     tab.shot("admin-preview")
+    # White on yellow would be unreadable: the widget writes black on it instead.
+    page.get_by_label("Main colour", exact=True).fill("#ffe600")
+    expect(launcher).to_have_css("color", "rgb(0, 0, 0)")
+    page.get_by_label("Main colour", exact=True).fill("#0b7a4b")
+    expect(launcher).to_have_css("color", "rgb(255, 255, 255)")
     page.get_by_role("button", name="Save texts and colours").click()
     expect(page.get_by_role("status")).to_contain_text("Widget look saved")
     with unit_of_work(session_factory, merchant_id=shop.merchant.id) as session:

@@ -46,6 +46,7 @@ def test_widget_js_is_served_as_javascript_and_cacheable() -> None:
     assert answer.headers["cache-control"] == storefront_pages.CACHE_CONTROL
     assert answer.headers["x-content-type-options"] == "nosniff"
     assert answer.headers["etag"] == file_etag("widget.js")
+    assert answer.headers["access-control-allow-origin"] == "*"
     assert answer.content == static_file("widget.js")
 
 

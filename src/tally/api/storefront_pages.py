@@ -85,8 +85,10 @@ def _serve(request: Request, name: str) -> Response:
         "ETag": etag,
         "Cache-Control": CACHE_CONTROL,
         "X-Content-Type-Options": "nosniff",
-        # Stores that isolate their pages (COEP) may still load the script from Tally.
+        # Stores that isolate their pages (COEP) or load the script with `crossorigin` (for
+        # subresource integrity or error reports) may still use it: it is public.
         "Cross-Origin-Resource-Policy": "cross-origin",
+        "Access-Control-Allow-Origin": "*",
     }
     if _etag_matches(request, etag):
         return Response(status_code=304, headers=headers)
