@@ -138,6 +138,18 @@ def signed_identity(secret: str, customer_id: str = STORE_CUSTOMER_ID, email: st
     return {"customer-id": customer_id, "customer-email": email, "customer-signature": digest}
 
 
+def shopper_token(secret: str) -> str:
+    """What a headless store's backend mints for its signed-in customer: HS256, five minutes."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": STORE_CUSTOMER_ID,
+        "email": EMAIL,
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
 # --------------------------------------------------------------------------- Tally and the shop
 
 
@@ -509,6 +521,13 @@ def test_the_hosted_page_shows_the_program_in_full_page_form(tab: Tab, shop: Sho
     expect(region.get_by_test_id("rewards")).to_contain_text("£5 off")
     expect(tab.page.get_by_role("button", name=LAUNCHER)).to_be_hidden()
     tab.shot("hosted-page-1440")
+
+    # A store links a signed-in shopper with a short-lived token in the fragment.
+    token = shopper_token(shop.secret)
+    tab.page.goto(f"{shop.tally}/p/{shop.widget_id}#tally-token={token}")
+    expect(tab.widget()).to_have_attribute("data-state", "signed-in")
+    expect(region.get_by_test_id("balance")).to_have_text("270")
+    expect(tab.page).to_have_url(f"{shop.tally}/p/{shop.widget_id}")
     assert tab.errors == []
 
 
@@ -561,13 +580,7 @@ def test_a_headless_store_token_claims_an_action_once_and_sets_the_birthday_once
     tab: Tab, store: Store, shop: Shop, session_factory: sessionmaker[Session]
 ) -> None:
     page = tab.page
-    now = datetime.now(UTC)
-    # What a headless store's backend mints for the signed-in customer: HS256, five minutes.
-    token = jwt.encode(
-        {"sub": STORE_CUSTOMER_ID, "email": EMAIL, "iat": now, "exp": now + timedelta(minutes=5)},
-        shop.secret,
-        algorithm="HS256",
-    )
+    token = shopper_token(shop.secret)
     store.show(tab, store_page(shop.tally, shop.widget_id, {"token": token}))
     expect(tab.widget()).to_have_attribute("data-state", "signed-in")
     tab.open_panel()

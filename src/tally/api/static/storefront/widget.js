@@ -17,6 +17,7 @@
   // The Tally server is wherever this file came from, unless the element names one (data-api).
   const TALLY = script && script.src ? new URL(script.src, location.href).origin : location.origin;
   const COLOUR = /^#[0-9a-fA-F]{6}$/;
+  const REQUEST_TIMEOUT_MS = 20000;
   const DEFAULT_LOOK = {
     primary_colour: "#5b3df5",
     text_colour: "#ffffff",
@@ -203,7 +204,8 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
 
     identity() {
       const d = this.dataset;
-      if (d.token) return { Authorization: `Bearer ${d.token}` };
+      const token = d.token || this.linkedToken();
+      if (token) return { Authorization: `Bearer ${token}` };
       if (d.customerId && d.customerSignature) {
         return {
           "X-Tally-Customer-Id": d.customerId,
@@ -212,6 +214,20 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
         };
       }
       return null;
+    }
+
+    // A store can link a signed-in shopper to the hosted page as /p/{id}#tally-token=<JWT>:
+    // the fragment never reaches a server or its logs, and the token lives minutes. The
+    // never-expiring HMAC form is not taken from a URL, where it could be shared.
+    linkedToken() {
+      if (this.mode !== "page" || this.dataset.customerId) return "";
+      const found = /(?:^#|&)tally-token=([^&]+)/.exec(location.hash);
+      if (found) {
+        this.hashToken = decodeURIComponent(found[1]);
+        // Out of the address bar, so a bookmark or a shared link does not carry it.
+        history.replaceState(null, "", location.pathname + location.search);
+      }
+      return this.hashToken || "";
     }
 
     async call(method, path, body, extra) {
@@ -227,6 +243,8 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
           body: body === undefined ? undefined : JSON.stringify(body),
           mode: "cors",
           credentials: "omit",
+          // A request that hangs ends as "no answer", which keeps a redemption's key for retry.
+          signal: window.AbortSignal && AbortSignal.timeout ? AbortSignal.timeout(REQUEST_TIMEOUT_MS) : undefined,
         });
       } catch (error) {
         // A network failure or a CORS refusal: the browser tells the page nothing more.
@@ -362,6 +380,7 @@ input{min-height:40px;padding:6px 10px;border:1px solid #8c959f;border-radius:8p
       );
       this.root = h("div", { class: `tl mode-${this.mode}`, hidden: true }, this.launcher, this.panel);
       shadow.append(this.root);
+      if (this.mode === "page") window.addEventListener("hashchange", () => this.load());
     }
 
     show() {
