@@ -10,9 +10,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from tally.api.app import create_app
 from tally.config import Settings
 from tally.db.base import utcnow
 from tally.db.engine import unit_of_work
+from tally.state import AppState
 from tally.storefront import service
 from tally.storefront.orm import StorefrontSettings
 from tests.support.factories import make_customer, make_merchant
@@ -99,6 +101,7 @@ def test_the_etag_changes_with_the_program(
 def test_an_unknown_or_disabled_widget_is_not_found(
     client: TestClient, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
+    settings.storefront_settings_cache_seconds = 0
     store = _store(client, session_factory, settings)
     assert client.get("/storefront/v1/wid_nobody/program").status_code == 404
     with unit_of_work(session_factory, merchant_id=store.merchant.id) as session:
@@ -106,6 +109,23 @@ def test_an_unknown_or_disabled_widget_is_not_found(
     assert client.get(store.url("/program")).status_code == 404
     signed = store.signed("7", "ann@example.com")
     assert client.get(store.url("/me"), headers=signed).status_code == 404
+
+
+def test_a_process_keeps_the_widget_settings_for_the_cache_time(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    settings.storefront_settings_cache_seconds = 3600
+    store = _store(client, session_factory, settings)
+    assert client.get(store.url("/program")).status_code == 200
+    with unit_of_work(session_factory, merchant_id=store.merchant.id) as session:
+        service.set_enabled(session, config=settings, merchant_id=store.merchant.id, enabled=False)
+    # Within the cache time this process still knows the widget as it was ...
+    assert client.get(store.url("/program")).status_code == 200
+    # ... and a process that reads the settings afresh sees the change.
+    settings.storefront_settings_cache_seconds = 0
+    fresh = create_app(settings, AppState(settings=settings, session_factory=session_factory))
+    with TestClient(fresh) as other:
+        assert other.get(store.url("/program")).status_code == 404
 
 
 # -- identity and enrolment ------------------------------------------------------------------
@@ -183,6 +203,7 @@ def test_every_bad_signature_gets_the_same_401_and_changes_nothing(
 def test_the_previous_secret_verifies_for_24_hours_after_a_rotation(
     client: TestClient, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
+    settings.storefront_settings_cache_seconds = 0
     store = _store(client, session_factory, settings)
     old = store.signed("7", "ann@example.com")
     with unit_of_work(session_factory, merchant_id=store.merchant.id) as session:
@@ -492,9 +513,6 @@ def test_another_origin_is_refused_and_changes_nothing(
 def test_the_address_limit_answers_429_with_retry_after(
     settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    from tally.api.app import create_app
-    from tally.state import AppState
-
     settings.storefront_requests_per_minute_per_address = 3
     app = create_app(settings, AppState(settings=settings, session_factory=session_factory))
     with TestClient(app) as limited:
@@ -510,9 +528,6 @@ def test_the_address_limit_answers_429_with_retry_after(
 def test_the_shopper_limit_answers_429_with_retry_after(
     settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
-    from tally.api.app import create_app
-    from tally.state import AppState
-
     settings.storefront_requests_per_minute_per_shopper = 2
     app = create_app(settings, AppState(settings=settings, session_factory=session_factory))
     with TestClient(app) as limited:

@@ -15,16 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -94,28 +96,86 @@ class Forbidden(DomainError, status_code=403, title="Forbidden"):
 
 
 @dataclass(frozen=True)
-class Widget:
-    """The storefront a request addresses, resolved once per request."""
+class WidgetConfig:
+    """What a request needs of a widget's settings (kept a few seconds, see `_WidgetCache`)."""
 
     merchant_id: int
     widget_id: str
-    secrets: list[str]
+    secrets: tuple[str, ...]
     appearance: Appearance
+    allowed_origins: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Widget:
+    """The storefront a request addresses, and who is asking from where."""
+
+    config: WidgetConfig
     state: AppState
     address: str
 
+    @property
+    def merchant_id(self) -> int:
+        """The merchant whose storefront it is."""
+        return self.config.merchant_id
 
-_limiter_lock = threading.Lock()
+
+class _WidgetCache:
+    """Widget settings by id for `seconds`, so a shopper's request reads no settings row.
+
+    A change (origins, a rotated secret, switching the storefront off) therefore reaches a
+    process within that time; unknown ids are not kept, so random ones cannot fill it.
+    """
+
+    def __init__(self, seconds: float, max_size: int = 10_000) -> None:
+        self.seconds = seconds
+        self.max_size = max_size
+        self._found: dict[str, tuple[float, WidgetConfig]] = {}
+
+    def get(self, widget_id: str) -> WidgetConfig | None:
+        found = self._found.get(widget_id)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, config: WidgetConfig) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._found) >= self.max_size:
+            self._found.clear()
+        self._found[config.widget_id] = (time.monotonic() + self.seconds, config)
+
+
+def _load_config(state: AppState, widget_id: str) -> WidgetConfig | None:
+    with state.session_factory() as session:
+        row = service.find_widget(session, widget_id)
+        if row is None:
+            return None
+        return WidgetConfig(
+            merchant_id=row.merchant_id,
+            widget_id=row.widget_id,
+            secrets=tuple(service.verifying_secrets(state.settings, row)),
+            appearance=service.appearance_of(row),
+            allowed_origins=tuple(row.allowed_origins),
+        )
+
+
+_app_objects_lock = threading.Lock()
+T = TypeVar("T")
+
+
+def _app_object(request: Request, name: str, make: Callable[[], T]) -> T:
+    """The application's object called `name` (one per app, in memory), made on first use."""
+    with _app_objects_lock:
+        found: T | None = getattr(request.app.state, name, None)
+        if found is None:
+            found = make()
+            setattr(request.app.state, name, found)
+        return found
 
 
 def _limiter(request: Request, name: str, per_minute: int) -> RateLimiter:
-    """The application's limiter called `name`, made on first use (one per app, in memory)."""
-    with _limiter_lock:
-        found: RateLimiter | None = getattr(request.app.state, name, None)
-        if found is None:
-            found = RateLimiter(per_minute=per_minute)
-            setattr(request.app.state, name, found)
-        return found
+    return _app_object(request, name, lambda: RateLimiter(per_minute=per_minute))
 
 
 def _limit(limiter: RateLimiter, key: str) -> None:
@@ -126,7 +186,7 @@ def _limit(limiter: RateLimiter, key: str) -> None:
         )
 
 
-def _cors_headers(request: Request, allowed: list[str], state: AppState) -> dict[str, str]:
+def _cors_headers(request: Request, allowed: tuple[str, ...], state: AppState) -> dict[str, str]:
     """The CORS answer for the request's Origin, or a 403 for an origin not allowed."""
     origin = request.headers.get("origin")
     if origin is None:
@@ -140,12 +200,15 @@ def _cors_headers(request: Request, allowed: list[str], state: AppState) -> dict
     }
 
 
-def widget(
+async def widget(
     request: Request,
     widget_id: WidgetId,
     state: Annotated[AppState, Depends(app_state)],
 ) -> Widget:
-    """The enabled widget the path names (404 otherwise), with the Origin and address checked."""
+    """The enabled widget the path names (404 otherwise), with the Origin and address checked.
+
+    Asynchronous, so a request whose widget is cached takes no trip to the thread pool here.
+    """
     settings = state.settings
     address = limit_key_for_address(request.client.host if request.client else "unknown")
     _limit(
@@ -156,21 +219,19 @@ def widget(
         ),
         address,
     )
-    with state.session_factory() as session:
-        row = service.find_widget(session, widget_id)
-        if row is None:
+    cache = _app_object(
+        request,
+        "tally_storefront_widget_cache",
+        lambda: _WidgetCache(settings.storefront_settings_cache_seconds),
+    )
+    config = cache.get(widget_id)
+    if config is None:
+        config = await run_in_threadpool(_load_config, state, widget_id)
+        if config is None:
             raise NotFound(f"there is no storefront {widget_id!r}")
-        found = Widget(
-            merchant_id=row.merchant_id,
-            widget_id=row.widget_id,
-            secrets=service.verifying_secrets(settings, row),
-            appearance=service.appearance_of(row),
-            state=state,
-            address=address,
-        )
-        allowed = list(row.allowed_origins)
-    setattr(request.state, CORS_STATE_KEY, _cors_headers(request, allowed, state))
-    return found
+        cache.put(config)
+    setattr(request.state, CORS_STATE_KEY, _cors_headers(request, config.allowed_origins, state))
+    return Widget(config, state, address)
 
 
 WidgetDep = Annotated[Widget, Depends(widget)]
@@ -204,17 +265,20 @@ def _claim(request: Request, found: Widget) -> ShopperClaim | None:
     headers = request.headers
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return verify_token(found.secrets, token.strip(), now=utcnow())
+        return verify_token(found.config.secrets, token.strip(), now=utcnow())
     return verify_hmac(
-        found.secrets,
+        found.config.secrets,
         headers.get("x-tally-customer-id", ""),
         headers.get("x-tally-customer-email", ""),
         headers.get("x-tally-signature", ""),
     )
 
 
-def signed_shopper(request: Request, found: WidgetDep) -> Shopper:
-    """The shopper the request's signature names, within the shopper's rate limit, or 401."""
+async def signed_shopper(request: Request, found: WidgetDep) -> Shopper:
+    """The shopper the request's signature names, within the shopper's rate limit, or 401.
+
+    No I/O (an HMAC or a JWT check), so it runs on the event loop.
+    """
     claim = _claim(request, found)
     if claim is None:
         raise shopper.InvalidSignature(shopper.INVALID_SIGNATURE)
@@ -294,7 +358,7 @@ def get_program(
     """The program as a guest sees it; cacheable (`ETag`, `If-None-Match` answers 304)."""
     with unit_of_work(found.state.session_factory, merchant_id=found.merchant_id) as session:
         program = program_service.load(session, found.merchant_id)
-        view = program_view(program, found.appearance)
+        view = program_view(program, found.config.appearance)
     body = json.dumps(view.model_dump(mode="json"), separators=(",", ":")).encode()
     etag = _etag(body)
     headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE}

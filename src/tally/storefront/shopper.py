@@ -23,6 +23,7 @@ from tally.ledger.orm import LedgerEntry
 from tally.program import redemptions, tiers
 from tally.program import service as program_service
 from tally.program.next_expiry import next_expiry
+from tally.program.orm import Redemption
 from tally.program.service import Program
 from tally.storefront.identity import ShopperClaim
 from tally.storefront.program_view import least_cost
@@ -159,8 +160,14 @@ def _tiers(
 
 
 def _coupons(session: Session, customer: Customer) -> list[CouponOut]:
-    rows, _ = redemptions.list_redemptions(
-        session, merchant_id=customer.merchant_id, customer_id=customer.id, limit=COUPONS_SHOWN
+    # The newest few, without the count a page of the list would also ask for.
+    rows = session.scalars(
+        select(Redemption)
+        .where(
+            Redemption.merchant_id == customer.merchant_id, Redemption.customer_id == customer.id
+        )
+        .order_by(Redemption.id.desc())
+        .limit(COUPONS_SHOWN)
     )
     return [
         CouponOut(
