@@ -339,6 +339,34 @@ def test_redeeming_twice_with_one_key_spends_once(
     assert redemptions == 1
 
 
+def test_a_double_click_sends_one_key_twice_at_once_and_spends_once(
+    client: TestClient, session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    store = _store(client, session_factory, settings)
+    headers = {**_shopper_with_points(client, session_factory, store, 250), "Idempotency-Key": "dc"}
+    start = threading.Barrier(4)
+    answers: list[tuple[int, str]] = []
+
+    def click() -> None:
+        start.wait()
+        r = client.post(
+            store.url("/me/redemptions"), json={"reward_id": "five-off"}, headers=headers
+        )
+        answers.append((r.status_code, r.json()["code"]))
+
+    threads = [threading.Thread(target=click) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 4
+    assert {status for status, _ in answers} == {201}
+    assert len({code for _, code in answers}) == 1
+    _, entries, redemptions = ledger_state(session_factory, store.merchant.id)
+    assert [e[1:3] for e in entries if e[1] == "spend"] == [("spend", -100)]
+    assert redemptions == 1
+
+
 def test_two_keys_are_two_redemptions(
     client: TestClient, session_factory: sessionmaker[Session], settings: Settings
 ) -> None:
@@ -540,4 +568,8 @@ def test_the_shopper_limit_answers_429_with_retry_after(
         refused = limited.get(store.url("/me"), headers=ann)
         assert refused.status_code == 429
         assert 1 <= int(refused.headers["retry-after"]) <= 30
+        before = ledger_state(session_factory, store.merchant.id)
+        claim = limited.post(store.url("/me/actions/follow"), headers=ann)
+        assert claim.status_code == 429
+        assert ledger_state(session_factory, store.merchant.id) == before
         assert limited.get(store.url("/me"), headers=bob).status_code == 200

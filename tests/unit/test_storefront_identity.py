@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 
@@ -165,3 +167,17 @@ def test_the_rate_limiter_refuses_past_the_burst_and_says_how_long_to_wait() -> 
     assert limiter.take("a") is None
     assert limiter.take("a") == 1
     assert RateLimiter(per_minute=0).take("a") is None
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_mints_a_token_the_api_accepts() -> None:
+    text = README.read_text(encoding="utf-8")
+    snippet = re.search(r"<!-- storefront-token -->\s*```python\n(.*?)```", text, re.DOTALL)
+    assert snippet is not None, "the README has no token snippet"
+    namespace: dict[str, object] = {}
+    exec(snippet.group(1), namespace)  # noqa: S102 - our own README's code
+    token = namespace["tally_token"]("42", "ann@example.com", SECRET)  # type: ignore[operator]
+    assert verify_token([SECRET], token, now=_now()) == ShopperClaim("42", "ann@example.com")
+    assert verify_token([OTHER], token, now=_now()) is None
