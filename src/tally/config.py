@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     # worker takes it over.
     import_lease_seconds: float = Field(default=120.0, gt=0)
 
+    # Storefront API requests a minute (bursts up to as many), per client address and per
+    # signed-in shopper; 0 switches a limit off. Counted in memory, per web process.
+    storefront_requests_per_minute_per_address: int = Field(default=600, ge=0)
+    storefront_requests_per_minute_per_shopper: int = Field(default=120, ge=0)
+    # How long a web process keeps a widget's settings (origins, secrets, on/off) before
+    # reading them again; a change reaches every process within this time.
+    storefront_settings_cache_seconds: float = Field(default=2.0, ge=0)
+
     dotdigital_base_url: str = "https://r1-api.dotdigital.com"
     dotdigital_calls_per_minute: int = 30
 

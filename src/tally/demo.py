@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tally.config import Settings
 from tally.customers import service as customers
 from tally.db.base import utcnow
 from tally.db.engine import bind_merchant
@@ -19,6 +20,7 @@ from tally.merchants import service as merchants
 from tally.merchants.orm import Merchant
 from tally.program import service as program_service
 from tally.program.config_service import update_program
+from tally.storefront import service as storefront
 
 DEMO_STORE_NAME = "Demo Store"
 DEMO_ADMIN_EMAIL = "admin@demo.tally.local"
@@ -38,6 +40,15 @@ DEMO_PROGRAM: dict[str, Any] = {
     "place_order": {"enabled": True, "points_per_unit": "1", "send_email": False},
     "birthday": {"enabled": True, "points": 200},
     "referral": {"enabled": True, "sender_points": 500, "receiver_points": 250},
+    "custom_actions": [
+        {
+            "id": "follow-us",
+            "name": "Follow us on Instagram",
+            "points": 50,
+            "storefront_claimable": True,
+            "limit": {"max_count": 1, "period": "ever"},
+        }
+    ],
     "rewards": [
         {
             "type": "fixed_amount",
@@ -105,11 +116,23 @@ class DemoStore:
     admin_email: str
     admin_password: str
     created: bool
+    widget_id: str | None = None
 
 
-def seed_demo(session: Session) -> DemoStore:
+# A store page served on the usual local ports may embed the widget; Tally's own public base
+# URL (the hosted page) is always allowed besides these.
+DEMO_STORE_ORIGINS = (
+    "http://localhost:8000",
+    "http://127.0.0.1:8000",
+    "http://localhost:8001",
+    "http://127.0.0.1:8001",
+)
+
+
+def seed_demo(session: Session, config: Settings | None = None) -> DemoStore:
     """Create the demo store once (customers with balances); issue a fresh API key every time,
-    revoking the one issued before."""
+    revoking the one issued before. With the application's settings, the storefront widget is
+    set up too (its secret is encrypted under them)."""
     merchant = session.scalar(select(Merchant).where(Merchant.name == DEMO_STORE_NAME))
     created = merchant is None
     if merchant is None:
@@ -151,10 +174,20 @@ def seed_demo(session: Session) -> DemoStore:
         if previous.name == "demo" and previous.revoked_at is None:
             merchants.revoke_api_key(session, merchant_id=merchant.id, key_id=previous.id)
     key = merchants.create_api_key(session, merchant_id=merchant.id, name="demo")
+    widget_id = None
+    if config is not None:
+        bind_merchant(session, merchant.id)
+        row = storefront.settings_for(session, config=config, merchant_id=merchant.id)
+        if not row.allowed_origins:
+            storefront.set_origins(
+                session, config=config, merchant_id=merchant.id, origins=DEMO_STORE_ORIGINS
+            )
+        widget_id = row.widget_id
     return DemoStore(
         merchant_id=merchant.id,
         api_key=key.secret,
         admin_email=DEMO_ADMIN_EMAIL,
         admin_password=DEMO_ADMIN_PASSWORD,
         created=created,
+        widget_id=widget_id,
     )

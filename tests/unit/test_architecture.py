@@ -119,6 +119,7 @@ DOMAIN_PACKAGES = (
     "outbox",
     "program",
     "reports",
+    "storefront",
     "webhooks",
 )
 # What defining a route or a command takes.

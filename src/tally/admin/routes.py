@@ -21,6 +21,7 @@ from tally.admin import (
     program_edits,
     reports,
     settings,
+    storefront,
     team,
     webhooks,
 )
@@ -50,6 +51,8 @@ router.include_router(email_templates.router, dependencies=[requires(Permission.
 router.include_router(settings.router, dependencies=[requires(Permission.PROGRAM)])
 router.include_router(dotdigital.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(webhooks.router, dependencies=[requires(Permission.INTEGRATIONS)])
+# The widget's secret, origins and look: an integration of the store (owners and managers).
+router.include_router(storefront.router, dependencies=[requires(Permission.INTEGRATIONS)])
 router.include_router(imports.router, dependencies=[requires(Permission.IMPORTS)])
 router.include_router(team.router, dependencies=[requires(Permission.TEAM)])
 router.include_router(reports.router, dependencies=[requires(Permission.REPORTS)])

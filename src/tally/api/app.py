@@ -19,11 +19,12 @@ from sqlalchemy import text
 from tally import __version__
 from tally.admin import router as admin_router
 from tally.api import audit as audit_api
-from tally.api import customers, problems, program, rewards
+from tally.api import customers, problems, program, rewards, storefront_pages
 from tally.api import dotdigital as dotdigital_api
 from tally.api import imports as imports_api
 from tally.api import notifications as notifications_api
 from tally.api import reports as reports_api
+from tally.api import storefront as storefront_api
 from tally.api import webhooks as webhooks_api
 from tally.api.edge import RefuseNul
 from tally.config import Settings, WorkerMode
@@ -168,6 +169,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     )
     app.state.tally = state
     app.add_middleware(RefuseNul)
+    # The storefront's CORS answers, on its refusals too (tally.api.storefront).
+    app.add_middleware(storefront_api.StorefrontCors)
     problems.install(app)
     problems.document(app)
     install_docs(app, "Tally")
@@ -183,6 +186,11 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     app.include_router(audit_api.router)
     app.include_router(admin_router)
     app.include_router(program.public_router)
+    # The widget's script and the hosted loyalty page (shoppers' browsers, no API key).
+    app.include_router(storefront_pages.router)
+    # The shopper's side: addressed by a public widget id and a shopper's signature, never
+    # an API key.
+    app.include_router(storefront_api.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -69,7 +69,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {401: "Unauthorized", 404: "Not found", 405: "Method not allowed"}
+        titles = {
+            401: "Unauthorized",
+            404: "Not found",
+            405: "Method not allowed",
+            429: "Too many requests",
+        }
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             headers = (headers or {}) | {"Allow": allowed_methods(request)}

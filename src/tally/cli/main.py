@@ -44,6 +44,7 @@ def _add_domain_commands() -> None:
     from tally.cli.program import program_app
     from tally.cli.reports import export_app, liability
     from tally.cli.rewards import rewards_app
+    from tally.cli.storefront import storefront_app
     from tally.cli.webhooks import webhooks_app
 
     app.add_typer(mail_app, name="mail")
@@ -53,6 +54,7 @@ def _add_domain_commands() -> None:
     app.add_typer(rewards_app, name="rewards")
     app.add_typer(admin_user_app, name="admin-user")
     app.add_typer(webhooks_app, name="webhooks")
+    app.add_typer(storefront_app, name="storefront")
     app.add_typer(export_app, name="export")
     points_app.command("liability")(liability)
     app.add_typer(audit_app, name="audit")
@@ -151,7 +153,7 @@ def demo() -> None:
 
     settings = _settings()
     with unit_of_work(settings) as session:
-        store = seed_demo(session)
+        store = seed_demo(session, settings)
     console.print(
         f"[bold green]Demo store[/] (merchant {store.merchant_id})"
         + (" created" if store.created else " ready")
@@ -160,6 +162,10 @@ def demo() -> None:
     console.print(f"  Login:    {store.admin_email} / {store.admin_password}")
     console.print(f"  API docs: {settings.public_base_url}/docs")
     console.print(f"  API key:  {store.api_key}")
+    if store.widget_id:
+        console.print(
+            f"  Widget:   {store.widget_id} (secret: tally storefront show --reveal-secret)"
+        )
 
 
 @merchant_app.command("create")

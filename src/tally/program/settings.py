@@ -158,6 +158,9 @@ class CustomAction(_Frozen):
     points: Points
     send_email: bool = False
     limit: ActionLimit | None = None
+    # The shopper may claim it from the storefront widget (a "follow us" the store cannot
+    # verify); its limit still applies. Off: only the merchant's API or admin awards it.
+    storefront_claimable: bool = False
 
     @field_validator("id")
     @classmethod
@@ -165,6 +168,16 @@ class CustomAction(_Frozen):
         if value in {action.value for action in ActionId}:
             raise ValueError(f"'{value}' is the id of a built-in action; choose another id")
         return value
+
+    @model_validator(mode="after")
+    def _claimable_needs_a_limit(self) -> CustomAction:
+        # Nobody checks what a shopper claims, so without a limit a claim could be repeated
+        # for points without end.
+        if self.storefront_claimable and self.limit is None:
+            raise ValueError(
+                f"custom action '{self.id}' is claimable from the storefront: give it a limit"
+            )
+        return self
 
 
 # --- rewards -----------------------------------------------------------------------------------
