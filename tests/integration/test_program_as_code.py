@@ -82,8 +82,9 @@ def test_apply_names_every_change_and_saves_one_version(
     edited = (
         text.replace("points_cost: 500", "points_cost: 650")
         .replace("multiplier: '1.5'", "multiplier: 2")
+        # The demo program has custom actions of its own; the new one goes first.
         .replace(
-            "custom_actions: []", "custom_actions:\n- {id: follow, name: Follow us, points: 40}"
+            "custom_actions:\n", "custom_actions:\n- {id: follow, name: Follow us, points: 40}\n"
         )
         .replace("  points: 200\n", "  points: 250\n", 1)
     )
@@ -109,7 +110,7 @@ def test_apply_names_every_change_and_saves_one_version(
         _, settings = load_program(session, merchant_id)
     assert settings.version == 3
     assert settings.rewards[0].points_cost == 650
-    assert [a.id for a in settings.custom_actions] == ["follow"]
+    assert [a.id for a in settings.custom_actions] == ["follow", "follow-us"]
     versions = _versions(session_factory, merchant_id)
     assert versions[-1][0] == 3
     assert versions[-1][1].startswith("cli (")
